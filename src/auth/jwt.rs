@@ -1,0 +1,417 @@
+//! Tokens: simplejwt's claim set, HS256 with the shared key, and the checks
+//! simplejwt makes, in its order, with its messages.
+//!
+//! The clock is a parameter (`now`, unix seconds) so every rule is testable.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    Access,
+    Refresh,
+}
+
+impl TokenType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Access => "access",
+            TokenType::Refresh => "refresh",
+        }
+    }
+}
+
+/// Why a token was refused. `Display` is simplejwt's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("Token is invalid")]
+    Invalid,
+    #[error("Token is expired")]
+    Expired,
+    #[error("Token has no 'exp' claim")]
+    NoExp,
+    #[error("Token has no id")]
+    NoId,
+    #[error("Token has no type")]
+    NoType,
+    #[error("Token has wrong type")]
+    WrongType,
+    #[error("Token is blacklisted")]
+    Blacklisted,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("token signing failed: {0}")]
+pub struct SigningError(#[from] jsonwebtoken::errors::Error);
+
+/// The claims tokend signs, in simplejwt's order (PyJWT keeps insertion order).
+#[derive(Debug, Clone, Serialize)]
+pub struct Claims {
+    pub token_type: &'static str,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub user_id: String,
+}
+
+/// The claims of a token that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub token_type: TokenType,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    /// simplejwt writes the id as a string; older versions wrote a number.
+    /// `None` when the claim is missing or not an integer id.
+    pub user_id: Option<i64>,
+}
+
+/// What may arrive: any claim can be missing or of another type, and must be
+/// reported the way simplejwt does rather than as a parse failure.
+#[derive(Deserialize)]
+struct IncomingClaims {
+    token_type: Option<serde_json::Value>,
+    exp: Option<serde_json::Value>,
+    iat: Option<serde_json::Value>,
+    jti: Option<serde_json::Value>,
+    user_id: Option<serde_json::Value>,
+}
+
+/// A freshly issued token: the compact JWS and its claims.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub jti: String,
+    pub exp: i64,
+}
+
+pub struct TokenLifetimes {
+    pub access_secs: i64,
+    pub refresh_secs: i64,
+}
+
+/// Signing and verification keys plus lifetimes: everything needed to issue
+/// and check tokens.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    header: Header,
+    validation: Validation,
+    lifetimes: TokenLifetimes,
+}
+
+impl JwtKeys {
+    /// HS256 with a shared key; the key is the UTF-8 bytes of the string, as
+    /// simplejwt's `SIGNING_KEY`.
+    pub fn hs256(secret: &str, lifetimes: TokenLifetimes) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // exp, token_type and jti are checked below, in simplejwt's order and
+        // with its messages; the library only checks the signature.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            header: Header::new(Algorithm::HS256),
+            validation,
+            lifetimes,
+        }
+    }
+
+    pub fn access_lifetime(&self) -> i64 {
+        self.lifetimes.access_secs
+    }
+
+    pub fn refresh_lifetime(&self) -> i64 {
+        self.lifetimes.refresh_secs
+    }
+
+    pub fn issue(
+        &self,
+        token_type: TokenType,
+        user_id: i64,
+        now: i64,
+    ) -> Result<IssuedToken, SigningError> {
+        let lifetime = match token_type {
+            TokenType::Access => self.lifetimes.access_secs,
+            TokenType::Refresh => self.lifetimes.refresh_secs,
+        };
+        let claims = Claims {
+            token_type: token_type.as_str(),
+            exp: now + lifetime,
+            iat: now,
+            jti: new_jti(),
+            user_id: user_id.to_string(),
+        };
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)?;
+        Ok(IssuedToken {
+            token,
+            jti: claims.jti,
+            exp: claims.exp,
+        })
+    }
+
+    /// Checks a token as simplejwt does: signature and algorithm, expiry,
+    /// presence of `jti`, then the token type when `expected` is given (the
+    /// verify endpoint accepts either type, as simplejwt's `UntypedToken`).
+    pub fn verify(
+        &self,
+        token: &str,
+        expected: Option<TokenType>,
+        now: i64,
+    ) -> Result<VerifiedToken, TokenError> {
+        let data = jsonwebtoken::decode::<IncomingClaims>(token, &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        let claims = data.claims;
+        let exp = match claims.exp {
+            None => return Err(TokenError::NoExp),
+            Some(value) => integer_claim(&value).ok_or(TokenError::Invalid)?,
+        };
+        if exp <= now {
+            return Err(TokenError::Expired);
+        }
+        let iat = match claims.iat {
+            None => 0,
+            Some(value) => integer_claim(&value).ok_or(TokenError::Invalid)?,
+        };
+        let jti = match claims.jti {
+            Some(serde_json::Value::String(jti)) if !jti.is_empty() => jti,
+            Some(serde_json::Value::Null) | None => return Err(TokenError::NoId),
+            Some(_) => return Err(TokenError::Invalid),
+        };
+        let token_type = match claims.token_type.as_ref().and_then(|v| v.as_str()) {
+            Some("access") => Some(TokenType::Access),
+            Some("refresh") => Some(TokenType::Refresh),
+            Some(_) => None,
+            None => return Err(TokenError::NoType),
+        };
+        let token_type = match (token_type, expected) {
+            (Some(actual), Some(wanted)) if actual != wanted => return Err(TokenError::WrongType),
+            (Some(actual), _) => actual,
+            // A type tokend never issues: wrong wherever a type is expected,
+            // and not a tokend token for the verify endpoint either.
+            (None, Some(_)) => return Err(TokenError::WrongType),
+            (None, None) => return Err(TokenError::Invalid),
+        };
+        let user_id = claims.user_id.as_ref().and_then(user_id_claim);
+        Ok(VerifiedToken {
+            token_type,
+            exp,
+            iat,
+            jti,
+            user_id,
+        })
+    }
+}
+
+fn integer_claim(value: &serde_json::Value) -> Option<i64> {
+    value.as_i64()
+}
+
+fn user_id_claim(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// 32 lowercase hex characters, as simplejwt's `uuid4().hex`.
+pub fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// A random shared key for development: 64 hex characters (256 bits).
+pub fn generate_shared_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::hs256(
+            "test-key-0123456789abcdef0123456789abcdef",
+            TokenLifetimes {
+                access_secs: 1800,
+                refresh_secs: 86400,
+            },
+        )
+    }
+
+    fn sign(claims: serde_json::Value, key: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn payload(token: &str) -> serde_json::Value {
+        let part = token.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn issues_simplejwt_claims() {
+        let t = keys().issue(TokenType::Access, 42, NOW).unwrap();
+        let p = payload(&t.token);
+        let names: Vec<&String> = p.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["token_type", "exp", "iat", "jti", "user_id"]);
+        assert_eq!(p["token_type"], "access");
+        assert_eq!(p["exp"], NOW + 1800);
+        assert_eq!(p["iat"], NOW);
+        assert_eq!(p["user_id"], "42");
+        let jti = p["jti"].as_str().unwrap();
+        assert_eq!(jti.len(), 32);
+        assert!(jti
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let r = keys().issue(TokenType::Refresh, 42, NOW).unwrap();
+        assert_eq!(payload(&r.token)["exp"], NOW + 86400);
+        assert_ne!(r.jti, t.jti);
+    }
+
+    #[test]
+    fn round_trip_and_types_are_not_interchangeable() {
+        let k = keys();
+        let access = k.issue(TokenType::Access, 7, NOW).unwrap().token;
+        let refresh = k.issue(TokenType::Refresh, 7, NOW).unwrap().token;
+        let v = k.verify(&access, Some(TokenType::Access), NOW).unwrap();
+        assert_eq!(
+            (v.token_type, v.user_id, v.iat),
+            (TokenType::Access, Some(7), NOW)
+        );
+        assert_eq!(
+            k.verify(&refresh, Some(TokenType::Access), NOW),
+            Err(TokenError::WrongType)
+        );
+        assert_eq!(
+            k.verify(&access, Some(TokenType::Refresh), NOW),
+            Err(TokenError::WrongType)
+        );
+        assert_eq!(
+            k.verify(&refresh, None, NOW).unwrap().token_type,
+            TokenType::Refresh
+        );
+    }
+
+    #[test]
+    fn expiry_is_exclusive_and_without_leeway() {
+        let k = keys();
+        let access = k.issue(TokenType::Access, 7, NOW).unwrap().token;
+        assert!(k.verify(&access, None, NOW + 1799).is_ok());
+        assert_eq!(
+            k.verify(&access, None, NOW + 1800),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_wrong_keys_and_algorithms() {
+        let k = keys();
+        for garbage in ["", "garbage", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30."] {
+            assert_eq!(
+                k.verify(garbage, None, NOW),
+                Err(TokenError::Invalid),
+                "{garbage:?}"
+            );
+        }
+        let other = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+60,"jti":"a","user_id":"1"}),
+            "another key",
+        );
+        assert_eq!(k.verify(&other, None, NOW), Err(TokenError::Invalid));
+        // alg "none" with an empty signature.
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(
+                r#"{{"token_type":"access","exp":{},"jti":"a","user_id":"1"}}"#,
+                NOW + 60
+            ))
+        );
+        assert_eq!(k.verify(&none, None, NOW), Err(TokenError::Invalid));
+        // A tampered payload with the original signature.
+        let good = k.issue(TokenType::Access, 1, NOW).unwrap().token;
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(r#"{"token_type":"access","exp":9999999999,"jti":"a","user_id":"2"}"#),
+            parts[2]
+        );
+        assert_eq!(k.verify(&forged, None, NOW), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn missing_claims_give_simplejwt_messages() {
+        let k = keys();
+        let key = "test-key-0123456789abcdef0123456789abcdef";
+        let no_exp = sign(
+            serde_json::json!({"token_type":"access","jti":"a","user_id":"1"}),
+            key,
+        );
+        assert_eq!(k.verify(&no_exp, None, NOW), Err(TokenError::NoExp));
+        let no_jti = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+60,"user_id":"1"}),
+            key,
+        );
+        assert_eq!(k.verify(&no_jti, None, NOW), Err(TokenError::NoId));
+        let no_type = sign(
+            serde_json::json!({"exp":NOW+60,"jti":"a","user_id":"1"}),
+            key,
+        );
+        assert_eq!(
+            k.verify(&no_type, Some(TokenType::Access), NOW),
+            Err(TokenError::NoType)
+        );
+        let odd_type = sign(
+            serde_json::json!({"token_type":"sliding","exp":NOW+60,"jti":"a"}),
+            key,
+        );
+        assert_eq!(
+            k.verify(&odd_type, Some(TokenType::Refresh), NOW),
+            Err(TokenError::WrongType)
+        );
+        let string_exp = sign(
+            serde_json::json!({"token_type":"access","exp":"soon","jti":"a"}),
+            key,
+        );
+        assert_eq!(k.verify(&string_exp, None, NOW), Err(TokenError::Invalid));
+        let numeric_user = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+60,"jti":"a","user_id":5}),
+            key,
+        );
+        assert_eq!(k.verify(&numeric_user, None, NOW).unwrap().user_id, Some(5));
+        let no_user = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+60,"jti":"a"}),
+            key,
+        );
+        assert_eq!(k.verify(&no_user, None, NOW).unwrap().user_id, None);
+    }
+
+    #[test]
+    fn generated_keys_are_long_and_distinct() {
+        let (a, b) = (generate_shared_key(), generate_shared_key());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,5 @@
+//! Pure authentication logic: no web framework, no database.
+
+pub mod credentials;
+pub mod jwt;
+pub mod password;

@@ -1,0 +1,441 @@
+//! Settings: loaded once at start-up from layered sources, then validated.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
+
+/// Shortest signing key the production profile accepts (bytes). HS256 keys
+/// shorter than the hash output weaken the MAC (RFC 7518 §3.2).
+pub const MIN_PRODUCTION_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Production,
+}
+
+impl Profile {
+    pub fn parse(name: &str) -> Result<Self, ConfigError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "dev" | "development" => Ok(Profile::Dev),
+            "production" | "prod" => Ok(Profile::Production),
+            other => Err(ConfigError::Invalid(format!(
+                "TOKEND_PROFILE must be `dev` or `production`, not `{other}`"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Dev => "dev",
+            Profile::Production => "production",
+        }
+    }
+}
+
+/// A string that never shows up in Debug output or logs.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"***\"")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub pool_size: u32,
+    pub pool_timeout_ms: u64,
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtSettings {
+    pub signing_key: Secret,
+    pub signing_key_file: String,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PasswordSettings {
+    pub bcrypt_cost: u32,
+    pub max_concurrent_hashes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorsSettings {
+    pub allowed_origins: String,
+}
+
+impl CorsSettings {
+    /// `None` = any origin; otherwise the explicit list.
+    pub fn origins(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if list.iter().any(|o| o == "*") {
+            None
+        } else {
+            Some(list)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(skip, default = "dev_profile")]
+    pub profile: Profile,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub jwt: JwtSettings,
+    pub password: PasswordSettings,
+    pub cors: CorsSettings,
+    pub rate_limit: RateLimitSettings,
+    pub log: LogSettings,
+}
+
+fn dev_profile() -> Profile {
+    Profile::Dev
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads from `$TOKEND_CONFIG_DIR` (default `config/`) and the process
+    /// environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let dir = env
+            .get("TOKEND_CONFIG_DIR")
+            .cloned()
+            .unwrap_or_else(|| "config".to_owned());
+        Self::load_from(Path::new(&dir), &env)
+    }
+
+    /// Loads from explicit sources: a config directory (missing files fall
+    /// back to the copies built into the binary) and an environment map.
+    pub fn load_from(dir: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let profile = Profile::parse(env.get("TOKEND_PROFILE").map_or("", String::as_str))?;
+        let file_or = |name: &str, embedded: Option<&'static str>| {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(text),
+                Err(_) => embedded.map(str::to_owned),
+            }
+        };
+        let mut builder = config::Config::builder();
+        if let Some(text) = file_or("default.toml", Some(DEFAULT_TOML)) {
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        let embedded_profile = (profile == Profile::Production).then_some(PRODUCTION_TOML);
+        if let Some(text) = file_or(&format!("{}.toml", profile.name()), embedded_profile) {
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        // Conventional variables sit below the TOKEND__ ones.
+        if !env.contains_key("TOKEND__DATABASE__URL") {
+            builder =
+                builder.set_override_option("database.url", env.get("DATABASE_URL").cloned())?;
+        }
+        if !env.contains_key("TOKEND__SERVER__PORT") {
+            builder = builder.set_override_option("server.port", env.get("PORT").cloned())?;
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("TOKEND")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env.clone())),
+        );
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.profile = profile;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(4..=31).contains(&self.password.bcrypt_cost) {
+            return invalid(format!(
+                "password.bcrypt_cost must be between 4 and 31, not {}",
+                self.password.bcrypt_cost
+            ));
+        }
+        if self.jwt.access_ttl_secs <= 0 || self.jwt.refresh_ttl_secs <= 0 {
+            return invalid("jwt.access_ttl_secs and jwt.refresh_ttl_secs must be positive".into());
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return invalid("server.body_limit_bytes must be at least 1024".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid(format!(
+                "log.format must be `text` or `json`, not `{}`",
+                self.log.format
+            ));
+        }
+        if self.profile == Profile::Production {
+            let key = self.jwt.signing_key.expose();
+            if key.is_empty() {
+                return invalid(
+                    "the production profile needs a signing key: set TOKEND__JWT__SIGNING_KEY"
+                        .into(),
+                );
+            }
+            if key.len() < MIN_PRODUCTION_KEY_BYTES {
+                return invalid(format!(
+                    "TOKEND__JWT__SIGNING_KEY is too short for production: {} bytes, at least {MIN_PRODUCTION_KEY_BYTES} needed",
+                    key.len()
+                ));
+            }
+        }
+        DatabaseUrl::parse(self.database.url.expose())?;
+        Ok(())
+    }
+
+    /// Where the dev signing key is kept when none is configured.
+    pub fn signing_key_path(&self) -> PathBuf {
+        if !self.jwt.signing_key_file.is_empty() {
+            return PathBuf::from(&self.jwt.signing_key_file);
+        }
+        match DatabaseUrl::parse(self.database.url.expose()) {
+            Ok(DatabaseUrl::Sqlite(path)) => match Path::new(&path).parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.join("tokend.signing_key"),
+                _ => PathBuf::from("tokend.signing_key"),
+            },
+            _ => PathBuf::from("data/tokend.signing_key"),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        if self.server.workers == 0 {
+            cpu_count()
+        } else {
+            self.server.workers
+        }
+    }
+
+    pub fn max_concurrent_hashes(&self) -> usize {
+        if self.password.max_concurrent_hashes == 0 {
+            cpu_count()
+        } else {
+            self.password.max_concurrent_hashes
+        }
+    }
+}
+
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The database URL, resolved to a backend before anything connects (SQLite
+/// would accept almost any string as a file name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() {
+            return Err(ConfigError::Invalid("database.url is empty".into()));
+        }
+        if path.contains("://") {
+            return Err(ConfigError::Invalid(
+                "database.url must be sqlite://path, a file path, or postgres://…".into(),
+            ));
+        }
+        Ok(DatabaseUrl::Sqlite(path.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_from(Path::new("/nonexistent"), &env)
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.profile, Profile::Dev);
+        assert_eq!(s.server.host, "127.0.0.1");
+        assert_eq!(s.server.port, 8000);
+        assert_eq!(s.database.url.expose(), "sqlite://data/tokend.sqlite3");
+        assert_eq!(s.jwt.access_ttl_secs, 1800);
+        assert_eq!(s.jwt.refresh_ttl_secs, 86400);
+        assert_eq!(s.password.bcrypt_cost, 12);
+        assert_eq!(s.cors.origins(), None);
+        assert!(s.rate_limit.enabled);
+        assert_eq!(
+            s.signing_key_path(),
+            PathBuf::from("data/tokend.signing_key")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_with_fixed_names() {
+        let s = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("PORT", "9000"),
+            ("TOKEND__JWT__ACCESS_TTL_SECS", "60"),
+            ("TOKEND__PASSWORD__BCRYPT_COST", "10"),
+            (
+                "TOKEND__CORS__ALLOWED_ORIGINS",
+                "https://a.example, https://b.example",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.database.url.expose(), "postgres://u@h/db");
+        assert_eq!(s.server.port, 9000);
+        assert_eq!(s.jwt.access_ttl_secs, 60);
+        assert_eq!(s.password.bcrypt_cost, 10);
+        assert_eq!(
+            s.cors.origins(),
+            Some(vec![
+                "https://a.example".to_owned(),
+                "https://b.example".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn tokend_variables_win_over_conventional_ones() {
+        let s = load(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("TOKEND__DATABASE__URL", "sqlite://x.db"),
+            ("PORT", "9000"),
+            ("TOKEND__SERVER__PORT", "9001"),
+        ])
+        .unwrap();
+        assert_eq!(s.database.url.expose(), "sqlite://x.db");
+        assert_eq!(s.server.port, 9001);
+    }
+
+    #[test]
+    fn production_needs_a_strong_key() {
+        let err = load(&[("TOKEND_PROFILE", "production")]).unwrap_err();
+        assert!(
+            err.to_string().contains("TOKEND__JWT__SIGNING_KEY"),
+            "{err}"
+        );
+        let err = load(&[
+            ("TOKEND_PROFILE", "production"),
+            ("TOKEND__JWT__SIGNING_KEY", "short"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("too short"), "{err}");
+        let key = "k".repeat(MIN_PRODUCTION_KEY_BYTES);
+        let s = load(&[
+            ("TOKEND_PROFILE", "production"),
+            ("TOKEND__JWT__SIGNING_KEY", &key),
+        ])
+        .unwrap();
+        assert_eq!(s.profile, Profile::Production);
+        assert_eq!(s.server.host, "0.0.0.0");
+        assert_eq!(s.log.format, "json");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_output() {
+        let s = load(&[("TOKEND__JWT__SIGNING_KEY", "super-secret-key-value")]).unwrap();
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("super-secret-key-value"));
+        assert!(dump.contains("***"));
+    }
+
+    #[test]
+    fn database_urls_pick_the_backend_by_scheme() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
+            DatabaseUrl::Sqlite("data/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///abs/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/abs/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("plain.db").unwrap(),
+            DatabaseUrl::Sqlite("plain.db".into())
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://h/db").unwrap(),
+            DatabaseUrl::Postgres(_)
+        ));
+        assert!(DatabaseUrl::parse("mysql://h/db").is_err());
+        assert!(DatabaseUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(load(&[("TOKEND__PASSWORD__BCRYPT_COST", "3")]).is_err());
+        assert!(load(&[("TOKEND_PROFILE", "staging")]).is_err());
+        assert!(load(&[("TOKEND__JWT__ACCESS_TTL_SECS", "0")]).is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! One error type for the whole API, mapped to simplejwt/DRF-shaped HTTP
+//! responses here and nowhere else.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Map, Value};
+
+use crate::auth::jwt::TokenError;
+use crate::storage::StorageError;
+
+/// Field errors in the order the fields are declared (DRF's order).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldErrors(Vec<(String, Vec<String>)>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, messages: Vec<String>) {
+        if messages.is_empty() {
+            return;
+        }
+        match self.0.iter_mut().find(|(name, _)| name == field) {
+            Some((_, existing)) => existing.extend(messages),
+            None => self.0.push((field.to_owned(), messages)),
+        }
+    }
+
+    pub fn single(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::default();
+        errors.add(field, vec![message.into()]);
+        errors
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Err(self)` when any field has an error.
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self))
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let map: Map<String, Value> = self
+            .0
+            .iter()
+            .map(|(field, messages)| (field.clone(), json!(messages)))
+            .collect();
+        Value::Object(map)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("JSON parse error")]
+    JsonParse(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("could not read the request body")]
+    BadBody,
+    /// Login with wrong credentials, an unknown or an inactive user.
+    #[error("bad credentials")]
+    BadCredentials,
+    /// A token refused by refresh, verify or blacklist.
+    #[error("token refused: {0}")]
+    Token(TokenError),
+    /// A well-signed refresh token whose user is gone or inactive.
+    #[error("no active account for the token")]
+    NoActiveAccountForToken,
+    #[error("no credentials")]
+    NotAuthenticated,
+    #[error("bad Authorization header")]
+    BadAuthorizationHeader,
+    /// A Bearer token refused on a protected route.
+    #[error("bearer token refused: {0}")]
+    BearerToken(TokenError),
+    #[error("token without user identification")]
+    NoUserIdentification,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("user inactive")]
+    UserInactive,
+    #[error("method not allowed")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("not found")]
+    NotFound,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(msg) => ApiError::Unavailable(msg),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::auth::jwt::SigningError> for ApiError {
+    fn from(e: crate::auth::jwt::SigningError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+const WWW_AUTHENTICATE: &str = "Bearer realm=\"api\"";
+
+impl ApiError {
+    fn body(&self) -> Value {
+        match self {
+            ApiError::Validation(errors) => errors.to_json(),
+            ApiError::JsonParse(msg) => json!({ "detail": format!("JSON parse error - {msg}") }),
+            ApiError::UnsupportedMediaType(media) => {
+                json!({ "detail": format!("Unsupported media type \"{media}\" in request.") })
+            }
+            ApiError::PayloadTooLarge => json!({ "detail": "Request body is too large." }),
+            ApiError::BadBody => json!({ "detail": "Could not read the request body." }),
+            ApiError::BadCredentials => {
+                json!({ "detail": "No active account found with the given credentials" })
+            }
+            ApiError::Token(e) => json!({ "detail": e.to_string(), "code": "token_not_valid" }),
+            ApiError::NoActiveAccountForToken => json!({
+                "detail": "No active account found for the given token.",
+                "code": "no_active_account",
+            }),
+            ApiError::NotAuthenticated => {
+                json!({ "detail": "Authentication credentials were not provided." })
+            }
+            ApiError::BadAuthorizationHeader => json!({
+                "detail": "Authorization header must contain two space-delimited values",
+                "code": "bad_authorization_header",
+            }),
+            ApiError::BearerToken(e) => json!({
+                "detail": "Given token not valid for any token type",
+                "code": "token_not_valid",
+                "messages": [{
+                    "token_class": "AccessToken",
+                    "token_type": "access",
+                    "message": e.to_string(),
+                }],
+            }),
+            ApiError::NoUserIdentification => json!({
+                "detail": "Token contained no recognizable user identification",
+                "code": "token_not_valid",
+            }),
+            ApiError::UserNotFound => {
+                json!({ "detail": "User not found", "code": "user_not_found" })
+            }
+            ApiError::UserInactive => {
+                json!({ "detail": "User is inactive", "code": "user_inactive" })
+            }
+            ApiError::MethodNotAllowed { method, .. } => {
+                json!({ "detail": format!("Method \"{method}\" not allowed.") })
+            }
+            ApiError::NotFound => json!({ "detail": "Not found." }),
+            ApiError::Unavailable(_) => {
+                json!({ "detail": "Service temporarily unavailable, try again later." })
+            }
+            ApiError::Internal(_) => json!({ "detail": "A server error occurred." }),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::JsonParse(_) | ApiError::BadBody => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadCredentials
+            | ApiError::Token(_)
+            | ApiError::NoActiveAccountForToken
+            | ApiError::NotAuthenticated
+            | ApiError::BadAuthorizationHeader
+            | ApiError::BearerToken(_)
+            | ApiError::NoUserIdentification
+            | ApiError::UserNotFound
+            | ApiError::UserInactive => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            // Causes are logged here, once; they never reach the client.
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            _ => {}
+        }
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            ));
+        }
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn render(e: ApiError) -> (u16, String, Option<String>) {
+        let r = e.error_response();
+        let www = r
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let status = r.status().as_u16();
+        let body = r.into_body().try_into_bytes().unwrap_or_default();
+        (status, String::from_utf8_lossy(&body).into_owned(), www)
+    }
+
+    #[test]
+    fn simplejwt_bodies_byte_for_byte() {
+        let mut errors = FieldErrors::default();
+        errors.add("username", vec!["This field is required.".into()]);
+        errors.add("password", vec!["This field may not be blank.".into()]);
+        assert_eq!(
+            render(ApiError::Validation(errors)),
+            (
+                400,
+                r#"{"username":["This field is required."],"password":["This field may not be blank."]}"#.into(),
+                None
+            )
+        );
+        assert_eq!(
+            render(ApiError::Token(TokenError::Blacklisted)),
+            (
+                401,
+                r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#.into(),
+                Some(r#"Bearer realm="api""#.into())
+            )
+        );
+        assert_eq!(
+            render(ApiError::BearerToken(TokenError::WrongType)).1,
+            r#"{"detail":"Given token not valid for any token type","code":"token_not_valid","messages":[{"token_class":"AccessToken","token_type":"access","message":"Token has wrong type"}]}"#
+        );
+        assert_eq!(
+            render(ApiError::UnsupportedMediaType("text/plain".into())).1,
+            r#"{"detail":"Unsupported media type \"text/plain\" in request."}"#
+        );
+        assert_eq!(
+            render(ApiError::MethodNotAllowed {
+                method: "GET".into(),
+                allow: "POST, OPTIONS"
+            }),
+            (
+                405,
+                r#"{"detail":"Method \"GET\" not allowed."}"#.into(),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn internal_causes_never_reach_the_client() {
+        let (status, body, _) = render(ApiError::Internal("secret detail".into()));
+        assert_eq!(status, 500);
+        assert!(!body.contains("secret"));
+        let (status, body, _) = render(ApiError::Unavailable("pg://user:pw@host".into()));
+        assert_eq!(status, 503);
+        assert!(!body.contains("pw"));
+    }
+}

@@ -1,0 +1,10 @@
+//! tokend: users and the access/refresh token lifecycle, wire-compatible with
+//! djangorestframework-simplejwt. See README.md and DESIGN.md.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

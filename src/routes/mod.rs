@@ -1,0 +1,81 @@
+//! The route table and the state handlers share. Handlers are thin: parse the
+//! request, call auth/ and storage/, shape the response.
+
+mod bearer;
+pub mod fields;
+mod health;
+mod tokens;
+mod users;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::HashingPool;
+use crate::error::ApiError;
+use crate::storage::Database;
+
+pub struct AppState {
+    pub db: Database,
+    pub keys: JwtKeys,
+    pub hashing: HashingPool,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+const ALLOW_POST: &str = "POST, OPTIONS";
+const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
+
+/// Every API path answers with and without its trailing slash (simplejwt
+/// clients use the slash; Django would redirect the other form).
+fn both_forms(path: &'static str) -> [&'static str; 2] {
+    [path, path.trim_end_matches('/')]
+}
+
+/// Other methods on a route: 405 as DRF words it; OPTIONS: 200 with `Allow`.
+async fn other_method(req: HttpRequest, allow: &'static str) -> Result<HttpResponse, ApiError> {
+    if req.method() == actix_web::http::Method::OPTIONS {
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Allow", allow))
+            .json(serde_json::json!({})));
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().as_str().to_owned(),
+        allow,
+    })
+}
+
+fn post_resource<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(both_forms(path))
+        .route(web::post().to(handler))
+        .default_service(web::to(|req: HttpRequest| other_method(req, ALLOW_POST)))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(post_resource("/api/user/register/", users::register))
+        .service(post_resource("/api/token/", tokens::obtain_pair))
+        .service(post_resource("/api/token/refresh/", tokens::refresh))
+        .service(post_resource("/api/token/verify/", tokens::verify))
+        .service(post_resource("/api/token/blacklist/", tokens::blacklist))
+        .service(
+            web::resource(both_forms("/api/user/me/"))
+                .route(web::get().to(users::me))
+                .route(web::head().to(users::me))
+                .default_service(web::to(|req: HttpRequest| other_method(req, ALLOW_GET))),
+        )
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

@@ -1,0 +1,167 @@
+//! Builds the application: storage, keys, hashing pool, HTTP server. Binds
+//! before returning, so tests can ask for port 0 and learn the real port.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::auth::jwt::{generate_shared_key, JwtKeys, TokenLifetimes};
+use crate::auth::password::HashingPool;
+use crate::config::{CorsSettings, Settings};
+use crate::routes::{self, AppState};
+use crate::storage::Database;
+use crate::telemetry;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let state = web::Data::new(build_state(&settings)?);
+        let db = state.db.clone();
+        let applied = tokio::task::spawn_blocking(move || db.migrate_blocking())
+            .await
+            .context("migration task")??;
+        if applied > 0 {
+            tracing::info!(applied, "applied database migrations");
+        }
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener =
+            TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = settings.server.body_limit_bytes;
+        let cors = settings.cors.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .wrap(security_headers())
+                .wrap(cors_middleware(&cors))
+                .wrap(from_fn(telemetry::log_request))
+                .configure(routes::configure)
+        })
+        .workers(settings.workers())
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        tracing::info!(
+            host = %settings.server.host,
+            port,
+            backend = ?state_backend(&settings),
+            "tokend listening"
+        );
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn state_backend(settings: &Settings) -> &'static str {
+    match crate::config::DatabaseUrl::parse(settings.database.url.expose()) {
+        Ok(crate::config::DatabaseUrl::Postgres(_)) => "postgres",
+        _ => "sqlite",
+    }
+}
+
+pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
+    let db = Database::new(&settings.database)?;
+    let key = resolve_signing_key(settings)?;
+    let keys = JwtKeys::hs256(
+        &key,
+        TokenLifetimes {
+            access_secs: settings.jwt.access_ttl_secs,
+            refresh_secs: settings.jwt.refresh_ttl_secs,
+        },
+    );
+    let hashing = HashingPool::new(
+        settings.password.bcrypt_cost,
+        settings.max_concurrent_hashes(),
+    );
+    Ok(AppState { db, keys, hashing })
+}
+
+/// The configured key, or (dev profile only; production refuses at load)
+/// the key kept in the key file, generated on first start.
+pub fn resolve_signing_key(settings: &Settings) -> anyhow::Result<String> {
+    if !settings.jwt.signing_key.is_empty() {
+        return Ok(settings.jwt.signing_key.expose().to_owned());
+    }
+    let path = settings.signing_key_path();
+    if let Some(key) = read_key_file(&path)? {
+        return Ok(key);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let key = generate_shared_key();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            file.write_all(key.as_bytes())
+                .and_then(|()| file.write_all(b"\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "no signing key configured: generated a development key and kept it in this file; \
+                 set TOKEND__JWT__SIGNING_KEY for production"
+            );
+            Ok(key)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key_file(&path)?.with_context(|| format!("{} is empty", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+fn read_key_file(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "same-origin"))
+        // Token responses must not be cached (RFC 6749 §5.1).
+        .add((header::CACHE_CONTROL, "no-store"))
+}
+
+fn cors_middleware(settings: &CorsSettings) -> Cors {
+    let base = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "OPTIONS"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([telemetry::REQUEST_ID_HEADER])
+        .max_age(86400);
+    match settings.origins() {
+        None => base.allow_any_origin().send_wildcard(),
+        Some(origins) => origins
+            .iter()
+            .fold(base, |cors, origin| cors.allowed_origin(origin)),
+    }
+}

@@ -1,0 +1,27 @@
+// Tables of migrations/{sqlite,postgres}. Only types both backends share
+// (BigInt, Text, Bool) so that one set of queries serves both.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        password_hash -> Text,
+        is_active -> Bool,
+        created_at -> BigInt,
+        tokens_valid_after -> BigInt,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (jti) {
+        jti -> Text,
+        user_id -> BigInt,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        replaced_by -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(refresh_tokens -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens);

@@ -1,0 +1,99 @@
+//! Users: lookup, creation (the unique index decides races), deletion.
+
+use diesel::prelude::*;
+
+use super::schema::users;
+use super::{is_unique_violation, DbConnection, StorageError};
+
+#[derive(Debug, Clone, Queryable)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub is_active: bool,
+    pub tokens_valid_after: i64,
+}
+
+type UserColumns = (
+    users::id,
+    users::username,
+    users::password_hash,
+    users::is_active,
+    users::tokens_valid_after,
+);
+const USER_COLUMNS: UserColumns = (
+    users::id,
+    users::username,
+    users::password_hash,
+    users::is_active,
+    users::tokens_valid_after,
+);
+
+pub fn find_by_username(
+    conn: &mut DbConnection,
+    name: &str,
+) -> Result<Option<UserRecord>, StorageError> {
+    Ok(users::table
+        .filter(users::username.eq(name))
+        .select(USER_COLUMNS)
+        .first(conn)
+        .optional()?)
+}
+
+pub fn find_by_id(conn: &mut DbConnection, id: i64) -> Result<Option<UserRecord>, StorageError> {
+    Ok(users::table
+        .filter(users::id.eq(id))
+        .select(USER_COLUMNS)
+        .first(conn)
+        .optional()?)
+}
+
+pub fn username_exists(conn: &mut DbConnection, name: &str) -> Result<bool, StorageError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        users::table.filter(users::username.eq(name)),
+    ))
+    .get_result(conn)?)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateUser {
+    Created { id: i64 },
+    UsernameTaken,
+}
+
+/// Inserts a user. Concurrent registrations of one name are decided by the
+/// unique index: exactly one insert wins, the others see `UsernameTaken`.
+pub fn create(
+    conn: &mut DbConnection,
+    name: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<CreateUser, StorageError> {
+    let inserted = diesel::insert_into(users::table)
+        .values((
+            users::username.eq(name),
+            users::password_hash.eq(password_hash),
+            users::is_active.eq(true),
+            users::created_at.eq(now),
+            users::tokens_valid_after.eq(0_i64),
+        ))
+        .returning(users::id)
+        .get_result::<i64>(conn);
+    match inserted {
+        Ok(id) => Ok(CreateUser::Created { id }),
+        Err(e) if is_unique_violation(&e) => Ok(CreateUser::UsernameTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a user; their refresh tokens go with them (ON DELETE CASCADE).
+pub fn delete(conn: &mut DbConnection, id: i64) -> Result<bool, StorageError> {
+    Ok(diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1)
+}
+
+pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool, StorageError> {
+    Ok(diesel::update(users::table.filter(users::id.eq(id)))
+        .set(users::is_active.eq(active))
+        .execute(conn)?
+        == 1)
+}
