@@ -10,6 +10,7 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use serde_json::{Map, Value};
 
+use crate::auth::credentials::char_field_problems;
 use crate::error::{ApiError, FieldErrors};
 
 pub const MSG_REQUIRED: &str = "This field is required.";
@@ -89,11 +90,20 @@ impl Fields {
         Ok(value)
     }
 
-    /// Several char fields at once; all their errors are reported together.
+    /// Several plain char fields (no validators beyond DRF's default NUL
+    /// check); all their errors are reported together.
     pub fn char_fields<const N: usize>(&self, names: [&str; N]) -> Result<[String; N], ApiError> {
         let mut errors = FieldErrors::default();
         let values = names.map(|name| {
-            self.char_field(name).unwrap_or_else(|messages| {
+            let checked = self.char_field(name).and_then(|value| {
+                let problems = char_field_problems(&value, None);
+                if problems.is_empty() {
+                    Ok(value)
+                } else {
+                    Err(problems)
+                }
+            });
+            checked.unwrap_or_else(|messages| {
                 errors.add(name, messages);
                 String::new()
             })

@@ -17,24 +17,13 @@ pub async fn register(
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = FieldErrors::default();
-    let mut check = |name: &str, messages: Vec<String>| errors.add(name, messages);
     let username = match fields
         .char_field("username")
         .map(|v| NewUsername::parse(&v))
     {
         Ok(Ok(name)) => Some(name),
         Ok(Err(messages)) | Err(messages) => {
-            check("username", messages);
-            None
-        }
-    };
-    let password = match fields
-        .char_field("password")
-        .map(|v| NewPassword::parse(&v))
-    {
-        Ok(Ok(password)) => Some(password),
-        Ok(Err(messages)) | Err(messages) => {
-            check("password", messages);
+            errors.add("username", messages);
             None
         }
     };
@@ -50,6 +39,16 @@ pub async fn register(
             errors.add("username", vec![MSG_USERNAME_TAKEN.to_owned()]);
         }
     }
+    let password = match fields
+        .char_field("password")
+        .map(|v| NewPassword::parse(&v))
+    {
+        Ok(Ok(password)) => Some(password),
+        Ok(Err(messages)) | Err(messages) => {
+            errors.add("password", messages);
+            None
+        }
+    };
     errors.into_result()?;
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::Internal("validated fields missing".into()));

@@ -1,0 +1,317 @@
+//! Test harness: the real application on port 0, on a fresh SQLite file or a
+//! fresh PostgreSQL database (created here, dropped when the test ends).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use rand::RngCore;
+use serde_json::Value;
+use tokend::config::Settings;
+use tokend::startup::Application;
+use tokend::storage::Database;
+
+pub const SIGNING_KEY: &str = "integration-test-signing-key-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TOKEND_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// A database that exists for one test.
+pub enum TestDatabase {
+    Sqlite(tempfile::TempDir, String),
+    Postgres { name: String, url: String },
+}
+
+impl TestDatabase {
+    pub fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tokend.sqlite3").display());
+                TestDatabase::Sqlite(dir, url)
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("tokend_test_{}", random_suffix());
+                let mut conn = PgConnection::establish(&admin).unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} is needed for these tests: {e}")
+                });
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(base, _)| base);
+                let url = format!("{base}/{name}");
+                TestDatabase::Postgres { name, url }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDatabase::Sqlite(_, url) => url,
+            TestDatabase::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let TestDatabase::Postgres { name, .. } = self {
+            if let Ok(mut conn) = PgConnection::establish(&postgres_admin_url()) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn);
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// Direct access to the same database, for arranging test situations.
+    pub db: Database,
+    pub backend: Backend,
+    // Dropped last: the database outlives the server's use of it.
+    _database: TestDatabase,
+}
+
+pub fn test_env(database_url: &str) -> HashMap<String, String> {
+    [
+        ("TOKEND__DATABASE__URL", database_url),
+        ("TOKEND__SERVER__PORT", "0"),
+        ("TOKEND__SERVER__WORKERS", "2"),
+        ("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY),
+        ("TOKEND__PASSWORD__BCRYPT_COST", "4"),
+        ("TOKEND__LOG__LEVEL", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create(backend);
+    let mut env = test_env(database.url());
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::load_from(Path::new("/nonexistent"), &env).expect("test settings");
+    let db = Database::new(&settings.database).expect("test database handle");
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+        backend,
+        _database: database,
+    }
+}
+
+/// A response reduced to what the contract pins: status, body, headers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts status and exact body bytes.
+    #[track_caller]
+    pub fn assert(&self, status: u16, body: &str) {
+        assert_eq!(
+            (self.status, self.body.as_str()),
+            (status, body),
+            "unexpected reply"
+        );
+    }
+
+    pub fn token(&self, field: &str) -> String {
+        self.json()[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {}", self.body))
+            .to_owned()
+    }
+}
+
+impl TestApp {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("response body");
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> Reply {
+        self.send(self.client.post(self.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        self.send(
+            self.client
+                .post(self.url(path))
+                .header("Content-Type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn get_me(&self, authorization: Option<&str>) -> Reply {
+        let mut request = self.client.get(self.url("/api/user/me/"));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        self.send(request).await
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Reply {
+        self.post_json(
+            "/api/user/register/",
+            serde_json::json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
+        self.post_json(
+            "/api/token/",
+            serde_json::json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh: &str) -> Reply {
+        self.post_json(
+            "/api/token/refresh/",
+            serde_json::json!({ "refresh": refresh }),
+        )
+        .await
+    }
+
+    pub async fn verify(&self, token: &str) -> Reply {
+        self.post_json("/api/token/verify/", serde_json::json!({ "token": token }))
+            .await
+    }
+
+    pub async fn blacklist(&self, refresh: &str) -> Reply {
+        self.post_json(
+            "/api/token/blacklist/",
+            serde_json::json!({ "refresh": refresh }),
+        )
+        .await
+    }
+
+    /// Registers and logs in; returns (user id, access, refresh).
+    pub async fn user_with_tokens(&self, username: &str, password: &str) -> (i64, String, String) {
+        let created = self.register(username, password).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.json()["id"].as_i64().expect("id");
+        let pair = self.login(username, password).await;
+        assert_eq!(pair.status, 200, "{}", pair.body);
+        (id, pair.token("access"), pair.token("refresh"))
+    }
+
+    pub async fn delete_user(&self, id: i64) {
+        let deleted = self
+            .db
+            .run(move |conn| tokend::storage::users::delete(conn, id))
+            .await
+            .expect("delete user");
+        assert!(deleted);
+    }
+}
+
+/// The claims of a token, without checking it.
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("JWS payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Signs arbitrary claims with the test key (expired or odd tokens).
+pub fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(SIGNING_KEY.as_bytes()),
+    )
+    .expect("sign test claims")
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs each test body once per backend, as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

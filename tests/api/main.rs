@@ -1,0 +1,9 @@
+//! HTTP-level tests: the real app on port 0, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod compat;
+mod concurrency;
+mod protocol;
+mod register;
+mod tokens;

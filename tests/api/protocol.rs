@@ -1,0 +1,163 @@
+//! HTTP-level rules: methods, media types, sizes, paths, headers.
+
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{spawn_app, Backend};
+
+async fn wrong_methods_are_405_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.send(app.client.get(app.url("/api/token/"))).await;
+    reply.assert(405, r#"{"detail":"Method \"GET\" not allowed."}"#);
+    assert_eq!(reply.header("allow"), Some("POST, OPTIONS"));
+    let reply = app
+        .send(app.client.put(app.url("/api/token/verify/")))
+        .await;
+    reply.assert(405, r#"{"detail":"Method \"PUT\" not allowed."}"#);
+    let reply = app.send(app.client.delete(app.url("/api/user/me/"))).await;
+    reply.assert(405, r#"{"detail":"Method \"DELETE\" not allowed."}"#);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, OPTIONS"));
+    let reply = app.send(app.client.post(app.url("/api/user/me/"))).await;
+    reply.assert(405, r#"{"detail":"Method \"POST\" not allowed."}"#);
+}
+
+async fn unknown_paths_are_404_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.send(app.client.get(app.url("/nope/"))).await;
+    reply.assert(404, r#"{"detail":"Not found."}"#);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    app.send(app.client.post(app.url("/api/token/x/")))
+        .await
+        .assert(404, r#"{"detail":"Not found."}"#);
+}
+
+async fn paths_without_trailing_slash_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app
+        .post_json(
+            "/api/user/register",
+            json!({"username": "alice", "password": "pw"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let pair = app
+        .post_json("/api/token", json!({"username": "alice", "password": "pw"}))
+        .await;
+    assert_eq!(pair.status, 200);
+}
+
+async fn media_types_and_bad_bodies(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.post_raw("/api/token/", "text/plain", "x").await.assert(
+        415,
+        r#"{"detail":"Unsupported media type \"text/plain\" in request."}"#,
+    );
+    let reply = app
+        .post_raw("/api/token/", "application/json", "{bad")
+        .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.json()["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("JSON parse error - "),
+        "{}",
+        reply.body
+    );
+    // Invalid UTF-8, deep nesting, NUL bytes: 400, never a 5xx.
+    assert_eq!(
+        app.post_raw(
+            "/api/token/",
+            "application/json",
+            &b"{\"username\":\"\xff\"}"[..]
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        app.post_raw("/api/token/", "application/json", "[".repeat(100_000))
+            .await
+            .status,
+        413
+    );
+    assert_eq!(
+        app.post_raw("/api/token/", "application/json", "[".repeat(5_000))
+            .await
+            .status,
+        400
+    );
+    app.post_json(
+        "/api/token/",
+        json!({"username": "a\u{0}", "password": "x"}),
+    )
+    .await
+    .assert(400, r#"{"username":["Null characters are not allowed."]}"#);
+    // Empty bodies are empty forms, whatever the type.
+    app.post_raw("/api/token/verify/", "text/plain", "")
+        .await
+        .assert(400, r#"{"token":["This field is required."]}"#);
+}
+
+async fn oversized_bodies_are_413_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let big = json!({"username": "x".repeat(100_000), "password": "x"});
+    let reply = app.post_json("/api/user/register/", big).await;
+    reply.assert(413, r#"{"detail":"Request body is too large."}"#);
+}
+
+async fn health_and_readiness(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.send(app.client.get(app.url("/healthz")))
+        .await
+        .assert(200, r#"{"status":"ok"}"#);
+    app.send(app.client.get(app.url("/readyz")))
+        .await
+        .assert(200, r#"{"status":"ready"}"#);
+}
+
+async fn cors_allows_browser_clients(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let preflight = app
+        .send(
+            app.client
+                .request(reqwest::Method::OPTIONS, app.url("/api/token/"))
+                .header("Origin", "http://login.example")
+                .header("Access-Control-Request-Method", "POST")
+                .header("Access-Control-Request-Headers", "content-type"),
+        )
+        .await;
+    assert_eq!(preflight.status, 200, "{}", preflight.body);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    let reply = app
+        .send(
+            app.client
+                .post(app.url("/api/token/"))
+                .header("Origin", "http://login.example")
+                .json(&json!({"username": "x", "password": "y"})),
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+}
+
+async fn responses_carry_security_headers_and_request_ids(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app.register("alice", "pw").await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(reply.header("x-request-id").map(str::len), Some(16));
+    // Keep-alive is kept: handlers always read the body.
+    assert_ne!(reply.header("connection"), Some("close"));
+}
+
+both_backends!(
+    wrong_methods_are_405_json,
+    unknown_paths_are_404_json,
+    paths_without_trailing_slash_work,
+    media_types_and_bad_bodies,
+    oversized_bodies_are_413_json,
+    health_and_readiness,
+    cors_allows_browser_clients,
+    responses_carry_security_headers_and_request_ids,
+);
