@@ -27,7 +27,7 @@ pub fn unix_now() -> i64 {
 }
 
 const ALLOW_POST: &str = "POST, OPTIONS";
-const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
+pub(crate) const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
 
 /// Every API path answers with and without its trailing slash (simplejwt
 /// clients use the slash; Django would redirect the other form).
@@ -36,7 +36,10 @@ fn both_forms(path: &'static str) -> [&'static str; 2] {
 }
 
 /// Other methods on a route: 405 as DRF words it; OPTIONS: 200 with `Allow`.
-async fn other_method(req: HttpRequest, allow: &'static str) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn other_method(
+    req: HttpRequest,
+    allow: &'static str,
+) -> Result<HttpResponse, ApiError> {
     if req.method() == actix_web::http::Method::OPTIONS {
         return Ok(HttpResponse::Ok()
             .insert_header(("Allow", allow))
@@ -69,7 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource(both_forms("/api/user/me/"))
                 .route(web::get().to(users::me))
                 .route(web::head().to(users::me))
-                .default_service(web::to(|req: HttpRequest| other_method(req, ALLOW_GET))),
+                .default_service(web::to(users::me_other_method)),
         )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))

@@ -7,7 +7,7 @@ use super::{unix_now, AppState};
 use crate::auth::credentials::{NewPassword, NewUsername};
 use crate::auth::jwt::TokenType;
 use crate::error::{ApiError, FieldErrors};
-use crate::storage::users::{self, CreateUser};
+use crate::storage::users::{self, CreateUser, UserRecord};
 
 const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
 
@@ -74,9 +74,10 @@ pub async fn register(
     }
 }
 
-/// GET /api/user/me/ with `Authorization: Bearer <access>` -> {id, username}
-pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let token = bearer_token(&req)?;
+/// The user a Bearer access token names, checked as simplejwt's
+/// `JWTAuthentication` does.
+async fn authenticated_user(state: &AppState, req: &HttpRequest) -> Result<UserRecord, ApiError> {
+    let token = bearer_token(req)?;
     let verified = state
         .keys
         .verify(&token, Some(TokenType::Access), unix_now())
@@ -90,5 +91,21 @@ pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     if !user.is_active {
         return Err(ApiError::UserInactive);
     }
+    Ok(user)
+}
+
+/// GET /api/user/me/ with `Authorization: Bearer <access>` -> {id, username}
+pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let user = authenticated_user(&state, &req).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": user.id, "username": user.username })))
+}
+
+/// Other methods on /api/user/me/: as DRF, authentication comes first, so an
+/// anonymous caller learns nothing but 401.
+pub async fn me_other_method(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    authenticated_user(&state, &req).await?;
+    super::other_method(req, super::ALLOW_GET).await
 }

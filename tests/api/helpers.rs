@@ -33,8 +33,14 @@ fn random_suffix() -> String {
 
 /// A database that exists for one test.
 pub enum TestDatabase {
-    Sqlite(tempfile::TempDir, String),
-    Postgres { name: String, url: String },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        name: String,
+        url: String,
+    },
 }
 
 impl TestDatabase {
@@ -43,7 +49,7 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("tokend.sqlite3").display());
-                TestDatabase::Sqlite(dir, url)
+                TestDatabase::Sqlite { _dir: dir, url }
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url();
@@ -65,7 +71,7 @@ impl TestDatabase {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDatabase::Sqlite(_, url) => url,
+            TestDatabase::Sqlite { url, .. } => url,
             TestDatabase::Postgres { url, .. } => url,
         }
     }
@@ -87,7 +93,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Direct access to the same database, for arranging test situations.
     pub db: Database,
-    pub backend: Backend,
     // Dropped last: the database outlives the server's use of it.
     _database: TestDatabase,
 }
@@ -125,7 +130,6 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         address,
         client: reqwest::Client::new(),
         db,
-        backend,
         _database: database,
     }
 }

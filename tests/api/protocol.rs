@@ -14,10 +14,30 @@ async fn wrong_methods_are_405_json(backend: Backend) {
         .send(app.client.put(app.url("/api/token/verify/")))
         .await;
     reply.assert(405, r#"{"detail":"Method \"PUT\" not allowed."}"#);
+    // On /api/user/me/ authentication comes first, as in DRF.
     let reply = app.send(app.client.delete(app.url("/api/user/me/"))).await;
+    reply.assert(
+        401,
+        r#"{"detail":"Authentication credentials were not provided."}"#,
+    );
+    let (_, access, _) = app.user_with_tokens("alice", "pw").await;
+    let bearer = format!("Bearer {access}");
+    let reply = app
+        .send(
+            app.client
+                .delete(app.url("/api/user/me/"))
+                .header("Authorization", &bearer),
+        )
+        .await;
     reply.assert(405, r#"{"detail":"Method \"DELETE\" not allowed."}"#);
     assert_eq!(reply.header("allow"), Some("GET, HEAD, OPTIONS"));
-    let reply = app.send(app.client.post(app.url("/api/user/me/"))).await;
+    let reply = app
+        .send(
+            app.client
+                .post(app.url("/api/user/me/"))
+                .header("Authorization", &bearer),
+        )
+        .await;
     reply.assert(405, r#"{"detail":"Method \"POST\" not allowed."}"#);
 }
 
