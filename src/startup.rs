@@ -56,7 +56,7 @@ impl Application {
         tracing::info!(
             host = %settings.server.host,
             port,
-            backend = ?state_backend(&settings),
+            backend = state_backend(&settings),
             "tokend listening"
         );
         Ok(Application { port, server })

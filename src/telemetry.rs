@@ -48,13 +48,14 @@ pub async fn log_request(
     let path = req.path().to_owned();
     let mut res = next.call(req).await?;
     let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Microsecond resolution is plenty; fewer digits keep lines short.
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     tracing::info!(
         request_id = %request_id,
         method = %method,
         path = %path,
         status,
-        latency_ms = format_args!("{latency_ms:.3}"),
+        latency_ms,
         "request"
     );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
