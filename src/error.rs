@@ -1,8 +1,11 @@
 //! One error type for the whole API, mapped to simplejwt/DRF-shaped HTTP
 //! responses here and nowhere else.
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
@@ -222,10 +225,41 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Middleware: every error answer is JSON, including those made outside the
+/// handlers (CORS refusals, errors of actix's own extractors):
+/// a non-JSON error body becomes `{"detail": "..."}`, headers are kept.
+pub async fn json_error_bodies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Errors raised as `Err` (rather than answered) are rendered by their
+    // own `ResponseError`; inside the app that is `ApiError`, already JSON.
+    let res = next.call(req).await?.map_into_boxed_body();
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return Ok(res);
+    }
+    let detail = match res.response().error() {
+        Some(e) if !status.is_server_error() => e.to_string(),
+        _ => status.canonical_reason().unwrap_or("Error").to_owned(),
+    };
+    let (request, old) = res.into_parts();
+    let mut new = HttpResponse::build(status).json(json!({ "detail": detail }));
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(request, new))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::body::MessageBody;
 
     fn render(e: ApiError) -> (u16, String, Option<String>) {
         let r = e.error_response();

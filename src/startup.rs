@@ -46,6 +46,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(security_headers())
                 .wrap(cors_middleware(&cors))
+                .wrap(from_fn(crate::error::json_error_bodies))
                 .wrap(from_fn(telemetry::log_request))
                 .configure(routes::configure)
         })

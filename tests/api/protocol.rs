@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{spawn_app, spawn_app_with, Backend};
 
 async fn wrong_methods_are_405_json(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -171,7 +171,34 @@ async fn responses_carry_security_headers_and_request_ids(backend: Backend) {
     assert_ne!(reply.header("connection"), Some("close"));
 }
 
+async fn cors_refusals_are_json(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("TOKEND__CORS__ALLOWED_ORIGINS", "https://app.example")],
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/token/"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+    };
+    let allowed = app.send(preflight("https://app.example")).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let refused = app.send(preflight("https://evil.example")).await;
+    refused.assert(
+        400,
+        r#"{"detail":"Origin is not allowed to make this request"}"#,
+    );
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+}
+
 both_backends!(
+    cors_refusals_are_json,
     wrong_methods_are_405_json,
     unknown_paths_are_404_json,
     paths_without_trailing_slash_work,
