@@ -240,6 +240,16 @@ impl Settings {
                 ));
             }
         }
+        if let Some(origins) = self.cors.origins() {
+            for origin in origins {
+                if !is_origin(&origin) {
+                    return invalid(format!(
+                        "cors.allowed_origins: `{origin}` is not an origin; write scheme://host[:port], \
+                         without path or trailing slash (e.g. https://app.example.com)"
+                    ));
+                }
+            }
+        }
         DatabaseUrl::parse(self.database.url.expose())?;
         Ok(())
     }
@@ -273,6 +283,20 @@ impl Settings {
             self.password.max_concurrent_hashes
         }
     }
+}
+
+/// `scheme://host[:port]`, as browsers send it in the Origin header.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host_ok = |host: &str| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+    };
+    matches!(scheme, "http" | "https") && host_ok(rest)
 }
 
 pub fn cpu_count() -> usize {
@@ -430,6 +454,24 @@ mod tests {
         ));
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
         assert!(DatabaseUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        let ok = load(&[(
+            "TOKEND__CORS__ALLOWED_ORIGINS",
+            "https://a.example:8443,http://localhost:5173",
+        )]);
+        assert!(ok.is_ok());
+        for bad in [
+            "https://a.example/",
+            "a.example",
+            "https://a.example/login",
+            "ftp://a.example",
+        ] {
+            let err = load(&[("TOKEND__CORS__ALLOWED_ORIGINS", bad)]).unwrap_err();
+            assert!(err.to_string().contains("not an origin"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -166,3 +166,49 @@ fn cors_middleware(settings: &CorsSettings) -> Cors {
             .fold(base, |cors, origin| cors.allowed_origin(origin)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(dir: &Path, key: Option<&str>) -> Settings {
+        let mut env = HashMap::from([(
+            "TOKEND__DATABASE__URL".to_owned(),
+            format!("sqlite://{}/sub/tokend.sqlite3", dir.display()),
+        )]);
+        if let Some(key) = key {
+            env.insert("TOKEND__JWT__SIGNING_KEY".to_owned(), key.to_owned());
+        }
+        Settings::load_from(Path::new("/nonexistent"), &env).unwrap()
+    }
+
+    #[test]
+    fn dev_key_is_generated_once_next_to_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), None);
+        let path = dir.path().join("sub/tokend.signing_key");
+        assert_eq!(s.signing_key_path(), path);
+        let first = resolve_signing_key(&s).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(
+            resolve_signing_key(&s).unwrap(),
+            first,
+            "kept, not regenerated"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_configured_key_wins_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), Some("configured-key"));
+        assert_eq!(resolve_signing_key(&s).unwrap(), "configured-key");
+        assert!(!dir.path().join("sub/tokend.signing_key").exists());
+    }
+}

@@ -93,10 +93,17 @@ pub struct HashingPool {
 
 impl HashingPool {
     pub fn new(cost: u32, permits: usize) -> Self {
+        let dummy = std::sync::Arc::new(std::sync::OnceLock::new());
+        // Prepared in the background so that neither start-up nor the first
+        // unknown-user login pays for it.
+        let preparing = dummy.clone();
+        std::thread::spawn(move || {
+            preparing.get_or_init(|| dummy_hash(cost).unwrap_or_default());
+        });
         HashingPool {
             cost,
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(permits.max(1))),
-            dummy: std::sync::Arc::new(std::sync::OnceLock::new()),
+            dummy,
         }
     }
 
