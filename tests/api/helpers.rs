@@ -261,6 +261,15 @@ impl TestApp {
         (id, pair.token("access"), pair.token("refresh"))
     }
 
+    pub async fn set_active(&self, id: i64, active: bool) {
+        let changed = self
+            .db
+            .run(move |conn| tokend::storage::users::set_active(conn, id, active))
+            .await
+            .expect("set is_active");
+        assert!(changed);
+    }
+
     pub async fn delete_user(&self, id: i64) {
         let deleted = self
             .db

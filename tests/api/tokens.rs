@@ -64,10 +64,7 @@ async fn bad_credentials_are_401_with_one_body(backend: Backend) {
         r#"{"username":["This field is required."],"password":["This field may not be blank."]}"#,
     );
     // An inactive user cannot log in, with the same answer.
-    app.db
-        .run(move |conn| tokend::storage::users::set_active(conn, id, false))
-        .await
-        .unwrap();
+    app.set_active(id, false).await;
     app.login("alice", "pw12345")
         .await
         .assert(401, BAD_CREDENTIALS);
@@ -123,10 +120,7 @@ async fn me_returns_the_user(backend: Backend) {
 async fn me_rejects_inactive_users(backend: Backend) {
     let app = spawn_app(backend).await;
     let (id, access, _) = app.user_with_tokens("alice", "pw").await;
-    app.db
-        .run(move |conn| tokend::storage::users::set_active(conn, id, false))
-        .await
-        .unwrap();
+    app.set_active(id, false).await;
     app.get_me(Some(&format!("Bearer {access}"))).await.assert(
         401,
         r#"{"detail":"User is inactive","code":"user_inactive"}"#,
@@ -189,17 +183,9 @@ async fn refresh_errors(backend: Backend) {
 async fn refresh_of_an_inactive_user_is_refused_without_spending(backend: Backend) {
     let app = spawn_app(backend).await;
     let (id, _, refresh) = app.user_with_tokens("alice", "pw").await;
-    let set = |active| {
-        let db = app.db.clone();
-        async move {
-            db.run(move |conn| tokend::storage::users::set_active(conn, id, active))
-                .await
-                .unwrap()
-        }
-    };
-    set(false).await;
+    app.set_active(id, false).await;
     app.refresh(&refresh).await.assert(401, NO_ACCOUNT);
-    set(true).await;
+    app.set_active(id, true).await;
     assert_eq!(app.refresh(&refresh).await.status, 200);
 }
 
