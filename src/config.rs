@@ -87,6 +87,8 @@ pub struct JwtSettings {
     pub signing_key_file: String,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
+    pub session_max_age_secs: i64,
+    pub refresh_reuse_grace_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,8 +215,17 @@ impl Settings {
                 self.password.bcrypt_cost
             ));
         }
-        if self.jwt.access_ttl_secs <= 0 || self.jwt.refresh_ttl_secs <= 0 {
-            return invalid("jwt.access_ttl_secs and jwt.refresh_ttl_secs must be positive".into());
+        if self.jwt.access_ttl_secs <= 0
+            || self.jwt.refresh_ttl_secs <= 0
+            || self.jwt.session_max_age_secs <= 0
+        {
+            return invalid(
+                "jwt.access_ttl_secs, jwt.refresh_ttl_secs and jwt.session_max_age_secs must be positive"
+                    .into(),
+            );
+        }
+        if self.jwt.refresh_reuse_grace_secs < 0 {
+            return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024".into());
@@ -354,6 +365,8 @@ mod tests {
         assert_eq!(s.database.url.expose(), "sqlite://data/tokend.sqlite3");
         assert_eq!(s.jwt.access_ttl_secs, 1800);
         assert_eq!(s.jwt.refresh_ttl_secs, 86400);
+        assert_eq!(s.jwt.session_max_age_secs, 30 * 86400);
+        assert_eq!(s.jwt.refresh_reuse_grace_secs, 10);
         assert_eq!(s.password.bcrypt_cost, 12);
         assert_eq!(s.cors.origins(), None);
         assert!(s.rate_limit.enabled);

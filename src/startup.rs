@@ -94,7 +94,13 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         settings.password.bcrypt_cost,
         settings.max_concurrent_hashes(),
     );
-    Ok(AppState { db, keys, hashing })
+    Ok(AppState {
+        db,
+        keys,
+        hashing,
+        session_max_age_secs: settings.jwt.session_max_age_secs,
+        reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
+    })
 }
 
 /// The configured key, or (dev profile only; production refuses at load)

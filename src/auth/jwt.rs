@@ -53,6 +53,9 @@ pub struct Claims {
     pub iat: i64,
     pub jti: String,
     pub user_id: String,
+    /// The session (token family); absent in tokens minted elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// The claims of a token that passed every check.
@@ -65,6 +68,7 @@ pub struct VerifiedToken {
     /// simplejwt writes the id as a string; older versions wrote a number.
     /// `None` when the claim is missing or not an integer id.
     pub user_id: Option<i64>,
+    pub sid: Option<String>,
 }
 
 /// What may arrive: any claim can be missing or of another type, and must be
@@ -76,16 +80,10 @@ struct IncomingClaims {
     iat: Option<serde_json::Value>,
     jti: Option<serde_json::Value>,
     user_id: Option<serde_json::Value>,
+    sid: Option<serde_json::Value>,
 }
 
-/// A freshly issued token: the compact JWS and its claims.
-#[derive(Debug, Clone)]
-pub struct IssuedToken {
-    pub token: String,
-    pub jti: String,
-    pub exp: i64,
-}
-
+#[derive(Debug, Clone, Copy)]
 pub struct TokenLifetimes {
     pub access_secs: i64,
     pub refresh_secs: i64,
@@ -122,37 +120,14 @@ impl JwtKeys {
         }
     }
 
-    pub fn access_lifetime(&self) -> i64 {
-        self.lifetimes.access_secs
+    pub fn lifetimes(&self) -> TokenLifetimes {
+        self.lifetimes
     }
 
-    pub fn refresh_lifetime(&self) -> i64 {
-        self.lifetimes.refresh_secs
-    }
-
-    pub fn issue(
-        &self,
-        token_type: TokenType,
-        user_id: i64,
-        now: i64,
-    ) -> Result<IssuedToken, SigningError> {
-        let lifetime = match token_type {
-            TokenType::Access => self.lifetimes.access_secs,
-            TokenType::Refresh => self.lifetimes.refresh_secs,
-        };
-        let claims = Claims {
-            token_type: token_type.as_str(),
-            exp: now + lifetime,
-            iat: now,
-            jti: new_jti(),
-            user_id: user_id.to_string(),
-        };
-        let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)?;
-        Ok(IssuedToken {
-            token,
-            jti: claims.jti,
-            exp: claims.exp,
-        })
+    /// Signs claims. HS256 is deterministic: the same claims always give the
+    /// same token, which is what lets a rotation be replayed exactly.
+    pub fn sign(&self, claims: &Claims) -> Result<String, SigningError> {
+        Ok(jsonwebtoken::encode(&self.header, claims, &self.encoding)?)
     }
 
     /// Checks a token as simplejwt does: signature and algorithm, expiry,
@@ -198,12 +173,18 @@ impl JwtKeys {
             (None, None) => return Err(TokenError::Invalid),
         };
         let user_id = claims.user_id.as_ref().and_then(user_id_claim);
+        let sid = match claims.sid {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(sid)) => Some(sid),
+            Some(_) => return Err(TokenError::Invalid),
+        };
         Ok(VerifiedToken {
             token_type,
             exp,
             iat,
             jti,
             user_id,
+            sid,
         })
     }
 }
@@ -268,10 +249,29 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    fn claims(token_type: TokenType, user_id: i64, sid: Option<&str>) -> Claims {
+        let ttl = match token_type {
+            TokenType::Access => 1800,
+            TokenType::Refresh => 86400,
+        };
+        Claims {
+            token_type: token_type.as_str(),
+            exp: NOW + ttl,
+            iat: NOW,
+            jti: new_jti(),
+            user_id: user_id.to_string(),
+            sid: sid.map(str::to_owned),
+        }
+    }
+
+    fn issue(k: &JwtKeys, token_type: TokenType, user_id: i64) -> String {
+        k.sign(&claims(token_type, user_id, None)).unwrap()
+    }
+
     #[test]
-    fn issues_simplejwt_claims() {
-        let t = keys().issue(TokenType::Access, 42, NOW).unwrap();
-        let p = payload(&t.token);
+    fn signs_simplejwt_claims_in_order() {
+        let t = keys().sign(&claims(TokenType::Access, 42, None)).unwrap();
+        let p = payload(&t);
         let names: Vec<&String> = p.as_object().unwrap().keys().collect();
         assert_eq!(names, ["token_type", "exp", "iat", "jti", "user_id"]);
         assert_eq!(p["token_type"], "access");
@@ -283,16 +283,19 @@ mod tests {
         assert!(jti
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        let r = keys().issue(TokenType::Refresh, 42, NOW).unwrap();
-        assert_eq!(payload(&r.token)["exp"], NOW + 86400);
-        assert_ne!(r.jti, t.jti);
+        let with_sid = keys()
+            .sign(&claims(TokenType::Refresh, 42, Some("s1")))
+            .unwrap();
+        let p = payload(&with_sid);
+        let names: Vec<&String> = p.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["token_type", "exp", "iat", "jti", "user_id", "sid"]);
     }
 
     #[test]
     fn round_trip_and_types_are_not_interchangeable() {
         let k = keys();
-        let access = k.issue(TokenType::Access, 7, NOW).unwrap().token;
-        let refresh = k.issue(TokenType::Refresh, 7, NOW).unwrap().token;
+        let access = issue(&k, TokenType::Access, 7);
+        let refresh = issue(&k, TokenType::Refresh, 7);
         let v = k.verify(&access, Some(TokenType::Access), NOW).unwrap();
         assert_eq!(
             (v.token_type, v.user_id, v.iat),
@@ -315,7 +318,7 @@ mod tests {
     #[test]
     fn expiry_is_exclusive_and_without_leeway() {
         let k = keys();
-        let access = k.issue(TokenType::Access, 7, NOW).unwrap().token;
+        let access = issue(&k, TokenType::Access, 7);
         assert!(k.verify(&access, None, NOW + 1799).is_ok());
         assert_eq!(
             k.verify(&access, None, NOW + 1800),
@@ -350,7 +353,7 @@ mod tests {
         );
         assert_eq!(k.verify(&none, None, NOW), Err(TokenError::Invalid));
         // A tampered payload with the original signature.
-        let good = k.issue(TokenType::Access, 1, NOW).unwrap().token;
+        let good = issue(&k, TokenType::Access, 1);
         let parts: Vec<&str> = good.split('.').collect();
         let forged = format!(
             "{}.{}.{}",

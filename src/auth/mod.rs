@@ -3,3 +3,4 @@
 pub mod credentials;
 pub mod jwt;
 pub mod password;
+pub mod sessions;

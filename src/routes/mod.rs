@@ -9,15 +9,46 @@ mod users;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::auth::jwt::JwtKeys;
+use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
 use crate::auth::password::HashingPool;
 use crate::error::ApiError;
+use crate::storage::sessions::{self, SessionState};
 use crate::storage::Database;
 
 pub struct AppState {
     pub db: Database,
     pub keys: JwtKeys,
     pub hashing: HashingPool,
+    pub session_max_age_secs: i64,
+    pub reuse_grace_secs: i64,
+}
+
+/// Why a token is refused because of its session (revoked: logout, reuse,
+/// password change…; ended; gone with its user), or `None` when the session
+/// is live. Tokens without a session (minted elsewhere with the shared key)
+/// have nothing to check.
+pub(crate) async fn session_problem(
+    state: &AppState,
+    token: &VerifiedToken,
+    now: i64,
+) -> Result<Option<TokenError>, ApiError> {
+    let (Some(user_id), Some(sid)) = (token.user_id, token.sid.clone()) else {
+        return Ok(None);
+    };
+    let session = state
+        .db
+        .run(move |conn| sessions::state(conn, &sid, user_id, now))
+        .await?;
+    Ok(session_error(session))
+}
+
+pub(crate) fn session_error(session: SessionState) -> Option<TokenError> {
+    match session {
+        SessionState::Live { .. } => None,
+        SessionState::Revoked => Some(TokenError::Blacklisted),
+        SessionState::Expired => Some(TokenError::Expired),
+        SessionState::Missing => Some(TokenError::Invalid),
+    }
 }
 
 pub fn unix_now() -> i64 {
@@ -74,6 +105,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::head().to(users::me))
                 .default_service(web::to(users::me_other_method)),
         )
+        .service(post_resource(
+            "/api/user/logout-all/",
+            users::logout_everywhere,
+        ))
+        .service(post_resource("/api/user/password/", users::change_password))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .default_service(web::to(not_found));

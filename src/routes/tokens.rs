@@ -3,39 +3,47 @@ use serde_json::json;
 
 use super::fields::Fields;
 use super::{unix_now, AppState};
-use crate::auth::jwt::{IssuedToken, TokenError, TokenType, VerifiedToken};
+use crate::auth::jwt::{TokenError, TokenType, VerifiedToken};
+use crate::auth::sessions::{new_session_id, PairSpec};
 use crate::error::ApiError;
 use crate::storage::refresh_tokens::{
-    self, IssueOutcome, NewRefreshToken, RevokeOutcome, SpendOutcome, TokenStatus,
+    self, IssueOutcome, RevokeOutcome, SpendOutcome, TokenStatus,
 };
 use crate::storage::users;
 
-fn record(token: &IssuedToken, user_id: i64, now: i64) -> NewRefreshToken {
-    NewRefreshToken {
-        jti: token.jti.clone(),
-        user_id,
-        issued_at: now,
-        expires_at: token.exp,
-    }
+/// A refresh token that passed the signature, expiry and type checks, with
+/// the user and session it names.
+struct PresentedRefresh {
+    token: VerifiedToken,
+    user_id: i64,
+    session_id: String,
 }
 
-/// A refresh token that passed the signature, expiry and type checks, with
-/// the user it names.
-fn verified_refresh(
+fn presented_refresh(
     state: &AppState,
     fields: &Fields,
     now: i64,
-) -> Result<(VerifiedToken, i64), ApiError> {
+) -> Result<PresentedRefresh, ApiError> {
     let [refresh] = fields.char_fields(["refresh"])?;
     let token = state
         .keys
         .verify(&refresh, Some(TokenType::Refresh), now)
         .map_err(ApiError::Token)?;
     let user_id = token.user_id.ok_or(ApiError::NoActiveAccountForToken)?;
-    Ok((token, user_id))
+    // tokend's refresh tokens always name their session; others were never
+    // recorded here and cannot be spent or revoked.
+    let session_id = token
+        .sid
+        .clone()
+        .ok_or(ApiError::Token(TokenError::Invalid))?;
+    Ok(PresentedRefresh {
+        token,
+        user_id,
+        session_id,
+    })
 }
 
-/// POST /api/token/ {username, password} -> {refresh, access}
+/// POST /api/token/ {username, password} -> {refresh, access}: a new session.
 pub async fn obtain_pair(
     state: web::Data<AppState>,
     fields: Fields,
@@ -56,82 +64,117 @@ pub async fn obtain_pair(
         _ => return Err(ApiError::BadCredentials),
     };
     let now = unix_now();
-    let refresh = state.keys.issue(TokenType::Refresh, user.id, now)?;
-    let access = state.keys.issue(TokenType::Access, user.id, now)?;
-    let row = record(&refresh, user.id, now);
+    let session_end = now + state.session_max_age_secs;
+    let pair = PairSpec::new(
+        user.id,
+        &new_session_id(),
+        now,
+        state.keys.lifetimes(),
+        session_end,
+    );
+    let tokens = pair.sign(&state.keys)?;
     match state
         .db
-        .run(move |conn| refresh_tokens::record_issued(conn, &row))
+        .run(move |conn| refresh_tokens::start_session(conn, &pair, session_end))
         .await?
     {
-        IssueOutcome::Issued => Ok(
-            HttpResponse::Ok().json(json!({ "refresh": refresh.token, "access": access.token }))
-        ),
+        IssueOutcome::Issued => {
+            Ok(HttpResponse::Ok()
+                .json(json!({ "refresh": tokens.refresh, "access": tokens.access })))
+        }
         IssueOutcome::NoSuchUser => Err(ApiError::BadCredentials),
     }
 }
 
 /// POST /api/token/refresh/ {refresh} -> {access, refresh}: the presented
 /// refresh token is spent (exactly once, however many requests race) and a
-/// new pair is issued.
+/// new pair of the same session is issued. Re-presenting it within the grace
+/// window replays the same new pair; later, or an older token of the
+/// session, revokes the session.
 pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let (presented, user_id) = verified_refresh(&state, &fields, now)?;
-    let refresh = state.keys.issue(TokenType::Refresh, user_id, now)?;
-    let access = state.keys.issue(TokenType::Access, user_id, now)?;
-    let successor = record(&refresh, user_id, now);
+    let presented = presented_refresh(&state, &fields, now)?;
+    // Cut to the session's end inside the rotation.
+    let successor = PairSpec::new(
+        presented.user_id,
+        &presented.session_id,
+        now,
+        state.keys.lifetimes(),
+        i64::MAX,
+    );
+    let grace = state.reuse_grace_secs;
+    let (jti, sid) = (presented.token.jti, presented.session_id);
     let outcome = state
         .db
-        .run(move |conn| refresh_tokens::rotate(conn, &presented.jti, user_id, &successor, now))
+        .run(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
         .await?;
-    match outcome {
-        SpendOutcome::Rotated => Ok(
-            HttpResponse::Ok().json(json!({ "access": access.token, "refresh": refresh.token }))
-        ),
-        SpendOutcome::AlreadySpent => Err(ApiError::Token(TokenError::Blacklisted)),
-        SpendOutcome::Unknown => Err(ApiError::Token(TokenError::Invalid)),
-        SpendOutcome::NoActiveAccount => Err(ApiError::NoActiveAccountForToken),
-    }
+    let pair = match outcome {
+        SpendOutcome::Rotated(pair) | SpendOutcome::Replayed(pair) => pair,
+        SpendOutcome::ReuseDetected => {
+            tracing::warn!(
+                security_event = "refresh_token_reuse",
+                user_id = presented.user_id,
+                "a spent refresh token was presented again: its session is revoked"
+            );
+            return Err(ApiError::Token(TokenError::Blacklisted));
+        }
+        SpendOutcome::AlreadySpent => return Err(ApiError::Token(TokenError::Blacklisted)),
+        SpendOutcome::SessionExpired => return Err(ApiError::Token(TokenError::Expired)),
+        SpendOutcome::Unknown => return Err(ApiError::Token(TokenError::Invalid)),
+        SpendOutcome::NoActiveAccount => return Err(ApiError::NoActiveAccountForToken),
+    };
+    let tokens = pair.sign(&state.keys)?;
+    Ok(HttpResponse::Ok().json(json!({ "access": tokens.access, "refresh": tokens.refresh })))
 }
 
-/// POST /api/token/verify/ {token} -> {} for a valid access or refresh token.
-/// Access tokens are checked by signature alone; refresh tokens also against
-/// the revocation table.
+/// POST /api/token/verify/ {token} -> {} for a valid access or refresh
+/// token whose session is live.
 pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let [token] = fields.char_fields(["token"])?;
+    let now = unix_now();
     let verified = state
         .keys
-        .verify(&token, None, unix_now())
+        .verify(&token, None, now)
         .map_err(ApiError::Token)?;
-    if verified.token_type == TokenType::Refresh {
-        let user_id = verified
-            .user_id
-            .ok_or(ApiError::Token(TokenError::Invalid))?;
-        let jti = verified.jti;
-        let status = state
-            .db
-            .run(move |conn| refresh_tokens::status(conn, &jti, user_id))
-            .await?;
-        match status {
-            TokenStatus::Live => {}
-            TokenStatus::Revoked => return Err(ApiError::Token(TokenError::Blacklisted)),
-            TokenStatus::Unknown => return Err(ApiError::Token(TokenError::Invalid)),
+    match verified.token_type {
+        TokenType::Refresh => {
+            let user_id = verified
+                .user_id
+                .ok_or(ApiError::Token(TokenError::Invalid))?;
+            let sid = verified.sid.ok_or(ApiError::Token(TokenError::Invalid))?;
+            let jti = verified.jti;
+            let status = state
+                .db
+                .run(move |conn| refresh_tokens::status(conn, &jti, &sid, user_id, now))
+                .await?;
+            match status {
+                TokenStatus::Live => {}
+                TokenStatus::Revoked => return Err(ApiError::Token(TokenError::Blacklisted)),
+                TokenStatus::Expired => return Err(ApiError::Token(TokenError::Expired)),
+                TokenStatus::Unknown => return Err(ApiError::Token(TokenError::Invalid)),
+            }
+        }
+        TokenType::Access => {
+            if let Some(problem) = super::session_problem(&state, &verified, now).await? {
+                return Err(ApiError::Token(problem));
+            }
         }
     }
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
-/// POST /api/token/blacklist/ {refresh} -> {}: the refresh token can no
-/// longer be used.
+/// POST /api/token/blacklist/ {refresh} -> {}: logout. The refresh token and
+/// its session (with the session's access tokens) can no longer be used.
 pub async fn blacklist(
     state: web::Data<AppState>,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let (presented, user_id) = verified_refresh(&state, &fields, now)?;
+    let presented = presented_refresh(&state, &fields, now)?;
+    let (jti, sid, user_id) = (presented.token.jti, presented.session_id, presented.user_id);
     let outcome = state
         .db
-        .run(move |conn| refresh_tokens::revoke(conn, &presented.jti, user_id, now))
+        .run(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, now))
         .await?;
     match outcome {
         // Unknown here means nothing live to revoke (e.g. the user was

@@ -5,8 +5,9 @@ use super::bearer::bearer_token;
 use super::fields::Fields;
 use super::{unix_now, AppState};
 use crate::auth::credentials::{NewPassword, NewUsername};
-use crate::auth::jwt::TokenType;
+use crate::auth::jwt::{TokenType, VerifiedToken};
 use crate::error::{ApiError, FieldErrors};
+use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users::{self, CreateUser, UserRecord};
 
 const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
@@ -77,21 +78,43 @@ pub async fn register(
 /// The user a Bearer access token names, checked as simplejwt's
 /// `JWTAuthentication` does.
 async fn authenticated_user(state: &AppState, req: &HttpRequest) -> Result<UserRecord, ApiError> {
+    authenticated(state, req).await.map(|(user, _)| user)
+}
+
+/// The user and the verified access token of a Bearer request.
+async fn authenticated(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(UserRecord, VerifiedToken), ApiError> {
     let token = bearer_token(req)?;
+    let now = unix_now();
     let verified = state
         .keys
-        .verify(&token, Some(TokenType::Access), unix_now())
+        .verify(&token, Some(TokenType::Access), now)
         .map_err(ApiError::BearerToken)?;
     let user_id = verified.user_id.ok_or(ApiError::NoUserIdentification)?;
-    let user = state
+    let sid = verified.sid.clone();
+    // One trip to the blocking pool for both lookups.
+    let (user, session) = state
         .db
-        .run(move |conn| users::find_by_id(conn, user_id))
-        .await?
-        .ok_or(ApiError::UserNotFound)?;
+        .run(move |conn| {
+            let user = users::find_by_id(conn, user_id)?;
+            let session = match sid {
+                Some(sid) => Some(sessions::state(conn, &sid, user_id, now)?),
+                None => None,
+            };
+            Ok((user, session))
+        })
+        .await?;
+    // simplejwt's order: the user first, then (ours) the session.
+    let user = user.ok_or(ApiError::UserNotFound)?;
     if !user.is_active {
         return Err(ApiError::UserInactive);
     }
-    Ok(user)
+    if let Some(problem) = session.and_then(super::session_error) {
+        return Err(ApiError::BearerToken(problem));
+    }
+    Ok((user, verified))
 }
 
 /// GET /api/user/me/ with `Authorization: Bearer <access>` -> {id, username}
@@ -108,4 +131,101 @@ pub async fn me_other_method(
 ) -> Result<HttpResponse, ApiError> {
     authenticated_user(&state, &req).await?;
     super::other_method(req, super::ALLOW_GET).await
+}
+
+/// POST /api/user/logout-all/ (Bearer) -> {}: every session of the user is
+/// revoked, this one included; all their tokens stop working.
+pub async fn logout_everywhere(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _body: Fields,
+) -> Result<HttpResponse, ApiError> {
+    let user = authenticated_user(&state, &req).await?;
+    let now = unix_now();
+    let revoked = state
+        .db
+        .run(move |conn| {
+            sessions::revoke_all_for_user(conn, user.id, None, RevokeReason::LogoutEverywhere, now)
+        })
+        .await?;
+    tracing::info!(
+        security_event = "logout_everywhere",
+        user_id = user.id,
+        revoked,
+        "sessions revoked"
+    );
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+const MSG_WRONG_PASSWORD: &str = "Wrong password.";
+
+/// POST /api/user/password/ (Bearer) {old_password, new_password} -> {}:
+/// changes the password and revokes every other session of the user; the
+/// calling session stays signed in.
+pub async fn change_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    fields: Fields,
+) -> Result<HttpResponse, ApiError> {
+    let (user, token) = authenticated(&state, &req).await?;
+    let mut errors = FieldErrors::default();
+    let old = match fields.char_field("old_password") {
+        Ok(old) => Some(old),
+        Err(messages) => {
+            errors.add("old_password", messages);
+            None
+        }
+    };
+    let new = match fields
+        .char_field("new_password")
+        .map(|v| NewPassword::parse(&v))
+    {
+        Ok(Ok(password)) => Some(password),
+        Ok(Err(messages)) | Err(messages) => {
+            errors.add("new_password", messages);
+            None
+        }
+    };
+    errors.into_result()?;
+    let (Some(old), Some(new)) = (old, new) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let matches = state
+        .hashing
+        .verify(old, Some(user.password_hash.clone()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !matches {
+        return Err(ApiError::Validation(FieldErrors::single(
+            "old_password",
+            MSG_WRONG_PASSWORD,
+        )));
+    }
+    let hash = state
+        .hashing
+        .hash(new.expose().to_owned())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = unix_now();
+    let keep = token.sid;
+    let revoked = state
+        .db
+        .run(move |conn| {
+            users::set_password_hash(conn, user.id, &hash)?;
+            sessions::revoke_all_for_user(
+                conn,
+                user.id,
+                keep.as_deref(),
+                RevokeReason::PasswordChange,
+                now,
+            )
+        })
+        .await?;
+    tracing::info!(
+        security_event = "password_change",
+        user_id = user.id,
+        revoked,
+        "other sessions revoked"
+    );
+    Ok(HttpResponse::Ok().json(json!({})))
 }

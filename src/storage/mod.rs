@@ -7,6 +7,7 @@
 
 pub mod refresh_tokens;
 pub mod schema;
+pub mod sessions;
 pub mod users;
 
 use std::sync::Arc;

@@ -1,31 +1,30 @@
-//! Refresh tokens by jti: issue, spend (rotation), revoke (blacklist).
+//! Refresh tokens by jti: issue (with a new session), spend (rotation, with
+//! reuse detection), revoke (blacklist).
 //!
 //! Spending is one conditional UPDATE whose affected-row count decides who
 //! wins; nothing is read first. On SQLite that UPDATE is the first statement
 //! of its transaction, so the write lock is taken (waiting up to the busy
-//! timeout) before any snapshot exists and no stale read can slip in.
+//! timeout) before any snapshot exists and no stale read can slip in; on
+//! PostgreSQL the row lock serialises concurrent spenders and the loser's
+//! re-checked WHERE clause matches nothing.
 
 use diesel::prelude::*;
 
 use super::schema::{refresh_tokens, users};
+use super::sessions::{self, RevokeReason, SessionState};
 use super::{is_foreign_key_violation, DbConnection, StorageError};
+use crate::auth::sessions::{judge_reuse, PairSpec, Reuse};
 
-/// A refresh token to record: its id and lifetime, never the token itself.
-#[derive(Debug, Clone)]
-pub struct NewRefreshToken {
-    pub jti: String,
-    pub user_id: i64,
-    pub issued_at: i64,
-    pub expires_at: i64,
-}
-
-fn insert(conn: &mut DbConnection, token: &NewRefreshToken) -> Result<(), diesel::result::Error> {
+fn insert(conn: &mut DbConnection, pair: &PairSpec) -> Result<(), diesel::result::Error> {
     diesel::insert_into(refresh_tokens::table)
         .values((
-            refresh_tokens::jti.eq(&token.jti),
-            refresh_tokens::user_id.eq(token.user_id),
-            refresh_tokens::issued_at.eq(token.issued_at),
-            refresh_tokens::expires_at.eq(token.expires_at),
+            refresh_tokens::jti.eq(&pair.refresh_jti),
+            refresh_tokens::user_id.eq(pair.user_id),
+            refresh_tokens::issued_at.eq(pair.issued_at),
+            refresh_tokens::expires_at.eq(pair.refresh_expires_at),
+            refresh_tokens::session_id.eq(&pair.session_id),
+            refresh_tokens::access_jti.eq(&pair.access_jti),
+            refresh_tokens::access_expires_at.eq(pair.access_expires_at),
         ))
         .execute(conn)?;
     Ok(())
@@ -38,23 +37,46 @@ pub enum IssueOutcome {
     NoSuchUser,
 }
 
-pub fn record_issued(
+/// Starts session `pair.session_id` (ending at `session_expires_at`) with
+/// its first pair.
+pub fn start_session(
     conn: &mut DbConnection,
-    token: &NewRefreshToken,
+    pair: &PairSpec,
+    session_expires_at: i64,
 ) -> Result<IssueOutcome, StorageError> {
-    match insert(conn, token) {
+    let result = conn.transaction::<(), diesel::result::Error, _>(|conn| {
+        sessions::insert(
+            conn,
+            &pair.session_id,
+            pair.user_id,
+            pair.issued_at,
+            session_expires_at,
+        )?;
+        insert(conn, pair)
+    });
+    match result {
         Ok(()) => Ok(IssueOutcome::Issued),
         Err(e) if is_foreign_key_violation(&e) => Ok(IssueOutcome::NoSuchUser),
         Err(e) => Err(e.into()),
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpendOutcome {
-    /// This call spent the token and recorded its successor.
-    Rotated,
-    /// Spent or revoked before: rejected.
+    /// This call spent the token; here is the successor pair, as recorded
+    /// (cut to the session's end).
+    Rotated(PairSpec),
+    /// The token was rotated moments ago (inside the grace window) and its
+    /// successor is still current: the same successor pair again.
+    Replayed(PairSpec),
+    /// Spent outside the grace window, or an older ancestor: the session was
+    /// revoked by this call.
+    ReuseDetected,
+    /// Revoked or spent before, in a session that is already revoked or by a
+    /// logout: rejected, nothing changed.
     AlreadySpent,
+    /// The session reached its absolute end.
+    SessionExpired,
     /// Never issued here (or purged after expiry).
     Unknown,
     /// The owner is gone or inactive; nothing changed.
@@ -72,41 +94,107 @@ impl From<diesel::result::Error> for Abort {
     }
 }
 
-/// Spends refresh token `jti` of `user_id` and records `successor`, all or
-/// nothing: of any number of concurrent calls for one jti, exactly one
-/// returns `Rotated`.
-pub fn rotate(
+type StoredRow = (
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// (issued_at, expires_at, revoked_at, replaced_by, session_id, access_jti,
+/// access_expires_at) of a recorded token of `user_id`.
+fn lookup(
     conn: &mut DbConnection,
     jti: &str,
     user_id: i64,
-    successor: &NewRefreshToken,
-    now: i64,
+) -> Result<Option<StoredRow>, diesel::result::Error> {
+    refresh_tokens::table
+        .filter(refresh_tokens::jti.eq(jti))
+        .filter(refresh_tokens::user_id.eq(user_id))
+        .select((
+            refresh_tokens::issued_at,
+            refresh_tokens::expires_at,
+            refresh_tokens::revoked_at,
+            refresh_tokens::replaced_by,
+            refresh_tokens::session_id,
+            refresh_tokens::access_jti,
+            refresh_tokens::access_expires_at,
+        ))
+        .first(conn)
+        .optional()
+}
+
+/// The pair a recorded, still live refresh token was issued in.
+fn live_pair(
+    conn: &mut DbConnection,
+    jti: &str,
+    user_id: i64,
+) -> Result<Option<PairSpec>, diesel::result::Error> {
+    Ok(match lookup(conn, jti, user_id)? {
+        Some((
+            issued_at,
+            expires_at,
+            None,
+            _,
+            Some(session_id),
+            Some(access_jti),
+            Some(access_expires_at),
+        )) => Some(PairSpec {
+            user_id,
+            session_id,
+            issued_at,
+            refresh_jti: jti.to_owned(),
+            refresh_expires_at: expires_at,
+            access_jti,
+            access_expires_at,
+        }),
+        _ => None,
+    })
+}
+
+/// Spends refresh token `jti` of session `session_id` and records
+/// `successor`, all or nothing: of any number of concurrent calls for one
+/// jti, exactly one returns `Rotated`; the others replay it (inside the
+/// grace window) or find it spent.
+pub fn rotate(
+    conn: &mut DbConnection,
+    jti: &str,
+    session_id: &str,
+    successor: PairSpec,
+    grace_secs: i64,
 ) -> Result<SpendOutcome, StorageError> {
+    let (user_id, now) = (successor.user_id, successor.issued_at);
     let result = conn.transaction::<SpendOutcome, Abort, _>(|conn| {
         let spent = diesel::update(
             refresh_tokens::table
                 .filter(refresh_tokens::jti.eq(jti))
                 .filter(refresh_tokens::user_id.eq(user_id))
+                .filter(refresh_tokens::session_id.eq(session_id))
                 .filter(refresh_tokens::revoked_at.is_null()),
         )
         .set((
             refresh_tokens::revoked_at.eq(now),
-            refresh_tokens::replaced_by.eq(&successor.jti),
+            refresh_tokens::replaced_by.eq(&successor.refresh_jti),
         ))
         .execute(conn)?;
         if spent == 0 {
-            let outcome = match lookup(conn, jti, user_id)? {
-                Some(_) => SpendOutcome::AlreadySpent,
-                None if !user_is_active(conn, user_id)? => SpendOutcome::NoActiveAccount,
-                None => SpendOutcome::Unknown,
-            };
-            return Err(Abort::Outcome(outcome));
+            return already_spent(conn, jti, session_id, user_id, now, grace_secs);
         }
+        let session_end = match sessions::state_of(conn, session_id, user_id, now)? {
+            SessionState::Live { expires_at } => expires_at,
+            SessionState::Revoked => return Err(Abort::Outcome(SpendOutcome::AlreadySpent)),
+            SessionState::Expired => return Err(Abort::Outcome(SpendOutcome::SessionExpired)),
+            SessionState::Missing => return Err(Abort::Outcome(SpendOutcome::NoActiveAccount)),
+        };
         if !user_is_active(conn, user_id)? {
             return Err(Abort::Outcome(SpendOutcome::NoActiveAccount));
         }
-        match insert(conn, successor) {
-            Ok(()) => Ok(SpendOutcome::Rotated),
+        let successor = successor.clone().capped(session_end);
+        match insert(conn, &successor) {
+            Ok(()) => Ok(SpendOutcome::Rotated(successor)),
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(Abort::Outcome(SpendOutcome::NoActiveAccount))
             }
@@ -114,8 +202,57 @@ pub fn rotate(
         }
     });
     match result {
+        // `Err(Outcome)` rolled the spend back; `Ok` committed.
         Ok(outcome) | Err(Abort::Outcome(outcome)) => Ok(outcome),
         Err(Abort::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The presented token was not live: decide between replay, theft and a
+/// plain refusal. Runs inside the rotation's transaction, after its write.
+fn already_spent(
+    conn: &mut DbConnection,
+    jti: &str,
+    session_id: &str,
+    user_id: i64,
+    now: i64,
+    grace_secs: i64,
+) -> Result<SpendOutcome, Abort> {
+    let Some((_, _, revoked_at, replaced_by, stored_session, _, _)) = lookup(conn, jti, user_id)?
+    else {
+        return Ok(if user_is_active(conn, user_id)? {
+            SpendOutcome::Unknown
+        } else {
+            SpendOutcome::NoActiveAccount
+        });
+    };
+    if stored_session.as_deref() != Some(session_id) {
+        return Ok(SpendOutcome::Unknown);
+    }
+    match sessions::state_of(conn, session_id, user_id, now)? {
+        SessionState::Live { .. } => {}
+        SessionState::Expired => return Ok(SpendOutcome::SessionExpired),
+        SessionState::Revoked | SessionState::Missing => return Ok(SpendOutcome::AlreadySpent),
+    }
+    // Blacklisted without a successor: a logout (its session is revoked too,
+    // so this is reached only for tokens revoked one by one).
+    let Some(successor_jti) = replaced_by else {
+        return Ok(SpendOutcome::AlreadySpent);
+    };
+    let successor = live_pair(conn, &successor_jti, user_id)?;
+    let spent_at = revoked_at.unwrap_or(now);
+    match (
+        judge_reuse(now, spent_at, grace_secs, successor.is_some()),
+        successor,
+    ) {
+        (Reuse::Replay, Some(_)) if !user_is_active(conn, user_id)? => {
+            Ok(SpendOutcome::NoActiveAccount)
+        }
+        (Reuse::Replay, Some(pair)) => Ok(SpendOutcome::Replayed(pair)),
+        _ => {
+            sessions::revoke_in_tx(conn, session_id, RevokeReason::Reuse, now)?;
+            Ok(SpendOutcome::ReuseDetected)
+        }
     }
 }
 
@@ -126,61 +263,68 @@ pub enum RevokeOutcome {
     Unknown,
 }
 
-/// Revokes (blacklists) refresh token `jti`; exactly one concurrent call wins.
+/// Logout: revokes refresh token `jti` and its whole session (the session's
+/// access tokens stop working too). Exactly one concurrent call wins.
 pub fn revoke(
     conn: &mut DbConnection,
     jti: &str,
+    session_id: &str,
     user_id: i64,
     now: i64,
 ) -> Result<RevokeOutcome, StorageError> {
-    let revoked = diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::jti.eq(jti))
-            .filter(refresh_tokens::user_id.eq(user_id))
-            .filter(refresh_tokens::revoked_at.is_null()),
+    Ok(
+        conn.transaction::<RevokeOutcome, diesel::result::Error, _>(|conn| {
+            let revoked = diesel::update(
+                refresh_tokens::table
+                    .filter(refresh_tokens::jti.eq(jti))
+                    .filter(refresh_tokens::user_id.eq(user_id))
+                    .filter(refresh_tokens::session_id.eq(session_id))
+                    .filter(refresh_tokens::revoked_at.is_null()),
+            )
+            .set(refresh_tokens::revoked_at.eq(now))
+            .execute(conn)?;
+            if revoked == 1 {
+                sessions::revoke_in_tx(conn, session_id, RevokeReason::Logout, now)?;
+                return Ok(RevokeOutcome::Revoked);
+            }
+            Ok(match lookup(conn, jti, user_id)? {
+                Some(_) => RevokeOutcome::AlreadyRevoked,
+                None => RevokeOutcome::Unknown,
+            })
+        })?,
     )
-    .set(refresh_tokens::revoked_at.eq(now))
-    .execute(conn)?;
-    if revoked == 1 {
-        return Ok(RevokeOutcome::Revoked);
-    }
-    Ok(match lookup(conn, jti, user_id)? {
-        Some(_) => RevokeOutcome::AlreadyRevoked,
-        None => RevokeOutcome::Unknown,
-    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {
     Live,
     Revoked,
+    Expired,
     Unknown,
 }
 
+/// Whether a refresh token (and its session) can still be used.
 pub fn status(
     conn: &mut DbConnection,
     jti: &str,
+    session_id: &str,
     user_id: i64,
+    now: i64,
 ) -> Result<TokenStatus, StorageError> {
-    Ok(match lookup(conn, jti, user_id)? {
-        Some(None) => TokenStatus::Live,
-        Some(Some(_)) => TokenStatus::Revoked,
-        None => TokenStatus::Unknown,
+    let Some((_, _, revoked_at, _, stored_session, _, _)) = lookup(conn, jti, user_id)? else {
+        return Ok(TokenStatus::Unknown);
+    };
+    if stored_session.as_deref() != Some(session_id) {
+        return Ok(TokenStatus::Unknown);
+    }
+    if revoked_at.is_some() {
+        return Ok(TokenStatus::Revoked);
+    }
+    Ok(match sessions::state_of(conn, session_id, user_id, now)? {
+        SessionState::Live { .. } => TokenStatus::Live,
+        SessionState::Expired => TokenStatus::Expired,
+        SessionState::Revoked | SessionState::Missing => TokenStatus::Revoked,
     })
-}
-
-/// `Some(revoked_at)` when the token is recorded for this user.
-fn lookup(
-    conn: &mut DbConnection,
-    jti: &str,
-    user_id: i64,
-) -> Result<Option<Option<i64>>, diesel::result::Error> {
-    refresh_tokens::table
-        .filter(refresh_tokens::jti.eq(jti))
-        .filter(refresh_tokens::user_id.eq(user_id))
-        .select(refresh_tokens::revoked_at)
-        .first(conn)
-        .optional()
 }
 
 fn user_is_active(conn: &mut DbConnection, user_id: i64) -> Result<bool, diesel::result::Error> {

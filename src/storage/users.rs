@@ -97,3 +97,14 @@ pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool
         .execute(conn)?
         == 1)
 }
+
+pub fn set_password_hash(
+    conn: &mut DbConnection,
+    id: i64,
+    hash: &str,
+) -> Result<bool, StorageError> {
+    Ok(diesel::update(users::table.filter(users::id.eq(id)))
+        .set(users::password_hash.eq(hash))
+        .execute(conn)?
+        == 1)
+}

@@ -24,6 +24,23 @@ use crate::helpers::{now, sign, spawn_app, Backend, TestApp, SIGNING_KEY};
 /// peer's status, tokend's exact status and body).
 const DIFFERENCES: &[(&str, &str, u16, u16, &str)] = &[
     (
+        "refresh spent token",
+        "DESIGN §2 (sessions): re-presenting the just-spent token inside the grace window \
+         (TOKEND__JWT__REFRESH_REUSE_GRACE_SECS, default 10 s; two tabs, a retry) replays the \
+         rotation: the same successor pair, no second branch. simplejwt refuses it",
+        401,
+        200,
+        r#"{"access":"<jwt>","refresh":"<jwt>"}"#,
+    ),
+    (
+        "me after logout",
+        "DESIGN §2: blacklisting a refresh token logs its session out, so the session's access \
+         tokens stop working at once; simplejwt leaves them valid until they expire",
+        200,
+        401,
+        r#"{"detail":"Given token not valid for any token type","code":"token_not_valid","messages":[{"token_class":"AccessToken","token_type":"access","message":"Token is blacklisted"}]}"#,
+    ),
+    (
         "verify a blacklisted refresh token",
         "DESIGN §1: every token error of refresh/verify/blacklist is 401 token_not_valid; \
          simplejwt's verify view alone raises a plain ValidationError (400 non_field_errors) here",
@@ -161,6 +178,7 @@ fn script() -> Vec<Step> {
         },
         Step {
             content_type: FORM,
+            save: &[("access", "AB")],
             ..post("login form", tok, "username=bob&password=pw")
         },
         Step {
@@ -204,6 +222,7 @@ fn script() -> Vec<Step> {
         post("blacklist", blacklist, r#"{"refresh":"{R2}"}"#),
         post("blacklist again", blacklist, r#"{"refresh":"{R2}"}"#),
         post("blacklist access token", blacklist, r#"{"refresh":"{A1}"}"#),
+        me("me after logout", Some("Bearer {A1}")),
         post(
             "verify a blacklisted refresh token",
             verify,
@@ -229,7 +248,7 @@ fn script() -> Vec<Step> {
         },
         Step {
             method: "DELETE",
-            ..me("wrong method on me, authenticated", Some("Bearer {A1}"))
+            ..me("wrong method on me, authenticated", Some("Bearer {AB}"))
         },
         Step {
             content_type: Some("application/json; charset=utf-8"),

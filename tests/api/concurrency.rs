@@ -3,14 +3,13 @@
 use futures::future::join_all;
 
 use crate::both_backends;
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{spawn_app, spawn_app_with, Backend, TestApp};
 
 const RACERS: usize = 20;
 
-async fn one_refresh_token_is_spent_exactly_once(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let (_, _, refresh) = app.user_with_tokens("alice", "pw").await;
-    // Separate clients: separate connections, so the requests truly overlap.
+/// `RACERS` simultaneous refreshes of one token, each on its own connection
+/// so that the requests truly overlap.
+async fn race_refresh(app: &TestApp, refresh: &str) -> Vec<(u16, String)> {
     let requests = (0..RACERS).map(|_| {
         let client = reqwest::Client::new();
         let url = app.url("/api/token/refresh/");
@@ -23,7 +22,15 @@ async fn one_refresh_token_is_spent_exactly_once(backend: Backend) {
             )
         }
     });
-    let replies = join_all(requests).await;
+    join_all(requests).await
+}
+
+/// Without a grace window (simplejwt's semantics): one rotation wins, every
+/// other request is refused, and the token was spent exactly once.
+async fn one_refresh_token_is_spent_exactly_once(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", "0")]).await;
+    let (_, _, refresh) = app.user_with_tokens("alice", "pw").await;
+    let replies = race_refresh(&app, &refresh).await;
     let winners: Vec<&(u16, String)> = replies.iter().filter(|(s, _)| *s == 200).collect();
     assert_eq!(
         winners.len(),
@@ -39,9 +46,37 @@ async fn one_refresh_token_is_spent_exactly_once(backend: Backend) {
             )
         );
     }
-    // The winner's new refresh token is the only live branch.
+    // Every loser presented a spent token: theft evidence, so the session
+    // is revoked and the winner's pair is dead too. No live branch remains.
     let successor: serde_json::Value = serde_json::from_str(&winners[0].1).unwrap();
-    let successor = successor["refresh"].as_str().unwrap();
+    app.refresh(successor["refresh"].as_str().unwrap())
+        .await
+        .assert(
+            401,
+            r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#,
+        );
+    assert_eq!(app.session_count_live().await, 0);
+}
+
+/// With the default grace window: one rotation happens, and every racer
+/// gets that same successor pair (a replay), so no second branch exists.
+async fn racing_refreshes_share_one_rotation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, _, refresh) = app.user_with_tokens("alice", "pw").await;
+    let replies = race_refresh(&app, &refresh).await;
+    let first = &replies[0];
+    assert_eq!(first.0, 200, "{replies:?}");
+    assert!(
+        replies.iter().all(|r| r == first),
+        "all racers get the same pair: {replies:?}"
+    );
+    let pair: serde_json::Value = serde_json::from_str(&first.1).unwrap();
+    let successor = pair["refresh"].as_str().unwrap();
+    assert_eq!(
+        app.refresh_tokens_recorded().await,
+        2,
+        "the login's token and one successor"
+    );
     assert_eq!(app.refresh(successor).await.status, 200);
 }
 
@@ -78,5 +113,6 @@ async fn one_username_is_registered_exactly_once(backend: Backend) {
 
 both_backends!(
     one_refresh_token_is_spent_exactly_once,
-    one_username_is_registered_exactly_once
+    racing_refreshes_share_one_rotation,
+    one_username_is_registered_exactly_once,
 );

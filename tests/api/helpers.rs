@@ -270,6 +270,30 @@ impl TestApp {
         assert!(changed);
     }
 
+    /// Sessions not revoked (tests look into the tables directly).
+    pub async fn session_count_live(&self) -> i64 {
+        use diesel::prelude::*;
+        use tokend::storage::schema::sessions;
+        self.db
+            .run(|conn| {
+                Ok(sessions::table
+                    .filter(sessions::revoked_at.is_null())
+                    .count()
+                    .get_result::<i64>(conn)?)
+            })
+            .await
+            .expect("count sessions")
+    }
+
+    pub async fn refresh_tokens_recorded(&self) -> i64 {
+        use diesel::prelude::*;
+        use tokend::storage::schema::refresh_tokens;
+        self.db
+            .run(|conn| Ok(refresh_tokens::table.count().get_result::<i64>(conn)?))
+            .await
+            .expect("count refresh tokens")
+    }
+
     pub async fn delete_user(&self, id: i64) {
         let deleted = self
             .db

@@ -6,4 +6,5 @@ mod compat;
 mod concurrency;
 mod protocol;
 mod register;
+mod sessions;
 mod tokens;

@@ -30,7 +30,9 @@ async fn login_issues_a_simplejwt_pair(backend: Backend) {
     );
     for (c, kind, ttl) in [(&access, "access", 1800), (&refresh, "refresh", 86400)] {
         let names: Vec<&String> = c.as_object().unwrap().keys().collect();
-        assert_eq!(names, ["token_type", "exp", "iat", "jti", "user_id"]);
+        // simplejwt's claims, plus the session id.
+        assert_eq!(names, ["token_type", "exp", "iat", "jti", "user_id", "sid"]);
+        assert_eq!(c["sid"].as_str().map(str::len), Some(32));
         assert_eq!(c["token_type"], kind);
         assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), ttl);
         assert!(c["iat"].as_i64().unwrap() <= now());
@@ -42,6 +44,13 @@ async fn login_issues_a_simplejwt_pair(backend: Backend) {
         );
     }
     assert_ne!(access["jti"], refresh["jti"]);
+    assert_eq!(access["sid"], refresh["sid"]);
+    let again = app.login("alice", "pw12345").await;
+    assert_ne!(
+        claims(&again.token("refresh"))["sid"],
+        refresh["sid"],
+        "each login starts a session"
+    );
 }
 
 async fn bad_credentials_are_401_with_one_body(backend: Backend) {
@@ -130,6 +139,13 @@ async fn me_rejects_inactive_users(backend: Backend) {
 async fn refresh_rotates_and_spends(backend: Backend) {
     let app = spawn_app(backend).await;
     let (id, access, r1) = app.user_with_tokens("alice", "pw").await;
+    // Access tokens are never refresh tokens.
+    let reply = app.refresh(&access).await;
+    reply.assert(401, WRONG_TYPE);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="api""#)
+    );
     let rotated = app.refresh(&r1).await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     let keys: Vec<String> = rotated
@@ -143,20 +159,18 @@ async fn refresh_rotates_and_spends(backend: Backend) {
     let (a2, r2) = (rotated.token("access"), rotated.token("refresh"));
     assert_ne!(r1, r2);
     assert_eq!(claims(&r2)["user_id"], id.to_string());
-    // The spent token is refused from now on, by refresh, verify and blacklist.
-    app.refresh(&r1).await.assert(401, BLACKLISTED);
+    assert_eq!(
+        claims(&r2)["sid"],
+        claims(&r1)["sid"],
+        "rotation stays in the session"
+    );
+    // The spent token is refused by verify and blacklist (refresh: see
+    // tests/api/sessions.rs for replays and reuse detection).
     app.verify(&r1).await.assert(401, BLACKLISTED);
     app.blacklist(&r1).await.assert(401, BLACKLISTED);
     // The new pair works.
     assert_eq!(app.get_me(Some(&format!("Bearer {a2}"))).await.status, 200);
     assert_eq!(app.refresh(&r2).await.status, 200);
-    // Access tokens are never refresh tokens.
-    let reply = app.refresh(&access).await;
-    reply.assert(401, WRONG_TYPE);
-    assert_eq!(
-        reply.header("www-authenticate"),
-        Some(r#"Bearer realm="api""#)
-    );
 }
 
 async fn refresh_errors(backend: Backend) {

@@ -1,0 +1,150 @@
+//! Sessions: start, look up, revoke.
+
+use diesel::prelude::*;
+
+use super::schema::{refresh_tokens, sessions};
+use super::{DbConnection, StorageError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// A spent refresh token was presented again outside the grace window.
+    Reuse,
+    /// The session's refresh token was blacklisted (logout).
+    Logout,
+    LogoutEverywhere,
+    PasswordChange,
+    AccountDisabled,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Reuse => "reuse",
+            RevokeReason::Logout => "logout",
+            RevokeReason::LogoutEverywhere => "logout_everywhere",
+            RevokeReason::PasswordChange => "password_change",
+            RevokeReason::AccountDisabled => "account_disabled",
+        }
+    }
+}
+
+/// Whether tokens of a session are still good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Live {
+        expires_at: i64,
+    },
+    Revoked,
+    Expired,
+    /// No such session for this user (deleted with the user, or never).
+    Missing,
+}
+
+pub(crate) fn insert(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), diesel::result::Error> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(id),
+            sessions::user_id.eq(user_id),
+            sessions::created_at.eq(now),
+            sessions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn state_of(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<SessionState, diesel::result::Error> {
+    let row: Option<(Option<i64>, i64)> = sessions::table
+        .filter(sessions::id.eq(id))
+        .filter(sessions::user_id.eq(user_id))
+        .select((sessions::revoked_at, sessions::expires_at))
+        .first(conn)
+        .optional()?;
+    Ok(match row {
+        None => SessionState::Missing,
+        Some((Some(_), _)) => SessionState::Revoked,
+        Some((None, expires_at)) if expires_at <= now => SessionState::Expired,
+        Some((None, expires_at)) => SessionState::Live { expires_at },
+    })
+}
+
+pub fn state(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<SessionState, StorageError> {
+    Ok(state_of(conn, id, user_id, now)?)
+}
+
+/// Revokes one session and every refresh token in it. True when this call
+/// revoked it.
+pub(crate) fn revoke_in_tx(
+    conn: &mut DbConnection,
+    id: &str,
+    reason: RevokeReason,
+    now: i64,
+) -> Result<bool, diesel::result::Error> {
+    let revoked = diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(id))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set((
+        sessions::revoked_at.eq(now),
+        sessions::revoke_reason.eq(reason.as_str()),
+    ))
+    .execute(conn)?;
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::session_id.eq(id))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)?;
+    Ok(revoked == 1)
+}
+
+/// Revokes every live session of a user, except `keep` (the caller's own
+/// session on a password change). Returns how many were revoked.
+pub fn revoke_all_for_user(
+    conn: &mut DbConnection,
+    user_id: i64,
+    keep: Option<&str>,
+    reason: RevokeReason,
+    now: i64,
+) -> Result<usize, StorageError> {
+    let keep = keep.unwrap_or("").to_owned();
+    Ok(conn.transaction::<usize, diesel::result::Error, _>(|conn| {
+        let revoked = diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::id.ne(&keep)),
+        )
+        .set((
+            sessions::revoked_at.eq(now),
+            sessions::revoke_reason.eq(reason.as_str()),
+        ))
+        .execute(conn)?;
+        diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::user_id.eq(user_id))
+                .filter(refresh_tokens::revoked_at.is_null())
+                .filter(refresh_tokens::session_id.ne(&keep)),
+        )
+        .set(refresh_tokens::revoked_at.eq(now))
+        .execute(conn)?;
+        Ok(revoked)
+    })?)
+}
