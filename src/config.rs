@@ -121,6 +121,12 @@ impl CorsSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct PurgeSettings {
+    pub interval_secs: u64,
+    pub batch_size: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct RateLimitSettings {
     pub enabled: bool,
 }
@@ -140,6 +146,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
     pub cors: CorsSettings,
+    pub purge: PurgeSettings,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
 }
@@ -226,6 +233,9 @@ impl Settings {
         }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
+        }
+        if self.purge.batch_size < 1 {
+            return invalid("purge.batch_size must be at least 1".into());
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024".into());

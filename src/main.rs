@@ -1,7 +1,12 @@
 use clap::{Parser, Subcommand};
 
+use anyhow::{bail, Context};
+use tokend::auth::credentials::{NewPassword, NewUsername};
+use tokend::auth::password::hash_password;
 use tokend::config::Settings;
 use tokend::startup::Application;
+use tokend::storage::sessions::{self, RevokeReason};
+use tokend::storage::users::{self as user_store, CreateUser};
 use tokend::storage::Database;
 
 /// tokend: users and JWT access/refresh tokens, simplejwt-compatible.
@@ -21,6 +26,27 @@ enum Command {
     /// Exit 0 when the local server answers /healthz (for container
     /// HEALTHCHECKs; needs no curl in the image).
     Healthcheck,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Delete expired refresh tokens and dead sessions now, in batches.
+    Purge,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password is read from the first line of stdin.
+    Create { username: String },
+    /// List users: id, username, active.
+    List,
+    /// Deactivate a user and revoke all their sessions: every token fails.
+    Disable { username: String },
+    /// Reactivate a user (they log in again; old sessions stay revoked).
+    Enable { username: String },
+    /// Delete a user with all their sessions and tokens.
+    Delete { username: String },
+    /// Set a new password (first line of stdin) and revoke all sessions.
+    SetPassword { username: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +63,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve => serve(settings),
         Command::Migrate => migrate(&settings),
         Command::Healthcheck => healthcheck(&settings),
+        Command::Users(command) => users(&settings, command),
+        Command::Purge => purge(&settings),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -84,4 +112,110 @@ fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("unhealthy: {}", reply.lines().next().unwrap_or("no answer"))
     }
+}
+
+fn now() -> i64 {
+    tokend::routes::unix_now()
+}
+
+/// The database, migrated, for command-line tools.
+fn database(settings: &Settings) -> anyhow::Result<Database> {
+    let db = Database::new(&settings.database)?;
+    db.migrate_blocking()?;
+    Ok(db)
+}
+
+fn read_password() -> anyhow::Result<NewPassword> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let value = line.trim();
+    if value.is_empty() {
+        bail!("no password on stdin (pipe it in: echo 'secret' | tokend users …)");
+    }
+    NewPassword::parse(value)
+        .map_err(|problems| anyhow::anyhow!("password: {}", problems.join(" ")))
+}
+
+fn find_user(db: &Database, username: &str) -> anyhow::Result<user_store::UserRecord> {
+    let name = username.to_owned();
+    db.run_blocking(move |conn| user_store::find_by_username(conn, &name))?
+        .with_context(|| format!("no user named {username:?}"))
+}
+
+fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
+    let db = database(settings)?;
+    match command {
+        UsersCommand::Create { username } => {
+            let name = NewUsername::parse(username.trim())
+                .map_err(|problems| anyhow::anyhow!("username: {}", problems.join(" ")))?;
+            let hash = hash_password(read_password()?.expose(), settings.password.bcrypt_cost)?;
+            match db.run_blocking(|conn| user_store::create(conn, name.as_str(), &hash, now()))? {
+                CreateUser::Created { id } => println!("created user {} (id {id})", name.as_str()),
+                CreateUser::UsernameTaken => {
+                    bail!("a user named {:?} already exists", name.as_str())
+                }
+            }
+        }
+        UsersCommand::List => {
+            for user in db.run_blocking(user_store::list)? {
+                let state = if user.is_active { "active" } else { "disabled" };
+                println!("{}\t{}\t{state}", user.id, user.username);
+            }
+        }
+        UsersCommand::Disable { username } => {
+            let user = find_user(&db, &username)?;
+            let revoked = db.run_blocking(|conn| {
+                user_store::set_active(conn, user.id, false)?;
+                sessions::revoke_all_for_user(
+                    conn,
+                    user.id,
+                    None,
+                    RevokeReason::AccountDisabled,
+                    now(),
+                )
+            })?;
+            println!("disabled {username}; {revoked} session(s) revoked");
+        }
+        UsersCommand::Enable { username } => {
+            let user = find_user(&db, &username)?;
+            db.run_blocking(|conn| user_store::set_active(conn, user.id, true))?;
+            println!("enabled {username}");
+        }
+        UsersCommand::Delete { username } => {
+            let user = find_user(&db, &username)?;
+            db.run_blocking(|conn| user_store::delete(conn, user.id))?;
+            println!("deleted {username} with all their sessions");
+        }
+        UsersCommand::SetPassword { username } => {
+            let user = find_user(&db, &username)?;
+            let hash = hash_password(read_password()?.expose(), settings.password.bcrypt_cost)?;
+            let revoked = db.run_blocking(|conn| {
+                user_store::change_password(conn, user.id, &hash, None, now())
+            })?;
+            println!("password of {username} set; {revoked} session(s) revoked");
+        }
+    }
+    Ok(())
+}
+
+fn purge(settings: &Settings) -> anyhow::Result<()> {
+    let db = database(settings)?;
+    let at = now();
+    let horizon = tokend::startup::purge_horizon(settings, at);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let total = runtime.block_on(db.purge(at, horizon, settings.purge.batch_size, |batch| {
+        println!(
+            "purged a batch: {} refresh token(s), {} session(s)",
+            batch.refresh_tokens, batch.sessions
+        );
+    }))?;
+    println!(
+        "purge done: {} refresh token(s), {} session(s) removed",
+        total.refresh_tokens, total.sessions
+    );
+    Ok(())
 }

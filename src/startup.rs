@@ -38,6 +38,9 @@ impl Application {
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
+        if settings.purge.interval_secs > 0 {
+            spawn_purge_task(state.db.clone(), &settings);
+        }
         let body_limit = settings.server.body_limit_bytes;
         let cors = settings.cors.clone();
         let server = HttpServer::new(move || {
@@ -78,6 +81,37 @@ fn state_backend(settings: &Settings) -> &'static str {
         Ok(crate::config::DatabaseUrl::Postgres(_)) => "postgres",
         _ => "sqlite",
     }
+}
+
+/// Revoked sessions are kept this long for audit, then purged.
+pub fn purge_horizon(settings: &Settings, now: i64) -> i64 {
+    now - settings.jwt.refresh_ttl_secs
+}
+
+fn spawn_purge_task(db: Database, settings: &Settings) {
+    let interval = std::time::Duration::from_secs(settings.purge.interval_secs);
+    let batch = settings.purge.batch_size;
+    let settings = settings.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.tick().await; // the first tick is immediate: skip it
+        loop {
+            ticks.tick().await;
+            let now = routes::unix_now();
+            match db
+                .purge(now, purge_horizon(&settings, now), batch, |_| {})
+                .await
+            {
+                Ok(purged) if purged.total() > 0 => tracing::info!(
+                    refresh_tokens = purged.refresh_tokens,
+                    sessions = purged.sessions,
+                    "purged expired rows"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+            }
+        }
+    });
 }
 
 pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {

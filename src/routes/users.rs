@@ -210,16 +210,7 @@ pub async fn change_password(
     let keep = token.sid;
     let revoked = state
         .db
-        .run(move |conn| {
-            users::set_password_hash(conn, user.id, &hash)?;
-            sessions::revoke_all_for_user(
-                conn,
-                user.id,
-                keep.as_deref(),
-                RevokeReason::PasswordChange,
-                now,
-            )
-        })
+        .run(move |conn| users::change_password(conn, user.id, &hash, keep.as_deref(), now))
         .await?;
     tracing::info!(
         security_event = "password_change",

@@ -165,6 +165,40 @@ impl Database {
         Ok(applied.len())
     }
 
+    /// Runs `f` with a connection, on the calling thread (command line
+    /// tools; never from an async handler).
+    pub fn run_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.connection()?;
+        f(&mut conn)
+    }
+
+    /// Deletes expired and long-revoked rows batch by batch until none is
+    /// left; `progress` sees each batch. Each batch is its own short
+    /// statement pair, so live traffic is never blocked for long.
+    pub async fn purge(
+        &self,
+        now: i64,
+        revoked_before: i64,
+        batch: i64,
+        mut progress: impl FnMut(sessions::Purged),
+    ) -> Result<sessions::Purged, StorageError> {
+        let mut total = sessions::Purged::default();
+        loop {
+            let purged = self
+                .run(move |conn| sessions::purge_batch(conn, now, revoked_before, batch))
+                .await?;
+            if purged.total() == 0 {
+                return Ok(total);
+            }
+            total.refresh_tokens += purged.refresh_tokens;
+            total.sessions += purged.sessions;
+            progress(purged);
+        }
+    }
+
     /// Runs `f` with a connection on the blocking pool.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StorageError>
     where

@@ -148,3 +148,68 @@ pub fn revoke_all_for_user(
         Ok(revoked)
     })?)
 }
+
+/// Rows removed by one purge batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub refresh_tokens: usize,
+    pub sessions: usize,
+}
+
+impl Purged {
+    pub fn total(&self) -> usize {
+        self.refresh_tokens + self.sessions
+    }
+}
+
+/// Deletes at most `batch` expired refresh tokens and at most `batch` dead
+/// sessions (past their end, or revoked before `revoked_before`), each in a
+/// short statement so that no lock is held for long. Call until it returns
+/// zero. Purging never revives anything: a token whose rows are gone is
+/// refused as unknown.
+pub fn purge_batch(
+    conn: &mut DbConnection,
+    now: i64,
+    revoked_before: i64,
+    batch: i64,
+) -> Result<Purged, StorageError> {
+    // Ids first, then a delete that re-applies the condition: a bounded
+    // statement on both backends (DELETE … LIMIT is not portable).
+    let expired_tokens: Vec<String> = refresh_tokens::table
+        .select(refresh_tokens::jti)
+        .filter(refresh_tokens::expires_at.le(now))
+        .limit(batch)
+        .load(conn)?;
+    let refresh_tokens_deleted = if expired_tokens.is_empty() {
+        0
+    } else {
+        diesel::delete(
+            refresh_tokens::table
+                .filter(refresh_tokens::jti.eq_any(&expired_tokens))
+                .filter(refresh_tokens::expires_at.le(now)),
+        )
+        .execute(conn)?
+    };
+    let is_dead = sessions::expires_at
+        .le(now)
+        .or(sessions::revoked_at.le(revoked_before));
+    let dead_sessions: Vec<String> = sessions::table
+        .select(sessions::id)
+        .filter(is_dead)
+        .limit(batch)
+        .load(conn)?;
+    let sessions_deleted = if dead_sessions.is_empty() {
+        0
+    } else {
+        diesel::delete(
+            sessions::table
+                .filter(sessions::id.eq_any(&dead_sessions))
+                .filter(is_dead),
+        )
+        .execute(conn)?
+    };
+    Ok(Purged {
+        refresh_tokens: refresh_tokens_deleted,
+        sessions: sessions_deleted,
+    })
+}

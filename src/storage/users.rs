@@ -98,13 +98,32 @@ pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool
         == 1)
 }
 
-pub fn set_password_hash(
+/// Replaces the password hash and revokes every session of the user except
+/// `keep`, in one transaction. Returns how many sessions were revoked.
+pub fn change_password(
     conn: &mut DbConnection,
     id: i64,
     hash: &str,
-) -> Result<bool, StorageError> {
-    Ok(diesel::update(users::table.filter(users::id.eq(id)))
-        .set(users::password_hash.eq(hash))
-        .execute(conn)?
-        == 1)
+    keep: Option<&str>,
+    now: i64,
+) -> Result<usize, StorageError> {
+    conn.transaction(|conn| {
+        diesel::update(users::table.filter(users::id.eq(id)))
+            .set(users::password_hash.eq(hash))
+            .execute(conn)?;
+        super::sessions::revoke_all_for_user(
+            conn,
+            id,
+            keep,
+            super::sessions::RevokeReason::PasswordChange,
+            now,
+        )
+    })
+}
+
+pub fn list(conn: &mut DbConnection) -> Result<Vec<UserRecord>, StorageError> {
+    Ok(users::table
+        .order(users::id)
+        .select(USER_COLUMNS)
+        .load(conn)?)
 }

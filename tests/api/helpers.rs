@@ -93,6 +93,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Direct access to the same database, for arranging test situations.
     pub db: Database,
+    pub database_url: String,
     // Dropped last: the database outlives the server's use of it.
     _database: TestDatabase,
 }
@@ -121,6 +122,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::load_from(Path::new("/nonexistent"), &env).expect("test settings");
     let db = Database::new(&settings.database).expect("test database handle");
+    let database_url = database.url().to_owned();
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -130,6 +132,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         address,
         client: reqwest::Client::new(),
         db,
+        database_url,
         _database: database,
     }
 }
@@ -283,6 +286,43 @@ impl TestApp {
             })
             .await
             .expect("count sessions")
+    }
+
+    /// `count` expired sessions of `user_id`, each with an expired refresh
+    /// token, inserted directly.
+    pub async fn insert_dead_sessions(&self, user_id: i64, count: usize) {
+        use diesel::prelude::*;
+        use tokend::storage::schema::{refresh_tokens, sessions};
+        let past = now() - 3600;
+        self.db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    for i in 0..count {
+                        let id = format!("dead{i:028}");
+                        diesel::insert_into(sessions::table)
+                            .values((
+                                sessions::id.eq(&id),
+                                sessions::user_id.eq(user_id),
+                                sessions::created_at.eq(past - 100),
+                                sessions::expires_at.eq(past),
+                            ))
+                            .execute(conn)?;
+                        diesel::insert_into(refresh_tokens::table)
+                            .values((
+                                refresh_tokens::jti.eq(&id),
+                                refresh_tokens::user_id.eq(user_id),
+                                refresh_tokens::issued_at.eq(past - 100),
+                                refresh_tokens::expires_at.eq(past),
+                                refresh_tokens::session_id.eq(&id),
+                            ))
+                            .execute(conn)?;
+                    }
+                    Ok::<_, diesel::result::Error>(())
+                })?;
+                Ok(())
+            })
+            .await
+            .expect("insert dead sessions");
     }
 
     pub async fn refresh_tokens_recorded(&self) -> i64 {

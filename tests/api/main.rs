@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod cli;
 mod compat;
 mod concurrency;
 mod protocol;

@@ -1,0 +1,121 @@
+//! The command line (`tokend users …`, `tokend purge`) against the same
+//! database as a running server, and the purge itself.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::both_backends;
+use crate::helpers::{now, spawn_app, Backend, TestApp};
+
+/// Runs the tokend binary on the app's database; returns (success, stdout+stderr).
+fn tokend(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(args)
+        .env("TOKEND__DATABASE__URL", &app.database_url)
+        .env("TOKEND__PASSWORD__BCRYPT_COST", "4")
+        .env("TOKEND__JWT__SIGNING_KEY", crate::helpers::SIGNING_KEY)
+        .env("TOKEND_CONFIG_DIR", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tokend");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("tokend output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn users_commands_manage_accounts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ok, out) = tokend(&app, &["users", "create", "carol"], "s3cret pass\n");
+    assert!(ok, "{out}");
+    assert_eq!(app.login("carol", "s3cret pass").await.status, 200);
+    let (ok, out) = tokend(&app, &["users", "create", "carol"], "other\n");
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = tokend(&app, &["users", "create", "dave"], "");
+    assert!(!ok && out.contains("no password"), "{out}");
+    let (ok, out) = tokend(&app, &["users", "list"], "");
+    assert!(ok && out.contains("carol\tactive"), "{out}");
+
+    let (_, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    let (ok, out) = tokend(&app, &["users", "disable", "alice"], "");
+    assert!(ok && out.contains("1 session(s) revoked"), "{out}");
+    // Every token of the user fails, wherever it is checked.
+    app.get_me(Some(&format!("Bearer {access}"))).await.assert(
+        401,
+        r#"{"detail":"User is inactive","code":"user_inactive"}"#,
+    );
+    app.verify(&access).await.assert(
+        401,
+        r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#,
+    );
+    assert_eq!(app.refresh(&refresh).await.status, 401);
+    assert_eq!(app.login("alice", "pw").await.status, 401);
+    let (ok, _) = tokend(&app, &["users", "enable", "alice"], "");
+    assert!(ok);
+    assert_eq!(app.login("alice", "pw").await.status, 200);
+    assert_eq!(
+        app.refresh(&refresh).await.status,
+        401,
+        "old sessions stay revoked"
+    );
+
+    let (ok, out) = tokend(&app, &["users", "set-password", "alice"], "new pw\n");
+    assert!(ok, "{out}");
+    assert_eq!(app.login("alice", "pw").await.status, 401);
+    let pair = app.login("alice", "new pw").await;
+    assert_eq!(pair.status, 200);
+    let (ok, _) = tokend(&app, &["users", "delete", "alice"], "");
+    assert!(ok);
+    assert_eq!(app.refresh(&pair.token("refresh")).await.status, 401);
+    let (ok, out) = tokend(&app, &["users", "delete", "nobody"], "");
+    assert!(!ok && out.contains("no user named"), "{out}");
+}
+
+/// Thousands of dead rows go in bounded batches; live sessions stay.
+async fn purge_removes_dead_rows_in_batches(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    app.insert_dead_sessions(id, 2_500).await;
+    let mut batches = 0;
+    let past = now() - 1;
+    let purged = app
+        .db
+        .purge(now(), past, 1000, |batch| {
+            batches += 1;
+            assert!(
+                batch.sessions <= 1000 && batch.refresh_tokens <= 1000,
+                "{batch:?}"
+            );
+        })
+        .await
+        .expect("purge");
+    assert_eq!(purged.sessions, 2_500);
+    assert!(batches >= 3, "{batches} batches");
+    // The live session still works, and a second run finds nothing.
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {access}"))).await.status,
+        200
+    );
+    assert_eq!(app.refresh(&refresh).await.status, 200);
+    let (ok, out) = tokend(&app, &["purge"], "");
+    assert!(
+        ok && out.contains("purge done: 0 refresh token(s), 0 session(s)"),
+        "{out}"
+    );
+}
+
+both_backends!(
+    users_commands_manage_accounts,
+    purge_removes_dead_rows_in_batches
+);
