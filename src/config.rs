@@ -121,6 +121,24 @@ impl CorsSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct IntrospectionSettings {
+    pub clients: Secret,
+}
+
+impl IntrospectionSettings {
+    /// (id, secret) pairs.
+    pub fn clients(&self) -> Vec<(String, String)> {
+        self.clients
+            .expose()
+            .split(',')
+            .filter_map(|pair| pair.trim().split_once(':'))
+            .map(|(id, secret)| (id.trim().to_owned(), secret.trim().to_owned()))
+            .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct PurgeSettings {
     pub interval_secs: u64,
     pub batch_size: i64,
@@ -146,6 +164,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
     pub cors: CorsSettings,
+    pub introspection: IntrospectionSettings,
     pub purge: PurgeSettings,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
@@ -233,6 +252,16 @@ impl Settings {
         }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
+        }
+        let listed = self
+            .introspection
+            .clients
+            .expose()
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .count();
+        if listed != self.introspection.clients().len() {
+            return invalid("introspection.clients must be a comma list of id:secret pairs".into());
         }
         if self.purge.batch_size < 1 {
             return invalid("purge.batch_size must be at least 1".into());

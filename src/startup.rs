@@ -134,6 +134,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         hashing,
         session_max_age_secs: settings.jwt.session_max_age_secs,
         reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
+        introspection_clients: settings.introspection.clients(),
     })
 }
 

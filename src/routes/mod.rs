@@ -4,6 +4,7 @@
 mod bearer;
 pub mod fields;
 mod health;
+mod oauth;
 mod tokens;
 mod users;
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub hashing: HashingPool,
     pub session_max_age_secs: i64,
     pub reuse_grace_secs: i64,
+    /// (id, secret) of the services allowed to introspect.
+    pub introspection_clients: Vec<(String, String)>,
 }
 
 /// Why a token is refused because of its session (revoked: logout, reuse,
@@ -105,6 +108,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::head().to(users::me))
                 .default_service(web::to(users::me_other_method)),
         )
+        .service(post_resource("/api/token/introspect/", oauth::introspect))
+        .service(post_resource("/api/token/revoke/", oauth::revoke))
         .service(post_resource(
             "/api/user/logout-all/",
             users::logout_everywhere,

@@ -115,6 +115,41 @@ pub(crate) fn revoke_in_tx(
     Ok(revoked == 1)
 }
 
+/// Revokes session `id` of `user_id` (RFC 7009 revocation). True when this
+/// call revoked it.
+pub fn revoke_session(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    reason: RevokeReason,
+    now: i64,
+) -> Result<bool, StorageError> {
+    Ok(conn.transaction::<bool, diesel::result::Error, _>(|conn| {
+        let owned = diesel::update(
+            sessions::table
+                .filter(sessions::id.eq(id))
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null()),
+        )
+        .set((
+            sessions::revoked_at.eq(now),
+            sessions::revoke_reason.eq(reason.as_str()),
+        ))
+        .execute(conn)?;
+        if owned == 0 {
+            return Ok(false);
+        }
+        diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::session_id.eq(id))
+                .filter(refresh_tokens::revoked_at.is_null()),
+        )
+        .set(refresh_tokens::revoked_at.eq(now))
+        .execute(conn)?;
+        Ok(true)
+    })?)
+}
+
 /// Revokes every live session of a user, except `keep` (the caller's own
 /// session on a password change). Returns how many were revoked.
 pub fn revoke_all_for_user(

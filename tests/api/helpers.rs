@@ -94,8 +94,10 @@ pub struct TestApp {
     /// Direct access to the same database, for arranging test situations.
     pub db: Database,
     pub database_url: String,
-    // Dropped last: the database outlives the server's use of it.
-    _database: TestDatabase,
+    // Dropped last: the database outlives the server's use of it. Replicas
+    // share their primary's database and own none.
+    _database: Option<TestDatabase>,
+    extra: Vec<(String, String)>,
 }
 
 pub fn test_env(database_url: &str) -> HashMap<String, String> {
@@ -118,11 +120,30 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let database = TestDatabase::create(backend);
-    let mut env = test_env(database.url());
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    start(database.url().to_owned(), Some(database), extra).await
+}
+
+impl TestApp {
+    /// A second tokend process-equivalent on the same database, as a
+    /// replica behind a load balancer would be.
+    pub async fn spawn_replica(&self) -> TestApp {
+        start(self.database_url.clone(), None, self.extra.clone()).await
+    }
+}
+
+async fn start(
+    database_url: String,
+    database: Option<TestDatabase>,
+    extra: Vec<(String, String)>,
+) -> TestApp {
+    let mut env = test_env(&database_url);
+    env.extend(extra.iter().cloned());
     let settings = Settings::load_from(Path::new("/nonexistent"), &env).expect("test settings");
     let db = Database::new(&settings.database).expect("test database handle");
-    let database_url = database.url().to_owned();
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -134,6 +155,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         db,
         database_url,
         _database: database,
+        extra,
     }
 }
 

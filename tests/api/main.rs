@@ -5,6 +5,7 @@ mod helpers;
 mod cli;
 mod compat;
 mod concurrency;
+mod oauth;
 mod protocol;
 mod register;
 mod sessions;

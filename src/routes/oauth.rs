@@ -1,0 +1,154 @@
+//! RFC 7009 token revocation and RFC 7662 token introspection.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::fields::Fields;
+use super::{session_error, unix_now, AppState};
+use crate::auth::jwt::TokenType;
+use crate::storage::refresh_tokens::{self, TokenStatus};
+use crate::storage::sessions::{self, RevokeReason};
+use crate::storage::users;
+
+/// RFC 6749 §5.2-style error body.
+fn oauth_error(status: actix_web::http::StatusCode, error: &str) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    if status == actix_web::http::StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"tokend\""));
+    }
+    response.json(json!({ "error": error }))
+}
+
+/// The `token` parameter, or the RFC's invalid_request answer.
+fn token_param(fields: &Fields) -> Result<String, HttpResponse> {
+    fields
+        .char_field("token")
+        .map_err(|_| oauth_error(actix_web::http::StatusCode::BAD_REQUEST, "invalid_request"))
+}
+
+/// True when the request carries HTTP Basic credentials of a configured
+/// introspection client. Secrets are compared in constant time.
+fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
+    let Some(encoded) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Some((id, secret)) = std::str::from_utf8(&decoded)
+        .ok()
+        .and_then(|s| s.split_once(':'))
+    else {
+        return false;
+    };
+    // Every configured client is compared, so timing says nothing about ids.
+    state
+        .introspection_clients
+        .iter()
+        .fold(false, |found, (client, expected)| {
+            let matches = client.as_bytes().ct_eq(id.as_bytes())
+                & expected.as_bytes().ct_eq(secret.as_bytes());
+            found | bool::from(matches)
+        })
+}
+
+/// POST /api/token/introspect/ (RFC 7662), for services: Basic client
+/// credentials; form `token` (and an ignored `token_type_hint`). Answers
+/// `{"active": false}` for anything not valid right now.
+pub async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    fields: Fields,
+) -> HttpResponse {
+    if !is_introspection_client(&state, &req) {
+        return oauth_error(actix_web::http::StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let token = match token_param(&fields) {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    match introspection(&state, &token).await {
+        Ok(Some(claims)) => HttpResponse::Ok().json(claims),
+        Ok(None) => HttpResponse::Ok().json(json!({ "active": false })),
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    }
+}
+
+async fn introspection(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<serde_json::Value>, crate::error::ApiError> {
+    let now = unix_now();
+    let Ok(verified) = state.keys.verify(token, None, now) else {
+        return Ok(None);
+    };
+    let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid.clone()) else {
+        return Ok(None);
+    };
+    let (jti, token_type) = (verified.jti.clone(), verified.token_type);
+    let found = state
+        .db
+        .run(move |conn| {
+            let alive = match token_type {
+                TokenType::Refresh => {
+                    refresh_tokens::status(conn, &jti, &sid, user_id, now)? == TokenStatus::Live
+                }
+                TokenType::Access => {
+                    session_error(sessions::state(conn, &sid, user_id, now)?).is_none()
+                }
+            };
+            Ok(if alive {
+                users::find_by_id(conn, user_id)?
+            } else {
+                None
+            })
+        })
+        .await?;
+    Ok(found.filter(|user| user.is_active).map(|user| {
+        json!({
+            "active": true,
+            "token_type": verified.token_type.as_str(),
+            "sub": user.id.to_string(),
+            "user_id": user.id.to_string(),
+            "username": user.username,
+            "exp": verified.exp,
+            "iat": verified.iat,
+            "jti": verified.jti,
+            "sid": verified.sid,
+        })
+    }))
+}
+
+/// POST /api/token/revoke/ (RFC 7009): form `token` (access or refresh; the
+/// hint is not needed). The token's whole session is revoked. Always 200,
+/// also for invalid or unknown tokens, as the RFC requires; the token itself
+/// is the proof of possession, so browser clients can call it.
+pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> HttpResponse {
+    let token = match token_param(&fields) {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    let now = unix_now();
+    if let Ok(verified) = state.keys.verify(&token, None, now) {
+        if let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid) {
+            let revoked = state
+                .db
+                .run(move |conn| {
+                    sessions::revoke_session(conn, &sid, user_id, RevokeReason::Logout, now)
+                })
+                .await;
+            if let Err(e) = revoked {
+                return actix_web::ResponseError::error_response(&crate::error::ApiError::from(e));
+            }
+        }
+    }
+    HttpResponse::Ok().finish()
+}

@@ -1,0 +1,184 @@
+//! RFC 7662 introspection, RFC 7009 revocation, and replicas sharing one
+//! database.
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{now, sign, spawn_app_with, Backend, Reply, TestApp};
+
+const CLIENTS: (&str, &str) = (
+    "TOKEND__INTROSPECTION__CLIENTS",
+    "billing:s3cret-billing, orders:s3cret-orders",
+);
+
+async fn introspect(app: &TestApp, credentials: Option<(&str, &str)>, form: &str) -> Reply {
+    let mut request = app
+        .client
+        .post(app.url("/api/token/introspect/"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form.to_owned());
+    if let Some((id, secret)) = credentials {
+        request = request.basic_auth(id, Some(secret));
+    }
+    app.send(request).await
+}
+
+async fn revoke(app: &TestApp, token: &str) -> Reply {
+    app.post_raw(
+        "/api/token/revoke/",
+        "application/x-www-form-urlencoded",
+        format!("token={token}&token_type_hint=refresh_token"),
+    )
+    .await
+}
+
+async fn introspection_needs_a_service_credential(backend: Backend) {
+    let app = spawn_app_with(backend, &[CLIENTS]).await;
+    let (_, access, _) = app.user_with_tokens("alice", "pw").await;
+    let form = format!("token={access}");
+    for credentials in [
+        None,
+        Some(("billing", "wrong")),
+        Some(("nobody", "s3cret-billing")),
+        Some(("orders", "s3cret-billing")),
+    ] {
+        let reply = introspect(&app, credentials, &form).await;
+        reply.assert(401, r#"{"error":"invalid_client"}"#);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Basic realm="tokend""#)
+        );
+    }
+    introspect(&app, Some(("orders", "s3cret-orders")), "")
+        .await
+        .assert(400, r#"{"error":"invalid_request"}"#);
+}
+
+async fn introspection_answers_claims_or_inactive(backend: Backend) {
+    let app = spawn_app_with(backend, &[CLIENTS]).await;
+    let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    let billing = Some(("billing", "s3cret-billing"));
+    let reply = introspect(
+        &app,
+        billing,
+        &format!("token={access}&token_type_hint=access_token"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["active"], true);
+    assert_eq!(body["token_type"], "access");
+    assert_eq!(body["sub"], id.to_string());
+    assert_eq!(body["username"], "alice");
+    assert_eq!(body["sid"], crate::helpers::claims(&access)["sid"]);
+    let reply = introspect(&app, billing, &format!("token={refresh}")).await;
+    assert_eq!(
+        (
+            reply.json()["active"].clone(),
+            reply.json()["token_type"].clone()
+        ),
+        (json!(true), json!("refresh"))
+    );
+
+    let expired = sign(
+        &json!({"token_type":"access","exp":now()-1,"iat":now()-60,"jti":"e".repeat(32),"user_id":id.to_string(),"sid":"x"}),
+    );
+    for token in ["garbage", expired.as_str()] {
+        introspect(&app, billing, &format!("token={token}"))
+            .await
+            .assert(200, r#"{"active":false}"#);
+    }
+    // Spent, then revoked: inactive.
+    let rotated = app.refresh(&refresh).await;
+    introspect(&app, billing, &format!("token={refresh}"))
+        .await
+        .assert(200, r#"{"active":false}"#);
+    app.blacklist(&rotated.token("refresh"))
+        .await
+        .assert(200, "{}");
+    for token in [rotated.token("access"), rotated.token("refresh"), access] {
+        introspect(&app, billing, &format!("token={token}"))
+            .await
+            .assert(200, r#"{"active":false}"#);
+    }
+}
+
+async fn revocation_follows_rfc_7009(backend: Backend) {
+    let app = spawn_app_with(backend, &[CLIENTS]).await;
+    let (_, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    let other = app.login("alice", "pw").await;
+    // Invalid or unknown tokens are not an error.
+    revoke(&app, "garbage").await.assert(200, "");
+    app.post_raw(
+        "/api/token/revoke/",
+        "application/x-www-form-urlencoded",
+        "",
+    )
+    .await
+    .assert(400, r#"{"error":"invalid_request"}"#);
+    revoke(&app, &refresh).await.assert(200, "");
+    app.refresh(&refresh).await.assert(
+        401,
+        r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#,
+    );
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {access}"))).await.status,
+        401
+    );
+    // Revoking by access token ends that session too; others live on.
+    let other_access = other.token("access");
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {other_access}")))
+            .await
+            .status,
+        200
+    );
+    revoke(&app, &other_access).await.assert(200, "");
+    assert_eq!(app.refresh(&other.token("refresh")).await.status, 401);
+    let third = app.login("alice", "pw").await;
+    assert_eq!(app.refresh(&third.token("refresh")).await.status, 200);
+}
+
+/// Two tokend instances on one database behave as one service: a session
+/// revoked through one is refused by the other at once (no cache).
+async fn replicas_see_revocations_immediately(backend: Backend) {
+    let first = spawn_app_with(backend, &[CLIENTS]).await;
+    let second = first.spawn_replica().await;
+    let (_, access, refresh) = first.user_with_tokens("alice", "pw").await;
+    assert_eq!(
+        second
+            .get_me(Some(&format!("Bearer {access}")))
+            .await
+            .status,
+        200
+    );
+    second.blacklist(&refresh).await.assert(200, "{}");
+    assert_eq!(
+        first.get_me(Some(&format!("Bearer {access}"))).await.status,
+        401
+    );
+    first.verify(&access).await.assert(
+        401,
+        r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#,
+    );
+    let reply = introspect(
+        &first,
+        Some(("billing", "s3cret-billing")),
+        &format!("token={access}"),
+    )
+    .await;
+    assert_eq!(reply.json(), Value::from(json!({"active": false})));
+    // A rotation on one replica spends the token for the other.
+    let pair = second.login("alice", "pw").await;
+    let r1 = pair.token("refresh");
+    assert_eq!(first.refresh(&r1).await.status, 200);
+    let replay = second.refresh(&r1).await;
+    assert_eq!(replay.status, 200, "inside the grace window: the same pair");
+}
+
+both_backends!(
+    introspection_needs_a_service_credential,
+    introspection_answers_claims_or_inactive,
+    revocation_follows_rfc_7009,
+    replicas_see_revocations_immediately,
+);
