@@ -94,6 +94,11 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("not found")]
     NotFound,
+    /// RFC 6749 §5.2 errors of the introspection/revocation endpoints.
+    #[error("OAuth client authentication failed")]
+    OAuthInvalidClient,
+    #[error("OAuth request without a token")]
+    OAuthInvalidRequest,
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -165,6 +170,8 @@ impl ApiError {
                 json!({ "detail": format!("Method \"{method}\" not allowed.") })
             }
             ApiError::NotFound => json!({ "detail": "Not found." }),
+            ApiError::OAuthInvalidClient => json!({ "error": "invalid_client" }),
+            ApiError::OAuthInvalidRequest => json!({ "error": "invalid_request" }),
             ApiError::Unavailable(_) => {
                 json!({ "detail": "Service temporarily unavailable, try again later." })
             }
@@ -176,9 +183,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) | ApiError::JsonParse(_) | ApiError::BadBody => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Validation(_)
+            | ApiError::JsonParse(_)
+            | ApiError::BadBody
+            | ApiError::OAuthInvalidRequest => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadCredentials
@@ -189,7 +197,8 @@ impl ResponseError for ApiError {
             | ApiError::BearerToken(_)
             | ApiError::NoUserIdentification
             | ApiError::UserNotFound
-            | ApiError::UserInactive => StatusCode::UNAUTHORIZED,
+            | ApiError::UserInactive
+            | ApiError::OAuthInvalidClient => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -206,10 +215,14 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = HttpResponse::build(status);
+        let challenge = match self {
+            ApiError::OAuthInvalidClient => "Basic realm=\"tokend\"",
+            _ => WWW_AUTHENTICATE,
+        };
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header((
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(WWW_AUTHENTICATE),
+                HeaderValue::from_static(challenge),
             ));
         }
         match self {

@@ -9,24 +9,16 @@ use subtle::ConstantTimeEq;
 use super::fields::Fields;
 use super::{session_error, unix_now, AppState};
 use crate::auth::jwt::TokenType;
+use crate::error::ApiError;
 use crate::storage::refresh_tokens::{self, TokenStatus};
 use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users;
 
-/// RFC 6749 §5.2-style error body.
-fn oauth_error(status: actix_web::http::StatusCode, error: &str) -> HttpResponse {
-    let mut response = HttpResponse::build(status);
-    if status == actix_web::http::StatusCode::UNAUTHORIZED {
-        response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"tokend\""));
-    }
-    response.json(json!({ "error": error }))
-}
-
 /// The `token` parameter, or the RFC's invalid_request answer.
-fn token_param(fields: &Fields) -> Result<String, HttpResponse> {
+fn token_param(fields: &Fields) -> Result<String, ApiError> {
     fields
         .char_field("token")
-        .map_err(|_| oauth_error(actix_web::http::StatusCode::BAD_REQUEST, "invalid_request"))
+        .map_err(|_| ApiError::OAuthInvalidRequest)
 }
 
 /// True when the request carries HTTP Basic credentials of a configured
@@ -67,25 +59,21 @@ pub async fn introspect(
     state: web::Data<AppState>,
     req: HttpRequest,
     fields: Fields,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     if !is_introspection_client(&state, &req) {
-        return oauth_error(actix_web::http::StatusCode::UNAUTHORIZED, "invalid_client");
+        return Err(ApiError::OAuthInvalidClient);
     }
-    let token = match token_param(&fields) {
-        Ok(token) => token,
-        Err(response) => return response,
-    };
-    match introspection(&state, &token).await {
-        Ok(Some(claims)) => HttpResponse::Ok().json(claims),
-        Ok(None) => HttpResponse::Ok().json(json!({ "active": false })),
-        Err(e) => actix_web::ResponseError::error_response(&e),
-    }
+    let token = token_param(&fields)?;
+    Ok(match introspection(&state, &token).await? {
+        Some(claims) => HttpResponse::Ok().json(claims),
+        None => HttpResponse::Ok().json(json!({ "active": false })),
+    })
 }
 
 async fn introspection(
     state: &AppState,
     token: &str,
-) -> Result<Option<serde_json::Value>, crate::error::ApiError> {
+) -> Result<Option<serde_json::Value>, ApiError> {
     let now = unix_now();
     let Ok(verified) = state.keys.verify(token, None, now) else {
         return Ok(None);
@@ -131,24 +119,18 @@ async fn introspection(
 /// hint is not needed). The token's whole session is revoked. Always 200,
 /// also for invalid or unknown tokens, as the RFC requires; the token itself
 /// is the proof of possession, so browser clients can call it.
-pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> HttpResponse {
-    let token = match token_param(&fields) {
-        Ok(token) => token,
-        Err(response) => return response,
-    };
+pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
+    let token = token_param(&fields)?;
     let now = unix_now();
     if let Ok(verified) = state.keys.verify(&token, None, now) {
         if let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid) {
-            let revoked = state
+            state
                 .db
                 .run(move |conn| {
                     sessions::revoke_session(conn, &sid, user_id, RevokeReason::Logout, now)
                 })
-                .await;
-            if let Err(e) = revoked {
-                return actix_web::ResponseError::error_response(&crate::error::ApiError::from(e));
-            }
+                .await?;
         }
     }
-    HttpResponse::Ok().finish()
+    Ok(HttpResponse::Ok().finish())
 }

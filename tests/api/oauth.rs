@@ -1,7 +1,7 @@
 //! RFC 7662 introspection, RFC 7009 revocation, and replicas sharing one
 //! database.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::both_backends;
 use crate::helpers::{now, sign, spawn_app_with, Backend, Reply, TestApp};
@@ -167,7 +167,7 @@ async fn replicas_see_revocations_immediately(backend: Backend) {
         &format!("token={access}"),
     )
     .await;
-    assert_eq!(reply.json(), Value::from(json!({"active": false})));
+    assert_eq!(reply.json(), json!({"active": false}));
     // A rotation on one replica spends the token for the other.
     let pair = second.login("alice", "pw").await;
     let r1 = pair.token("refresh");
