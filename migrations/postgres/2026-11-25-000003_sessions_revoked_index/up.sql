@@ -1,0 +1,2 @@
+-- The purge looks for sessions revoked long ago.
+CREATE INDEX sessions_revoked_at ON sessions(revoked_at);
