@@ -184,6 +184,8 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
+    // The child is reaped in Drop, which clippy's local analysis cannot see.
+    #[allow(clippy::zombie_processes)]
     async fn start(app: &TestApp) -> ServerProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
