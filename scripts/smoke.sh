@@ -60,8 +60,18 @@ run_session() { # run_session LABEL DATABASE_URL
   grep -q '"username":"alice"' "$WORK/body" || fail "$label: me body $(cat "$WORK/body")"
   expect 200 -X POST "$base/api/token/refresh/" -H 'Content-Type: application/json' \
     -d "{\"refresh\":\"$refresh\"}"
-  expect 401 -X POST "$base/api/token/refresh/" -H 'Content-Type: application/json' \
+  cp "$WORK/body" "$WORK/rotated"
+  # Presented again at once (a second tab): the same pair, not a new branch.
+  expect 200 -X POST "$base/api/token/refresh/" -H 'Content-Type: application/json' \
     -d "{\"refresh\":\"$refresh\"}"
+  cmp -s "$WORK/body" "$WORK/rotated" || fail "$label: the replay differs from the rotation"
+  local next
+  next=$(json_field refresh <"$WORK/rotated")
+  expect 200 -X POST "$base/api/token/blacklist/" -H 'Content-Type: application/json' \
+    -d "{\"refresh\":\"$next\"}"
+  expect 401 -X POST "$base/api/token/refresh/" -H 'Content-Type: application/json' \
+    -d "{\"refresh\":\"$next\"}"
+  expect 401 "$base/api/user/me/" -H "Authorization: Bearer $access"
   # No secret in the logs.
   if grep -q -e "correct horse" -e "$refresh" -e "$access" "$WORK/log"; then
     fail "$label: a password or token appeared in the logs"

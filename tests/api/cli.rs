@@ -48,6 +48,7 @@ async fn users_commands_manage_accounts(backend: Backend) {
     assert!(ok && out.contains("carol\tactive"), "{out}");
 
     let (_, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    let (_, bob_access, bob_refresh) = app.user_with_tokens("bob", "pw").await;
     let (ok, out) = tokend(&app, &["users", "disable", "alice"], "");
     assert!(ok && out.contains("1 session(s) revoked"), "{out}");
     // Every token of the user fails, wherever it is checked.
@@ -61,6 +62,14 @@ async fn users_commands_manage_accounts(backend: Backend) {
     );
     assert_eq!(app.refresh(&refresh).await.status, 401);
     assert_eq!(app.login("alice", "pw").await.status, 401);
+    // Other users are unaffected.
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {bob_access}")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.refresh(&bob_refresh).await.status, 200);
     let (ok, _) = tokend(&app, &["users", "enable", "alice"], "");
     assert!(ok);
     assert_eq!(app.login("alice", "pw").await.status, 200);
