@@ -147,6 +147,11 @@ pub struct PurgeSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RateLimitSettings {
     pub enabled: bool,
+    pub login_per_ip_per_minute: u32,
+    pub register_per_ip_per_minute: u32,
+    pub free_failures: u32,
+    pub max_backoff_secs: u64,
+    pub client_ip_header: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +267,22 @@ impl Settings {
             .count();
         if listed != self.introspection.clients().len() {
             return invalid("introspection.clients must be a comma list of id:secret pairs".into());
+        }
+        if self.rate_limit.login_per_ip_per_minute == 0
+            || self.rate_limit.register_per_ip_per_minute == 0
+        {
+            return invalid("rate_limit quotas must be at least 1 per minute (or set rate_limit.enabled = false)".into());
+        }
+        if !self.rate_limit.client_ip_header.is_empty()
+            && actix_web::http::header::HeaderName::try_from(
+                self.rate_limit.client_ip_header.as_str(),
+            )
+            .is_err()
+        {
+            return invalid(format!(
+                "rate_limit.client_ip_header `{}` is not a header name",
+                self.rate_limit.client_ip_header
+            ));
         }
         if self.purge.batch_size < 1 {
             return invalid("purge.batch_size must be at least 1".into());

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
 use crate::auth::jwt::TokenError;
+use crate::auth::throttle::retry_after_secs;
 use crate::storage::StorageError;
 
 /// Field errors in the order the fields are declared (DRF's order).
@@ -94,6 +95,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("not found")]
     NotFound,
+    /// Over a rate limit or in a login back-off; wait this long.
+    #[error("throttled")]
+    Throttled(std::time::Duration),
     /// RFC 6749 §5.2 errors of the introspection/revocation endpoints.
     #[error("OAuth client authentication failed")]
     OAuthInvalidClient,
@@ -170,6 +174,12 @@ impl ApiError {
                 json!({ "detail": format!("Method \"{method}\" not allowed.") })
             }
             ApiError::NotFound => json!({ "detail": "Not found." }),
+            ApiError::Throttled(wait) => {
+                // DRF's Throttled wording.
+                let secs = retry_after_secs(*wait);
+                let unit = if secs == 1 { "second" } else { "seconds" };
+                json!({ "detail": format!("Request was throttled. Expected available in {secs} {unit}.") })
+            }
             ApiError::OAuthInvalidClient => json!({ "error": "invalid_client" }),
             ApiError::OAuthInvalidRequest => json!({ "error": "invalid_request" }),
             ApiError::Unavailable(_) => {
@@ -201,6 +211,7 @@ impl ResponseError for ApiError {
             | ApiError::OAuthInvalidClient => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -231,6 +242,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::Throttled(wait) => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
             }
             _ => {}
         }
@@ -309,6 +323,14 @@ mod tests {
         assert_eq!(
             render(ApiError::BearerToken(TokenError::WrongType)).1,
             r#"{"detail":"Given token not valid for any token type","code":"token_not_valid","messages":[{"token_class":"AccessToken","token_type":"access","message":"Token has wrong type"}]}"#
+        );
+        assert_eq!(
+            render(ApiError::Throttled(std::time::Duration::from_millis(1500))).1,
+            r#"{"detail":"Request was throttled. Expected available in 2 seconds."}"#
+        );
+        assert_eq!(
+            render(ApiError::Throttled(std::time::Duration::from_millis(10))).1,
+            r#"{"detail":"Request was throttled. Expected available in 1 second."}"#
         );
         assert_eq!(
             render(ApiError::UnsupportedMediaType("text/plain".into())).1,

@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use crate::auth::jwt::{generate_shared_key, JwtKeys, TokenLifetimes};
 use crate::auth::password::HashingPool;
+use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Settings};
 use crate::routes::{self, AppState};
 use crate::storage::Database;
@@ -135,6 +136,19 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         session_max_age_secs: settings.jwt.session_max_age_secs,
         reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
         introspection_clients: settings.introspection.clients(),
+        throttle: settings.rate_limit.enabled.then(|| {
+            Throttle::new(ThrottleSettings {
+                login_per_ip_per_minute: settings.rate_limit.login_per_ip_per_minute,
+                register_per_ip_per_minute: settings.rate_limit.register_per_ip_per_minute,
+                free_failures: settings.rate_limit.free_failures,
+                max_backoff_secs: settings.rate_limit.max_backoff_secs,
+            })
+        }),
+        client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
+            .then(|| {
+                header::HeaderName::try_from(settings.rate_limit.client_ip_header.as_str()).ok()
+            })
+            .flatten(),
     })
 }
 

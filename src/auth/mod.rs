@@ -4,3 +4,4 @@ pub mod credentials;
 pub mod jwt;
 pub mod password;
 pub mod sessions;
+pub mod throttle;

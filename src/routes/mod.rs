@@ -12,6 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
 use crate::auth::password::HashingPool;
+use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
 use crate::storage::sessions::{self, SessionState};
 use crate::storage::Database;
@@ -24,6 +25,22 @@ pub struct AppState {
     pub reuse_grace_secs: i64,
     /// (id, secret) of the services allowed to introspect.
     pub introspection_clients: Vec<(String, String)>,
+    /// Brute-force limits; `None` when disabled.
+    pub throttle: Option<Throttle>,
+    /// Trusted proxy header carrying the client address, when configured.
+    pub client_ip_header: Option<actix_web::http::header::HeaderName>,
+}
+
+/// The client address for rate limits: the configured proxy header's last
+/// address when present and valid, else the TCP peer.
+pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> std::net::IpAddr {
+    let from_header = state.client_ip_header.as_ref().and_then(|name| {
+        let value = req.headers().get(name)?.to_str().ok()?;
+        value.rsplit(',').next()?.trim().parse().ok()
+    });
+    from_header
+        .or_else(|| req.peer_addr().map(|addr| addr.ip()))
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 /// Why a token is refused because of its session (revoked: logout, reuse,

@@ -1,4 +1,6 @@
-use actix_web::{web, HttpResponse};
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::fields::Fields;
@@ -46,9 +48,21 @@ fn presented_refresh(
 /// POST /api/token/ {username, password} -> {refresh, access}: a new session.
 pub async fn obtain_pair(
     state: web::Data<AppState>,
+    req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    let ip = super::client_ip(&state, &req);
+    if let Some(throttle) = &state.throttle {
+        throttle.login_attempt(ip).map_err(ApiError::Throttled)?;
+    }
     let [username, password] = fields.char_fields(["username", "password"])?;
+    if let Some(throttle) = &state.throttle {
+        // Checked before the password: no guesses while backing off.
+        throttle
+            .may_try(&username, ip, Instant::now())
+            .map_err(ApiError::Throttled)?;
+    }
+    let attempted = username.clone();
     let user = state
         .db
         .run(move |conn| users::find_by_username(conn, &username))
@@ -61,8 +75,16 @@ pub async fn obtain_pair(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
-        _ => return Err(ApiError::BadCredentials),
+        _ => {
+            if let Some(throttle) = &state.throttle {
+                throttle.failed(&attempted, ip, Instant::now());
+            }
+            return Err(ApiError::BadCredentials);
+        }
     };
+    if let Some(throttle) = &state.throttle {
+        throttle.succeeded(&attempted, ip);
+    }
     let now = unix_now();
     let session_end = now + state.session_max_age_secs;
     let pair = PairSpec::new(

@@ -15,8 +15,14 @@ const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
 /// POST /api/user/register/ {username, password} -> 201 {id, username}
 pub async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(throttle) = &state.throttle {
+        throttle
+            .register_attempt(super::client_ip(&state, &req))
+            .map_err(ApiError::Throttled)?;
+    }
     let mut errors = FieldErrors::default();
     let username = match fields
         .char_field("username")

@@ -108,6 +108,9 @@ pub fn test_env(database_url: &str) -> HashMap<String, String> {
         ("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY),
         ("TOKEND__PASSWORD__BCRYPT_COST", "4"),
         ("TOKEND__LOG__LEVEL", "warn"),
+        // Brute-force limits would throttle the races and the many logins
+        // of one test from 127.0.0.1; tests/api/throttle.rs turns them on.
+        ("TOKEND__RATE_LIMIT__ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -9,4 +9,5 @@ mod oauth;
 mod protocol;
 mod register;
 mod sessions;
+mod throttle;
 mod tokens;
