@@ -13,6 +13,9 @@ const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
 /// shorter than the hash output weaken the MAC (RFC 7518 §3.2).
 pub const MIN_PRODUCTION_KEY_BYTES: usize = 32;
 
+/// Cheapest bcrypt cost the production profile accepts.
+pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Dev,
@@ -304,6 +307,12 @@ impl Settings {
                         .into(),
                 );
             }
+            if self.password.bcrypt_cost < MIN_PRODUCTION_BCRYPT_COST {
+                return invalid(format!(
+                    "TOKEND__PASSWORD__BCRYPT_COST={} is too cheap for production: at least {MIN_PRODUCTION_BCRYPT_COST}",
+                    self.password.bcrypt_cost
+                ));
+            }
             if key.len() < MIN_PRODUCTION_KEY_BYTES {
                 return invalid(format!(
                     "TOKEND__JWT__SIGNING_KEY is too short for production: {} bytes, at least {MIN_PRODUCTION_KEY_BYTES} needed",
@@ -489,6 +498,13 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("too short"), "{err}");
         let key = "k".repeat(MIN_PRODUCTION_KEY_BYTES);
+        let err = load(&[
+            ("TOKEND_PROFILE", "production"),
+            ("TOKEND__JWT__SIGNING_KEY", &key),
+            ("TOKEND__PASSWORD__BCRYPT_COST", "9"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("too cheap"), "{err}");
         let s = load(&[
             ("TOKEND_PROFILE", "production"),
             ("TOKEND__JWT__SIGNING_KEY", &key),
