@@ -50,15 +50,20 @@ async fn replay_inside_the_grace_window_gives_the_same_pair(backend: Backend) {
 }
 
 async fn theft_after_the_grace_window_revokes_the_session(backend: Backend) {
-    let app = spawn_app_with(backend, &[NO_GRACE]).await;
-    let (_, _, r1) = app.user_with_tokens("alice", "pw").await;
+    let app = spawn_app_with(backend, &[("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", "1")]).await;
+    let (_, a1, r1) = app.user_with_tokens("alice", "pw").await;
     let other = app.login("alice", "pw").await;
     let (other_access, other_refresh) = (other.token("access"), other.token("refresh"));
     let rotated = app.refresh(&r1).await;
     let (a2, r2) = (rotated.token("access"), rotated.token("refresh"));
-    // The thief (or the victim) presents R1 again: theft evidence.
+    // The thief (or the victim) presents R1 again after the grace window
+    // (1 s here; instants are whole seconds): theft evidence.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     app.refresh(&r1).await.assert(401, BLACKLISTED);
     assert_pair_dead(&app, &a2, &r2).await;
+    app.get_me(Some(&format!("Bearer {a1}")))
+        .await
+        .assert(401, bearer_blacklisted());
     // The user's other session is untouched.
     assert_pair_alive(&app, &other_access, &other_refresh).await;
 }
