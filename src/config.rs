@@ -258,6 +258,18 @@ impl Settings {
                     .into(),
             );
         }
+        const TEN_YEARS: i64 = 10 * 365 * 86400;
+        if [
+            self.jwt.access_ttl_secs,
+            self.jwt.refresh_ttl_secs,
+            self.jwt.session_max_age_secs,
+            self.jwt.refresh_reuse_grace_secs,
+        ]
+        .iter()
+        .any(|&secs| secs > TEN_YEARS)
+        {
+            return invalid("jwt lifetimes must not exceed ten years".into());
+        }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
         }
@@ -568,5 +580,6 @@ mod tests {
         assert!(load(&[("TOKEND__PASSWORD__BCRYPT_COST", "3")]).is_err());
         assert!(load(&[("TOKEND_PROFILE", "staging")]).is_err());
         assert!(load(&[("TOKEND__JWT__ACCESS_TTL_SECS", "0")]).is_err());
+        assert!(load(&[("TOKEND__JWT__SESSION_MAX_AGE_SECS", "9223372036854775807")]).is_err());
     }
 }
