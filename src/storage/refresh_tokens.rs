@@ -250,7 +250,7 @@ fn already_spent(
         }
         (Reuse::Replay, Some(pair)) => Ok(SpendOutcome::Replayed(pair)),
         _ => {
-            sessions::revoke_in_tx(conn, session_id, RevokeReason::Reuse, now)?;
+            sessions::revoke_in_tx(conn, session_id, user_id, RevokeReason::Reuse, now)?;
             Ok(SpendOutcome::ReuseDetected)
         }
     }
@@ -284,7 +284,7 @@ pub fn revoke(
             .set(refresh_tokens::revoked_at.eq(now))
             .execute(conn)?;
             if revoked == 1 {
-                sessions::revoke_in_tx(conn, session_id, RevokeReason::Logout, now)?;
+                sessions::revoke_in_tx(conn, session_id, user_id, RevokeReason::Logout, now)?;
                 return Ok(RevokeOutcome::Revoked);
             }
             Ok(match lookup(conn, jti, user_id)? {

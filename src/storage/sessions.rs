@@ -87,17 +87,19 @@ pub fn state(
     Ok(state_of(conn, id, user_id, now)?)
 }
 
-/// Revokes one session and every refresh token in it. True when this call
-/// revoked it.
+/// Revokes session `id` of `user_id` and every refresh token in it, inside
+/// the caller's transaction. True when this call revoked the session.
 pub(crate) fn revoke_in_tx(
     conn: &mut DbConnection,
     id: &str,
+    user_id: i64,
     reason: RevokeReason,
     now: i64,
 ) -> Result<bool, diesel::result::Error> {
     let revoked = diesel::update(
         sessions::table
             .filter(sessions::id.eq(id))
+            .filter(sessions::user_id.eq(user_id))
             .filter(sessions::revoked_at.is_null()),
     )
     .set((
@@ -108,6 +110,7 @@ pub(crate) fn revoke_in_tx(
     diesel::update(
         refresh_tokens::table
             .filter(refresh_tokens::session_id.eq(id))
+            .filter(refresh_tokens::user_id.eq(user_id))
             .filter(refresh_tokens::revoked_at.is_null()),
     )
     .set(refresh_tokens::revoked_at.eq(now))
@@ -124,30 +127,7 @@ pub fn revoke_session(
     reason: RevokeReason,
     now: i64,
 ) -> Result<bool, StorageError> {
-    Ok(conn.transaction::<bool, diesel::result::Error, _>(|conn| {
-        let owned = diesel::update(
-            sessions::table
-                .filter(sessions::id.eq(id))
-                .filter(sessions::user_id.eq(user_id))
-                .filter(sessions::revoked_at.is_null()),
-        )
-        .set((
-            sessions::revoked_at.eq(now),
-            sessions::revoke_reason.eq(reason.as_str()),
-        ))
-        .execute(conn)?;
-        if owned == 0 {
-            return Ok(false);
-        }
-        diesel::update(
-            refresh_tokens::table
-                .filter(refresh_tokens::session_id.eq(id))
-                .filter(refresh_tokens::revoked_at.is_null()),
-        )
-        .set(refresh_tokens::revoked_at.eq(now))
-        .execute(conn)?;
-        Ok(true)
-    })?)
+    Ok(conn.transaction(|conn| revoke_in_tx(conn, id, user_id, reason, now))?)
 }
 
 /// Revokes every live session of a user, except `keep` (the caller's own
