@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""tokend benchmark: real HTTP load (wrk) against the release binary, and
+optionally against the simplejwt peer in the same run.
+
+    bench/run.py                      # tokend on SQLite, 10 s per workload
+    bench/run.py --postgres           # also tokend on PostgreSQL
+    bench/run.py --peer               # also the simplejwt peer (SQLite, bcrypt 12), with ratios
+    bench/run.py --duration 3 --smoke # short run, no thresholds (CI)
+    bench/run.py --peer --write       # regenerate BENCHMARKS.md
+
+Prints one machine-readable line per workload:
+    bench target=tokend db=sqlite workload=verify rps=… p50_ms=… p99_ms=… errors=… peak_rss_mb=… cpu_s=…
+Workloads (closed loop, load generator on the same machine): verify, me,
+refresh (every request a real rotation), login (bcrypt cost 12), storm
+(verify measured while 8 connections hammer login).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+KEY = "bench-signing-key-0123456789abcdef0123456789abcdef"
+USER, PASSWORD = "bench", "bench password 123"
+CONNECTIONS = 16
+REFRESH_POOL = 48
+PG_ADMIN = os.environ.get("TOKEND_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def wait_ready(url, proc=None, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.005)
+    raise SystemExit(f"{url} did not answer within {seconds} s")
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            out = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout
+            todo += [int(x) for x in out.split()]
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total / tick
+
+
+def peak_rss_mb(pids):
+    """Sum of the processes' peak resident sets (VmHWM)."""
+    kb = 0
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmHWM:"):
+                    kb += int(line.split()[1])
+        except OSError:
+            pass
+    return kb / 1024
+
+
+def wrk(script, url, duration, connections, env):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", os.path.join(HERE, script), url]
+    full_env = dict(os.environ, BENCH_DIR=HERE, **env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK "):
+            values = dict(kv.split("=") for kv in line[4:].split())
+            v = {k: int(x) for k, x in values.items()}
+            return {
+                "rps": v["requests"] / (v["duration_us"] / 1e6),
+                "p50_ms": v["p50_us"] / 1000,
+                "p99_ms": v["p99_us"] / 1000,
+                "errors": v["errors"],
+            }
+    raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
+
+
+class Target:
+    """A running server: tokend or the peer."""
+
+    def __init__(self, name, db, base, proc, cold_start_ms=None):
+        self.name, self.db, self.base, self.proc = name, db, base, proc
+        self.cold_start_ms = cold_start_ms
+
+    def pids(self):
+        return tree(self.proc.pid)
+
+    def stop(self):
+        for p in reversed(self.pids()):
+            try:
+                os.kill(p, signal.SIGTERM)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_tokend(db, workdir):
+    binary = os.path.join(ROOT, "target", "release", "tokend")
+    port = free_port()
+    env = dict(
+        os.environ,
+        PORT=str(port),
+        TOKEND_CONFIG_DIR=os.path.join(ROOT, "config"),
+        TOKEND__JWT__SIGNING_KEY=KEY,
+        TOKEND__PASSWORD__BCRYPT_COST="12",
+        TOKEND__RATE_LIMIT__ENABLED="false",
+        TOKEND__LOG__LEVEL="warn",
+    )
+    if db == "sqlite":
+        env["DATABASE_URL"] = f"sqlite://{workdir}/tokend.sqlite3"
+    else:
+        name = f"tokend_bench_{os.getpid()}"
+        subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+        subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
+        env["DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    started = time.time()
+    proc = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "tokend.log"), "w"))
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + "/healthz", proc)
+    return Target("tokend", db, base, proc, (time.time() - started) * 1000)
+
+
+def start_peer(workdir):
+    source = os.environ.get("TOKEND_PEER_DIR") or next(
+        (p for p in (os.path.join(ROOT, "..", "shared", "peer"), "/work/shared/peer") if os.path.exists(os.path.join(p, "run.sh"))),
+        None,
+    )
+    if source is None:
+        raise SystemExit("--peer: the simplejwt peer was not found (set TOKEND_PEER_DIR)")
+    peer = os.path.join(workdir, "peer")
+    shutil.copytree(source, peer, ignore=shutil.ignore_patterns(".venv", ".run", "__pycache__", "db.sqlite3*"))
+    venv = os.path.join(ROOT, "target", "tmp", "peer-venv")
+    if not os.path.exists(os.path.join(venv, "bin", "gunicorn")):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "-r", os.path.join(peer, "requirements.txt")], check=True)
+    os.symlink(venv, os.path.join(peer, ".venv"))
+    port = free_port()
+    env = dict(os.environ, PEER_SQLITE_PATH=os.path.join(workdir, "peer.sqlite3"), PEER_SIGNING_KEY=KEY, PEER_HASHER="bcrypt", PEER_BCRYPT_ROUNDS="12")
+    subprocess.run(["bash", os.path.join(peer, "run.sh"), str(port)], env=env, check=True, stdout=subprocess.DEVNULL)
+    pid = int(open(os.path.join(peer, ".run", f"gunicorn-{port}.pid")).read())
+
+    class Master:  # the gunicorn master, started by run.sh in the background
+        def __init__(self, pid):
+            self.pid = pid
+
+        def wait(self, timeout=None):
+            deadline = time.time() + (timeout or 15)
+            while time.time() < deadline:
+                try:
+                    os.kill(self.pid, 0)
+                except OSError:
+                    return
+                time.sleep(0.1)
+            raise subprocess.TimeoutExpired("gunicorn", timeout)
+
+        def kill(self):
+            os.kill(self.pid, signal.SIGKILL)
+
+        def poll(self):
+            return None
+
+    return Target("peer", "sqlite", f"http://127.0.0.1:{port}", Master(pid))
+
+
+def prepare(target):
+    status, body = http("POST", target.base + "/api/user/register/", {"username": USER, "password": PASSWORD})
+    if status != 201:
+        raise SystemExit(f"{target.name}: register answered {status} {body}")
+    tokens = []
+    for _ in range(REFRESH_POOL + 1):
+        status, body = http("POST", target.base + "/api/token/", {"username": USER, "password": PASSWORD})
+        if status != 200:
+            raise SystemExit(f"{target.name}: login answered {status} {body}")
+        tokens.append(body)
+    return tokens[0]["access"], [t["refresh"] for t in tokens[1:]]
+
+
+def run_workloads(target, duration, workdir):
+    access, refresh_tokens = prepare(target)
+    pool = os.path.join(workdir, f"refresh-{target.name}-{target.db}.txt")
+    with open(pool, "w") as f:
+        f.write("\n".join(refresh_tokens) + "\n")
+    env = {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
+    results = {}
+
+    def measure(name, fn):
+        pids = target.pids()
+        cpu0 = cpu_seconds(pids)
+        r = fn()
+        r["cpu_s"] = cpu_seconds(target.pids()) - cpu0
+        r["peak_rss_mb"] = peak_rss_mb(target.pids())
+        results[name] = r
+        print(
+            f"bench target={target.name} db={target.db} workload={name} rps={r['rps']:.1f} p50_ms={r['p50_ms']:.2f} "
+            f"p99_ms={r['p99_ms']:.2f} errors={r['errors']} peak_rss_mb={r['peak_rss_mb']:.1f} cpu_s={r['cpu_s']:.2f}",
+            flush=True,
+        )
+
+    measure("verify", lambda: wrk("verify.lua", target.base + "/api/token/verify/", duration, CONNECTIONS, env))
+    measure("me", lambda: wrk("me.lua", target.base + "/api/user/me/", duration, CONNECTIONS, env))
+    measure("refresh", lambda: wrk("refresh.lua", target.base + "/api/token/refresh/", duration, CONNECTIONS, env))
+    measure("login", lambda: wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env))
+
+    def storm():
+        cmd = ["wrk", "-t1", "-c8", f"-d{duration + 2}s", "-s", os.path.join(HERE, "login.lua"), target.base + "/api/token/"]
+        hammer = subprocess.Popen(cmd, env=dict(os.environ, BENCH_DIR=HERE, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # let the storm build up
+        try:
+            return wrk("verify.lua", target.base + "/api/token/verify/", duration, CONNECTIONS, env)
+        finally:
+            hammer.wait()
+
+    measure("storm", storm)
+    return results
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per workload (default 10)")
+    ap.add_argument("--postgres", action="store_true", help="also run tokend on PostgreSQL")
+    ap.add_argument("--peer", action="store_true", help="also run the simplejwt peer and print ratios")
+    ap.add_argument("--smoke", action="store_true", help="CI mode: just check that every workload runs")
+    ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (apt-get install wrk)")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+    all_results = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        plan = [("tokend", "sqlite")] + ([("tokend", "postgres")] if args.postgres else []) + ([("peer", "sqlite")] if args.peer else [])
+        for name, db in plan:
+            target = start_tokend(db, workdir) if name == "tokend" else start_peer(workdir)
+            try:
+                if target.cold_start_ms is not None:
+                    print(f"bench target={name} db={db} cold_start_ms={target.cold_start_ms:.0f}", flush=True)
+                all_results[(name, db)] = (run_workloads(target, args.duration, workdir), target.cold_start_ms)
+            finally:
+                target.stop()
+
+    ours = all_results[("tokend", "sqlite")][0]
+    idle, storm = ours["verify"]["rps"], ours["storm"]["rps"]
+    print(f"bench ratio storm_vs_idle_verify={storm / idle:.3f}")
+    if ("peer", "sqlite") in all_results:
+        theirs = all_results[("peer", "sqlite")][0]
+        for w in ours:
+            print(f"bench ratio workload={w} tokend_over_peer={ours[w]['rps'] / max(theirs[w]['rps'], 1e-9):.1f}")
+    if args.smoke:
+        bad = [f"{n}/{d}/{w}" for (n, d), (r, _) in all_results.items() for w, v in r.items() if v["rps"] <= 0]
+        if bad:
+            raise SystemExit(f"workloads without a single answer: {bad}")
+    if args.write:
+        write_report(all_results, args)
+
+
+def write_report(all_results, args):
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/run.py" + (" --postgres" if args.postgres else "") + (" --peer" if args.peer else "") + f" --duration {args.duration} --write`;",
+        "rerun it to refresh this file. wrk `-t1 -c16`, closed loop, load generator on the same cores.",
+        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| target | db | workload | rps | p50 ms | p99 ms | errors | peak RSS MB | server CPU s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (name, db), (results, _) in all_results.items():
+        for w, r in results.items():
+            lines.append(f"| {name} | {db} | {w} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['peak_rss_mb']:.1f} | {r['cpu_s']:.1f} |")
+    lines += ["", "Cold start to ready (process start + migrations): " + ", ".join(
+        f"{n}/{d} {c:.0f} ms" for (n, d), (_, c) in all_results.items() if c is not None) + "."]
+    ours = all_results[("tokend", "sqlite")][0]
+    lines += ["", f"Verify during a login storm: {ours['storm']['rps'] / ours['verify']['rps'] * 100:.0f} % of idle verify throughput."]
+    if ("peer", "sqlite") in all_results:
+        theirs = all_results[("peer", "sqlite")][0]
+        lines += ["", "Ratios, tokend over the simplejwt peer (same run): " + ", ".join(
+            f"{w} {ours[w]['rps'] / max(theirs[w]['rps'], 1e-9):.1f}×" for w in ours) + "."]
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
