@@ -129,9 +129,10 @@ def wrk(script, url, duration, connections, env):
 class Target:
     """A running server: tokend or the peer."""
 
-    def __init__(self, name, db, base, proc, cold_start_ms=None):
+    def __init__(self, name, db, base, proc, cold_start_ms=None, cleanup=None):
         self.name, self.db, self.base, self.proc = name, db, base, proc
         self.cold_start_ms = cold_start_ms
+        self.cleanup = cleanup
 
     def pids(self):
         return tree(self.proc.pid)
@@ -146,6 +147,8 @@ class Target:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        if self.cleanup:
+            self.cleanup()
 
 
 def start_tokend(db, workdir):
@@ -160,18 +163,22 @@ def start_tokend(db, workdir):
         TOKEND__RATE_LIMIT__ENABLED="false",
         TOKEND__LOG__LEVEL="warn",
     )
+    cleanup = None
     if db == "sqlite":
         env["DATABASE_URL"] = f"sqlite://{workdir}/tokend.sqlite3"
     else:
         name = f"tokend_bench_{os.getpid()}"
-        subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
         subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
         env["DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+        def cleanup():
+            subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+
     started = time.time()
     proc = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "tokend.log"), "w"))
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/healthz", proc)
-    return Target("tokend", db, base, proc, (time.time() - started) * 1000)
+    return Target("tokend", db, base, proc, (time.time() - started) * 1000, cleanup)
 
 
 def start_peer(workdir):
