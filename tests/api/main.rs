@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod concurrency;
 mod oauth;
+mod process;
 mod protocol;
 mod register;
 mod sessions;

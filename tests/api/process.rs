@@ -1,0 +1,225 @@
+//! The real binary as a process: graceful shutdown under load, and logs
+//! that never contain a password or a token.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestDatabase, SIGNING_KEY};
+
+struct Server {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// The child is reaped in Drop, which clippy's local analysis cannot see.
+#[allow(clippy::zombie_processes)]
+async fn start(database: &TestDatabase, bcrypt_cost: &str) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("tokend.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .env("TOKEND__DATABASE__URL", database.url())
+        .env("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY)
+        .env("TOKEND__SERVER__PORT", port.to_string())
+        .env("TOKEND__PASSWORD__BCRYPT_COST", bcrypt_cost)
+        .env("TOKEND__RATE_LIMIT__ENABLED", "false")
+        .env("TOKEND_CONFIG_DIR", "/nonexistent")
+        // As verbose as it gets: nothing secret may appear even at trace.
+        .env("RUST_LOG", "trace")
+        // Logs go to stdout (twelve-factor); stderr carries start-up errors.
+        .stdout(std::fs::File::create(&log).expect("log file"))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tokend");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("tokend did not come up");
+}
+
+fn sigterm(server: &Server) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// SIGTERM while logins (slow: bcrypt) are in flight: every accepted request
+/// is answered, then the process exits 0.
+async fn sigterm_finishes_in_flight_requests(backend: Backend) {
+    let database = TestDatabase::create(backend);
+    let mut server = start(&database, "10").await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/api/user/register/", server.base))
+        .json(&json!({"username": "alice", "password": "pw"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(created.status().as_u16(), 201);
+    let logins = (0..12).map(|i| {
+        let client = reqwest::Client::new();
+        let url = format!("{}/api/token/", server.base);
+        let password = if i % 2 == 0 { "pw" } else { "wrong" };
+        async move {
+            client
+                .post(url)
+                .json(&json!({"username": "alice", "password": password}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let in_flight = tokio::spawn(join_all(logins));
+    // Let the requests reach the server and queue for the hashing pool.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    sigterm(&server);
+    let answers = in_flight.await.expect("join");
+    for (i, answer) in answers.iter().enumerate() {
+        let expected = if i % 2 == 0 { 200 } else { 401 };
+        assert_eq!(
+            answer.as_ref().ok(),
+            Some(&expected),
+            "request {i}: {answers:?}"
+        );
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().expect("wait");
+        (status, server)
+    })
+    .await
+    .expect("join")
+    .0;
+    assert!(status.success(), "exit status {status}");
+}
+
+/// A full scenario at trace level: no password, token or key in the logs.
+async fn logs_never_contain_secrets(backend: Backend) {
+    let database = TestDatabase::create(backend);
+    let server = start(&database, "4").await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{}", server.base, path);
+    let password = "pa55-Secret-Horse";
+    client
+        .post(url("/api/user/register/"))
+        .json(&json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .expect("register");
+    client
+        .post(url("/api/token/"))
+        .json(&json!({"username": "alice", "password": "wrong-Secret-Guess"}))
+        .send()
+        .await
+        .expect("bad login");
+    let pair: serde_json::Value = client
+        .post(url("/api/token/"))
+        .form(&[("username", "alice"), ("password", password)])
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("pair");
+    let (access, refresh) = (
+        pair["access"].as_str().unwrap(),
+        pair["refresh"].as_str().unwrap(),
+    );
+    client
+        .get(url("/api/user/me/?token=query-Secret-Token"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("me");
+    let rotated: serde_json::Value = client
+        .post(url("/api/token/refresh/"))
+        .json(&json!({ "refresh": refresh }))
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("rotated");
+    client
+        .post(url("/api/token/verify/"))
+        .json(&json!({ "token": access }))
+        .send()
+        .await
+        .expect("verify");
+    client
+        .post(url("/api/token/blacklist/"))
+        .json(&json!({ "refresh": rotated["refresh"] }))
+        .send()
+        .await
+        .expect("blacklist");
+    client
+        .post(url("/api/user/password/"))
+        .bearer_auth(access)
+        .json(&json!({"old_password": password, "new_password": "new-Secret-Pass"}))
+        .send()
+        .await
+        .expect("password change");
+    sigterm(&server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&server.log).expect("log");
+    assert!(
+        log.contains("/api/token/refresh/"),
+        "requests are logged: {log}"
+    );
+    let secrets = [
+        password,
+        "wrong-Secret-Guess",
+        "new-Secret-Pass",
+        "query-Secret-Token",
+        access,
+        refresh,
+        rotated["access"].as_str().unwrap(),
+        rotated["refresh"].as_str().unwrap(),
+        SIGNING_KEY,
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "a secret reached the logs: {secret}");
+    }
+    // Not even a token's signature or payload part.
+    for part in access.split('.').skip(1) {
+        assert!(!log.contains(part));
+    }
+}
+
+both_backends!(
+    sigterm_finishes_in_flight_requests,
+    logs_never_contain_secrets
+);
