@@ -8,6 +8,7 @@ diesel::table! {
         password_hash -> Text,
         is_active -> Bool,
         created_at -> BigInt,
+        // Unused since sessions carry revocation (kept by migration 1).
         tokens_valid_after -> BigInt,
     }
 }

@@ -5,13 +5,23 @@ use diesel::prelude::*;
 use super::schema::users;
 use super::{is_unique_violation, DbConnection, StorageError};
 
-#[derive(Debug, Clone, Queryable)]
+#[derive(Clone, Queryable)]
 pub struct UserRecord {
     pub id: i64,
     pub username: String,
     pub password_hash: String,
     pub is_active: bool,
-    pub tokens_valid_after: i64,
+}
+
+/// Never prints the password hash.
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("is_active", &self.is_active)
+            .finish_non_exhaustive()
+    }
 }
 
 type UserColumns = (
@@ -19,14 +29,12 @@ type UserColumns = (
     users::username,
     users::password_hash,
     users::is_active,
-    users::tokens_valid_after,
 );
 const USER_COLUMNS: UserColumns = (
     users::id,
     users::username,
     users::password_hash,
     users::is_active,
-    users::tokens_valid_after,
 );
 
 pub fn find_by_username(
@@ -75,7 +83,6 @@ pub fn create(
             users::password_hash.eq(password_hash),
             users::is_active.eq(true),
             users::created_at.eq(now),
-            users::tokens_valid_after.eq(0_i64),
         ))
         .returning(users::id)
         .get_result::<i64>(conn);
