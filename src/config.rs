@@ -403,6 +403,20 @@ pub enum DatabaseUrl {
     Postgres(String),
 }
 
+/// The URL with any password replaced by `***`, for display.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
@@ -573,6 +587,16 @@ mod tests {
             let err = load(&[("TOKEND__CORS__ALLOWED_ORIGINS", bad)]).unwrap_err();
             assert!(err.to_string().contains("not an origin"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn urls_are_redacted_for_display() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 
     #[test]

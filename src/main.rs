@@ -31,6 +31,18 @@ enum Command {
     Users(UsersCommand),
     /// Delete expired refresh tokens and dead sessions now, in batches.
     Purge,
+    /// Print the effective configuration (secrets masked) and exit 0 when it
+    /// is valid.
+    CheckConfig,
+    /// Print a new random HS256 shared key (for TOKEND__JWT__SIGNING_KEY).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// A 256-bit key as 64 hex characters.
+    Generate,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +77,19 @@ fn main() -> std::process::ExitCode {
         Command::Healthcheck => healthcheck(&settings),
         Command::Users(command) => users(&settings, command),
         Command::Purge => purge(&settings),
+        Command::CheckConfig => {
+            println!("{settings:#?}");
+            println!(
+                "database: {}",
+                tokend::config::redact_url(settings.database.url.expose())
+            );
+            println!("configuration is valid (profile {:?})", settings.profile);
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate) => {
+            println!("{}", tokend::auth::jwt::generate_shared_key());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
