@@ -275,6 +275,26 @@ def run_workloads(target, duration, workdir):
     return results
 
 
+def timing(target, n):
+    """Unknown user vs wrong password: the same bcrypt work, the same answer."""
+    def mean_ms(username):
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, body = http("POST", target.base + "/api/token/", {"username": username, "password": "not the password"})
+            samples.append((time.perf_counter() - t0) * 1000)
+            assert status == 401, (status, body)
+        samples.sort()
+        return samples[len(samples) // 2], body
+    unknown, body_unknown = mean_ms("no-such-user-" + str(os.getpid()))
+    wrong, body_wrong = mean_ms(USER)
+    same = "same" if body_unknown == body_wrong else "DIFFERENT"
+    print(f"bench target={target.name} db={target.db} timing unknown_user_p50_ms={unknown:.1f} "
+          f"wrong_password_p50_ms={wrong:.1f} ratio={unknown / wrong:.3f} bodies={same}", flush=True)
+    if same != "same":
+        raise SystemExit("unknown user and wrong password answer differently")
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
@@ -287,6 +307,8 @@ def main():
     ap.add_argument("--peer", action="store_true", help="also run the simplejwt peer and print ratios")
     ap.add_argument("--smoke", action="store_true", help="CI mode: just check that every workload runs")
     ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md")
+    ap.add_argument("--timing", type=int, metavar="N", default=0,
+                    help="also time N logins each for an unknown user and a wrong password (enumeration check)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
@@ -301,6 +323,8 @@ def main():
                 if target.cold_start_ms is not None:
                     print(f"bench target={name} db={db} cold_start_ms={target.cold_start_ms:.0f}", flush=True)
                 all_results[(name, db)] = (run_workloads(target, args.duration, workdir), target.cold_start_ms)
+                if args.timing and name == "tokend" and db == "sqlite":
+                    timing(target, args.timing)
             finally:
                 target.stop()
 
