@@ -92,6 +92,9 @@ pub struct JwtSettings {
     pub refresh_ttl_secs: i64,
     pub session_max_age_secs: i64,
     pub refresh_reuse_grace_secs: i64,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +272,9 @@ impl Settings {
         .any(|&secs| secs > TEN_YEARS)
         {
             return invalid("jwt lifetimes must not exceed ten years".into());
+        }
+        if !(0..=300).contains(&self.jwt.leeway_secs) {
+            return invalid("jwt.leeway_secs must be between 0 and 300".into());
         }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());

@@ -12,7 +12,7 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
-use crate::auth::jwt::{generate_shared_key, JwtKeys, TokenLifetimes};
+use crate::auth::jwt::{generate_shared_key, ClaimPolicy, JwtKeys, TokenLifetimes};
 use crate::auth::password::HashingPool;
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Settings};
@@ -118,11 +118,17 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
 pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     let db = Database::new(&settings.database)?;
     let key = resolve_signing_key(settings)?;
-    let keys = JwtKeys::hs256(
+    let optional = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
+    let keys = JwtKeys::hs256_with(
         &key,
         TokenLifetimes {
             access_secs: settings.jwt.access_ttl_secs,
             refresh_secs: settings.jwt.refresh_ttl_secs,
+        },
+        ClaimPolicy {
+            issuer: optional(&settings.jwt.issuer),
+            audience: optional(&settings.jwt.audience),
+            leeway_secs: settings.jwt.leeway_secs,
         },
     );
     let hashing = HashingPool::new(

@@ -89,6 +89,28 @@ pub struct TokenLifetimes {
     pub refresh_secs: i64,
 }
 
+/// Optional registered claims and clock-skew tolerance (off by default, for
+/// simplejwt compatibility). When `issuer`/`audience` are set, tokend writes
+/// them into every token and refuses tokens without them.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimPolicy {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Seconds a token is still accepted after its `exp`.
+    pub leeway_secs: i64,
+}
+
+/// What is signed: the simplejwt claims, then `iss`/`aud` when configured.
+#[derive(Serialize)]
+struct SignedClaims<'a> {
+    #[serde(flatten)]
+    claims: &'a Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
 /// Signing and verification keys plus lifetimes: everything needed to issue
 /// and check tokens.
 pub struct JwtKeys {
@@ -97,12 +119,17 @@ pub struct JwtKeys {
     header: Header,
     validation: Validation,
     lifetimes: TokenLifetimes,
+    policy: ClaimPolicy,
 }
 
 impl JwtKeys {
     /// HS256 with a shared key; the key is the UTF-8 bytes of the string, as
     /// simplejwt's `SIGNING_KEY`.
     pub fn hs256(secret: &str, lifetimes: TokenLifetimes) -> Self {
+        Self::hs256_with(secret, lifetimes, ClaimPolicy::default())
+    }
+
+    pub fn hs256_with(secret: &str, lifetimes: TokenLifetimes, policy: ClaimPolicy) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // exp, token_type and jti are checked below, in simplejwt's order and
         // with its messages; the library only checks the signature.
@@ -111,12 +138,22 @@ impl JwtKeys {
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.leeway = 0;
+        if let Some(issuer) = &policy.issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        if let Some(audience) = &policy.audience {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
         JwtKeys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             header: Header::new(Algorithm::HS256),
             validation,
             lifetimes,
+            policy,
         }
     }
 
@@ -127,7 +164,12 @@ impl JwtKeys {
     /// Signs claims. HS256 is deterministic: the same claims always give the
     /// same token, which is what lets a rotation be replayed exactly.
     pub fn sign(&self, claims: &Claims) -> Result<String, SigningError> {
-        Ok(jsonwebtoken::encode(&self.header, claims, &self.encoding)?)
+        let signed = SignedClaims {
+            claims,
+            iss: self.policy.issuer.as_deref(),
+            aud: self.policy.audience.as_deref(),
+        };
+        Ok(jsonwebtoken::encode(&self.header, &signed, &self.encoding)?)
     }
 
     /// Checks a token as simplejwt does: signature and algorithm, expiry,
@@ -146,7 +188,7 @@ impl JwtKeys {
             None => return Err(TokenError::NoExp),
             Some(value) => integer_claim(&value).ok_or(TokenError::Invalid)?,
         };
-        if exp <= now {
+        if exp.saturating_add(self.policy.leeway_secs) <= now {
             return Err(TokenError::Expired);
         }
         let iat = match claims.iat {
@@ -409,6 +451,65 @@ mod tests {
             key,
         );
         assert_eq!(k.verify(&no_user, None, NOW).unwrap().user_id, None);
+    }
+
+    #[test]
+    fn issuer_and_audience_are_written_and_required_when_configured() {
+        let policy = ClaimPolicy {
+            issuer: Some("https://auth.example".into()),
+            audience: Some("api".into()),
+            leeway_secs: 0,
+        };
+        let strict = JwtKeys::hs256_with(
+            "test-key-0123456789abcdef0123456789abcdef",
+            keys().lifetimes(),
+            policy,
+        );
+        let token = issue(&strict, TokenType::Access, 1);
+        let p = payload(&token);
+        assert_eq!(
+            (p["iss"].as_str(), p["aud"].as_str()),
+            (Some("https://auth.example"), Some("api"))
+        );
+        assert!(strict.verify(&token, Some(TokenType::Access), NOW).is_ok());
+        // A token of the same key without them (e.g. from simplejwt) is refused.
+        let plain = issue(&keys(), TokenType::Access, 1);
+        assert_eq!(strict.verify(&plain, None, NOW), Err(TokenError::Invalid));
+        let key = "test-key-0123456789abcdef0123456789abcdef";
+        for (iss, aud) in [
+            ("https://evil.example", "api"),
+            ("https://auth.example", "other"),
+        ] {
+            let forged = sign(
+                serde_json::json!({"token_type":"access","exp":NOW+60,"jti":"a","user_id":"1","iss":iss,"aud":aud}),
+                key,
+            );
+            assert_eq!(
+                strict.verify(&forged, None, NOW),
+                Err(TokenError::Invalid),
+                "{iss} {aud}"
+            );
+        }
+        // The lenient default ignores iss/aud.
+        assert!(keys().verify(&token, None, NOW).is_ok());
+    }
+
+    #[test]
+    fn leeway_tolerates_clock_skew() {
+        let lenient = JwtKeys::hs256_with(
+            "test-key-0123456789abcdef0123456789abcdef",
+            keys().lifetimes(),
+            ClaimPolicy {
+                leeway_secs: 30,
+                ..ClaimPolicy::default()
+            },
+        );
+        let token = issue(&lenient, TokenType::Access, 1);
+        assert!(lenient.verify(&token, None, NOW + 1800 + 29).is_ok());
+        assert_eq!(
+            lenient.verify(&token, None, NOW + 1800 + 30),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]

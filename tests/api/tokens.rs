@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{claims, now, sign, spawn_app, Backend};
+use crate::helpers::{claims, now, sign, spawn_app, spawn_app_with, Backend};
 
 const BAD_CREDENTIALS: &str = r#"{"detail":"No active account found with the given credentials"}"#;
 const BLACKLISTED: &str = r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#;
@@ -268,7 +268,35 @@ async fn tokens_signed_with_another_key_are_refused(backend: Backend) {
         .assert(401, &bearer_error("Token is invalid"));
 }
 
+async fn issuer_and_audience_when_configured(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("TOKEND__JWT__ISSUER", "https://auth.example"),
+            ("TOKEND__JWT__AUDIENCE", "api"),
+        ],
+    )
+    .await;
+    let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    let c = claims(&access);
+    assert_eq!(
+        (c["iss"].as_str(), c["aud"].as_str()),
+        (Some("https://auth.example"), Some("api"))
+    );
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {access}"))).await.status,
+        200
+    );
+    assert_eq!(app.refresh(&refresh).await.status, 200);
+    // Same key, but no iss/aud: refused.
+    let plain = sign(
+        &json!({"token_type":"access","exp":now()+60,"iat":now(),"jti":"f".repeat(32),"user_id":id.to_string()}),
+    );
+    app.verify(&plain).await.assert(401, INVALID);
+}
+
 both_backends!(
+    issuer_and_audience_when_configured,
     login_issues_a_simplejwt_pair,
     bad_credentials_are_401_with_one_body,
     me_returns_the_user,
