@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::keys::SigningAlgorithm;
+
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
 
@@ -86,8 +88,10 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
+    pub algorithm: String,
     pub signing_key: Secret,
     pub signing_key_file: String,
+    pub verification_key_files: String,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
     pub session_max_age_secs: i64,
@@ -317,11 +321,13 @@ impl Settings {
                 self.log.format
             ));
         }
+        let algorithm = self.signing_algorithm()?;
         if self.profile == Profile::Production {
             let key = self.jwt.signing_key.expose();
-            if key.is_empty() {
+            if key.is_empty() && self.jwt.signing_key_file.trim().is_empty() {
                 return invalid(
-                    "the production profile needs a signing key: set TOKEND__JWT__SIGNING_KEY"
+                    "the production profile needs a signing key: set TOKEND__JWT__SIGNING_KEY \
+                     (or TOKEND__JWT__SIGNING_KEY_FILE)"
                         .into(),
                 );
             }
@@ -331,7 +337,10 @@ impl Settings {
                     self.password.bcrypt_cost
                 ));
             }
-            if key.len() < MIN_PRODUCTION_KEY_BYTES {
+            if algorithm == SigningAlgorithm::Hs256
+                && !key.is_empty()
+                && key.len() < MIN_PRODUCTION_KEY_BYTES
+            {
                 return invalid(format!(
                     "TOKEND__JWT__SIGNING_KEY is too short for production: {} bytes, at least {MIN_PRODUCTION_KEY_BYTES} needed",
                     key.len()
@@ -352,18 +361,40 @@ impl Settings {
         Ok(())
     }
 
-    /// Where the dev signing key is kept when none is configured.
+    pub fn signing_algorithm(&self) -> Result<SigningAlgorithm, ConfigError> {
+        SigningAlgorithm::parse(&self.jwt.algorithm).map_err(|e| ConfigError::Invalid(e.0))
+    }
+
+    /// Where the signing key is read from when `jwt.signing_key` is empty
+    /// (and, in the dev profile, generated on first start): the configured
+    /// file, else a file named after the algorithm next to the SQLite
+    /// database (`data/` for PostgreSQL).
     pub fn signing_key_path(&self) -> PathBuf {
-        if !self.jwt.signing_key_file.is_empty() {
-            return PathBuf::from(&self.jwt.signing_key_file);
+        if !self.jwt.signing_key_file.trim().is_empty() {
+            return PathBuf::from(self.jwt.signing_key_file.trim());
         }
+        let name = self
+            .signing_algorithm()
+            .unwrap_or(SigningAlgorithm::Hs256)
+            .dev_key_file_name();
         match DatabaseUrl::parse(self.database.url.expose()) {
             Ok(DatabaseUrl::Sqlite(path)) => match Path::new(&path).parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir.join("tokend.signing_key"),
-                _ => PathBuf::from("tokend.signing_key"),
+                Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+                _ => PathBuf::from(name),
             },
-            _ => PathBuf::from("data/tokend.signing_key"),
+            _ => Path::new("data").join(name),
         }
+    }
+
+    /// Files of keys accepted besides the signing key (rotation).
+    pub fn verification_key_paths(&self) -> Vec<PathBuf> {
+        self.jwt
+            .verification_key_files
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect()
     }
 
     pub fn workers(&self) -> usize {

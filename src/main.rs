@@ -34,15 +34,26 @@ enum Command {
     /// Print the effective configuration (secrets masked) and exit 0 when it
     /// is valid.
     CheckConfig,
-    /// Print a new random HS256 shared key (for TOKEND__JWT__SIGNING_KEY).
+    /// Signing keys: generate, derive the public key, show the JWKS.
     #[command(subcommand)]
     Keys(KeysCommand),
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// A 256-bit key as 64 hex characters.
-    Generate,
+    /// Print a new signing key: HS256 a 256-bit key as 64 hex characters,
+    /// EdDSA/RS256 a PKCS#8 PEM private key (its kid goes to stderr).
+    Generate {
+        /// HS256, EdDSA or RS256; default: the configured jwt.algorithm.
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// Print the public key (PEM) of a private key read from FILE, or from
+    /// stdin; its kid goes to stderr.
+    Public { file: Option<std::path::PathBuf> },
+    /// Print the JWK Set of the configured keys (what
+    /// /.well-known/jwks.json serves).
+    Jwks,
 }
 
 #[derive(Subcommand)]
@@ -77,19 +88,8 @@ fn main() -> std::process::ExitCode {
         Command::Healthcheck => healthcheck(&settings),
         Command::Users(command) => users(&settings, command),
         Command::Purge => purge(&settings),
-        Command::CheckConfig => {
-            println!("{settings:#?}");
-            println!(
-                "database: {}",
-                tokend::config::redact_url(settings.database.url.expose())
-            );
-            println!("configuration is valid (profile {:?})", settings.profile);
-            Ok(())
-        }
-        Command::Keys(KeysCommand::Generate) => {
-            println!("{}", tokend::auth::jwt::generate_shared_key());
-            Ok(())
-        }
+        Command::CheckConfig => check_config(&settings),
+        Command::Keys(command) => keys(&settings, command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -99,6 +99,63 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    println!("{settings:#?}");
+    println!(
+        "database: {}",
+        tokend::config::redact_url(settings.database.url.expose())
+    );
+    // Load the keys when they exist (never generate one from here).
+    if !settings.jwt.signing_key.is_empty() || settings.signing_key_path().exists() {
+        let ring = tokend::startup::build_keys(settings)?;
+        println!(
+            "signing key: {} kid={}",
+            settings.signing_algorithm()?.name(),
+            ring.signing_kid().unwrap_or("-")
+        );
+    } else {
+        println!(
+            "signing key: none yet ({} will be generated on first start)",
+            settings.signing_key_path().display()
+        );
+    }
+    println!("configuration is valid (profile {:?})", settings.profile);
+    Ok(())
+}
+
+fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
+    use tokend::auth::keys::{self, KeyMaterial, SigningAlgorithm};
+    match command {
+        KeysCommand::Generate { algorithm } => {
+            let algorithm = match algorithm {
+                Some(name) => SigningAlgorithm::parse(&name)?,
+                None => settings.signing_algorithm()?,
+            };
+            let key = keys::generate(algorithm)?;
+            println!("{}", key.trim_end());
+            if let Some(kid) = KeyMaterial::signing(algorithm, &key)?.kid() {
+                eprintln!("kid: {kid}");
+            }
+        }
+        KeysCommand::Public { file } => {
+            let text = match file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                None => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
+            };
+            let public = keys::public_pem(&text)?;
+            print!("{public}");
+            if let Some(kid) = KeyMaterial::verification(&public)?.kid() {
+                eprintln!("kid: {kid}");
+            }
+        }
+        KeysCommand::Jwks => {
+            println!("{}", tokend::startup::build_keys(settings)?.jwks_json());
+        }
+    }
+    Ok(())
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -12,10 +12,11 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
-use crate::auth::jwt::{generate_shared_key, ClaimPolicy, JwtKeys, TokenLifetimes};
+use crate::auth::jwt::{ClaimPolicy, JwtKeys, TokenLifetimes};
+use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
 use crate::auth::password::HashingPool;
 use crate::auth::throttle::{Throttle, ThrottleSettings};
-use crate::config::{CorsSettings, Settings};
+use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
 use crate::routes::{self, AppState};
 use crate::storage::Database;
 use crate::telemetry;
@@ -117,20 +118,7 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
 
 pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     let db = Database::new(&settings.database)?;
-    let key = resolve_signing_key(settings)?;
-    let optional = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
-    let keys = JwtKeys::hs256_with(
-        &key,
-        TokenLifetimes {
-            access_secs: settings.jwt.access_ttl_secs,
-            refresh_secs: settings.jwt.refresh_ttl_secs,
-        },
-        ClaimPolicy {
-            issuer: optional(&settings.jwt.issuer),
-            audience: optional(&settings.jwt.audience),
-            leeway_secs: settings.jwt.leeway_secs,
-        },
-    );
+    let keys = build_keys(settings)?;
     let hashing = HashingPool::new(
         settings.password.bcrypt_cost,
         settings.max_concurrent_hashes(),
@@ -158,9 +146,62 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     })
 }
 
-/// The configured key, or (dev profile only; production refuses at load)
-/// the key kept in the key file, generated on first start.
-pub fn resolve_signing_key(settings: &Settings) -> anyhow::Result<String> {
+/// The key ring: the signing key (see `resolve_signing_key`) and the keys
+/// listed in `jwt.verification_key_files`.
+pub fn build_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
+    let algorithm = settings.signing_algorithm()?;
+    let text = resolve_signing_key(settings, algorithm)?;
+    if settings.profile == Profile::Production
+        && algorithm == SigningAlgorithm::Hs256
+        && text.len() < MIN_PRODUCTION_KEY_BYTES
+    {
+        anyhow::bail!(
+            "the HS256 signing key is too short for production: {} bytes, at least {MIN_PRODUCTION_KEY_BYTES} needed",
+            text.len()
+        );
+    }
+    let signing = KeyMaterial::signing(algorithm, &text).context("jwt signing key")?;
+    let mut accepted = Vec::new();
+    for path in settings.verification_key_paths() {
+        let text = read_key_file(&path)?.with_context(|| {
+            format!(
+                "verification key file {} is missing or empty",
+                path.display()
+            )
+        })?;
+        let key = KeyMaterial::verification(&text)
+            .with_context(|| format!("verification key file {}", path.display()))?;
+        accepted.push(key);
+    }
+    let optional = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
+    let keys = JwtKeys::new(
+        &signing,
+        &accepted,
+        TokenLifetimes {
+            access_secs: settings.jwt.access_ttl_secs,
+            refresh_secs: settings.jwt.refresh_ttl_secs,
+        },
+        ClaimPolicy {
+            issuer: optional(&settings.jwt.issuer),
+            audience: optional(&settings.jwt.audience),
+            leeway_secs: settings.jwt.leeway_secs,
+        },
+    )?;
+    tracing::info!(
+        algorithm = algorithm.name(),
+        kid = keys.signing_kid().unwrap_or("-"),
+        accepted_keys = accepted.len(),
+        "signing key loaded"
+    );
+    Ok(keys)
+}
+
+/// The configured key, or the key kept in the key file. Only the dev
+/// profile generates the file on first start; production refuses.
+pub fn resolve_signing_key(
+    settings: &Settings,
+    algorithm: SigningAlgorithm,
+) -> anyhow::Result<String> {
     if !settings.jwt.signing_key.is_empty() {
         return Ok(settings.jwt.signing_key.expose().to_owned());
     }
@@ -168,25 +209,34 @@ pub fn resolve_signing_key(settings: &Settings) -> anyhow::Result<String> {
     if let Some(key) = read_key_file(&path)? {
         return Ok(key);
     }
+    if settings.profile == Profile::Production {
+        anyhow::bail!(
+            "signing key file {} is missing or empty (the production profile never generates keys; \
+             create one with `tokend keys generate --algorithm {}`)",
+            path.display(),
+            algorithm.name()
+        );
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let key = generate_shared_key();
+    let key = keys::generate(algorithm)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(&path) {
         Ok(mut file) => {
-            file.write_all(key.as_bytes())
+            file.write_all(key.trim_end().as_bytes())
                 .and_then(|()| file.write_all(b"\n"))
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::warn!(
                 path = %path.display(),
+                algorithm = algorithm.name(),
                 "no signing key configured: generated a development key and kept it in this file; \
                  set TOKEND__JWT__SIGNING_KEY for production"
             );
-            Ok(key)
+            Ok(key.trim_end().to_owned())
         }
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -234,12 +284,19 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(dir: &Path, key: Option<&str>) -> Settings {
+        settings_with(dir, key, &[])
+    }
+
+    fn settings_with(dir: &Path, key: Option<&str>, extra: &[(&str, &str)]) -> Settings {
         let mut env = HashMap::from([(
             "TOKEND__DATABASE__URL".to_owned(),
             format!("sqlite://{}/sub/tokend.sqlite3", dir.display()),
         )]);
         if let Some(key) = key {
             env.insert("TOKEND__JWT__SIGNING_KEY".to_owned(), key.to_owned());
+        }
+        for (name, value) in extra {
+            env.insert((*name).to_owned(), (*value).to_owned());
         }
         Settings::load_from(Path::new("/nonexistent"), &env).unwrap()
     }
@@ -250,10 +307,10 @@ mod tests {
         let s = settings(dir.path(), None);
         let path = dir.path().join("sub/tokend.signing_key");
         assert_eq!(s.signing_key_path(), path);
-        let first = resolve_signing_key(&s).unwrap();
+        let first = resolve_signing_key(&s, SigningAlgorithm::Hs256).unwrap();
         assert_eq!(first.len(), 64);
         assert_eq!(
-            resolve_signing_key(&s).unwrap(),
+            resolve_signing_key(&s, SigningAlgorithm::Hs256).unwrap(),
             first,
             "kept, not regenerated"
         );
@@ -269,7 +326,77 @@ mod tests {
     fn a_configured_key_wins_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), Some("configured-key"));
-        assert_eq!(resolve_signing_key(&s).unwrap(), "configured-key");
+        assert_eq!(
+            resolve_signing_key(&s, SigningAlgorithm::Hs256).unwrap(),
+            "configured-key"
+        );
         assert!(!dir.path().join("sub/tokend.signing_key").exists());
+    }
+
+    #[test]
+    fn dev_key_pair_is_generated_per_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings_with(dir.path(), None, &[("TOKEND__JWT__ALGORITHM", "EdDSA")]);
+        assert_eq!(
+            s.signing_key_path(),
+            dir.path().join("sub/tokend.eddsa.pem")
+        );
+        let first = build_keys(&s).unwrap();
+        let kid = first.signing_kid().unwrap().to_owned();
+        assert_eq!(build_keys(&s).unwrap().signing_kid(), Some(kid.as_str()));
+        let jwks: serde_json::Value = serde_json::from_str(first.jwks_json()).unwrap();
+        assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+        // Switching back to HS256 uses its own file, not the PEM.
+        let hs = settings(dir.path(), None);
+        assert_eq!(build_keys(&hs).unwrap().jwks_json(), r#"{"keys":[]}"#);
+        assert!(dir.path().join("sub/tokend.signing_key").exists());
+    }
+
+    #[test]
+    fn verification_keys_are_loaded_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = keys::generate(SigningAlgorithm::EdDsa).unwrap();
+        let old_path = dir.path().join("old.pub.pem");
+        std::fs::write(&old_path, keys::public_pem(&old).unwrap()).unwrap();
+        let files = old_path.display().to_string();
+        let s = settings_with(
+            dir.path(),
+            None,
+            &[
+                ("TOKEND__JWT__ALGORITHM", "EdDSA"),
+                ("TOKEND__JWT__VERIFICATION_KEY_FILES", &files),
+            ],
+        );
+        let ring = build_keys(&s).unwrap();
+        let jwks: serde_json::Value = serde_json::from_str(ring.jwks_json()).unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        let missing = dir.path().join("nope.pem").display().to_string();
+        let s = settings_with(
+            dir.path(),
+            None,
+            &[("TOKEND__JWT__VERIFICATION_KEY_FILES", &missing)],
+        );
+        let err = format!("{:#}", build_keys(&s).err().unwrap());
+        assert!(err.contains("nope.pem"), "{err}");
+    }
+
+    #[test]
+    fn production_never_generates_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prod.pem").display().to_string();
+        let mut s = settings_with(
+            dir.path(),
+            None,
+            &[
+                ("TOKEND__JWT__ALGORITHM", "EdDSA"),
+                ("TOKEND__JWT__SIGNING_KEY_FILE", &file),
+            ],
+        );
+        s.profile = Profile::Production;
+        let err = format!("{:#}", build_keys(&s).err().unwrap());
+        assert!(err.contains("never generates keys"), "{err}");
+        assert!(!dir.path().join("prod.pem").exists());
+        std::fs::write(&file, keys::generate(SigningAlgorithm::EdDsa).unwrap()).unwrap();
+        assert!(build_keys(&s).is_ok());
     }
 }

@@ -1,9 +1,13 @@
-//! Tokens: simplejwt's claim set, HS256 with the shared key, and the checks
-//! simplejwt makes, in its order, with its messages.
+//! Tokens: simplejwt's claim set, signed with the shared HS256 key (or an
+//! Ed25519 / RSA key), and the checks simplejwt makes, in its order, with its
+//! messages, plus RFC 8725's: algorithm pinned per key, known `kid` only.
 //!
 //! The clock is a parameter (`now`, unix seconds) so every rule is testable.
 
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use super::keys::{KeyError, KeyMaterial};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -111,13 +115,23 @@ struct SignedClaims<'a> {
     aud: Option<&'a str>,
 }
 
-/// Signing and verification keys plus lifetimes: everything needed to issue
-/// and check tokens.
+/// One key tokens are checked against, with its pinned algorithm.
+struct Verifier {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+/// The key ring (one signing key, plus older or upcoming keys that are only
+/// accepted) with lifetimes and claim policy: everything needed to issue and
+/// check tokens.
 pub struct JwtKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
     header: Header,
-    validation: Validation,
+    /// The signing key first.
+    verifiers: Vec<Verifier>,
+    jwks: String,
     lifetimes: TokenLifetimes,
     policy: ClaimPolicy,
 }
@@ -130,31 +144,75 @@ impl JwtKeys {
     }
 
     pub fn hs256_with(secret: &str, lifetimes: TokenLifetimes, policy: ClaimPolicy) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // exp, token_type and jti are checked below, in simplejwt's order and
-        // with its messages; the library only checks the signature.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        validation.leeway = 0;
-        if let Some(issuer) = &policy.issuer {
-            validation.set_issuer(&[issuer]);
-            validation.required_spec_claims.insert("iss".to_owned());
+        let key = KeyMaterial::shared(secret);
+        let encoding = EncodingKey::from_secret(secret.as_bytes());
+        Self::assemble(encoding, &key, &[], lifetimes, policy)
+    }
+
+    /// A signing key (which must be able to sign) and keys that are accepted
+    /// too. Keys with the signing key's id, or listed twice, are dropped.
+    pub fn new(
+        signing: &KeyMaterial,
+        accepted: &[KeyMaterial],
+        lifetimes: TokenLifetimes,
+        policy: ClaimPolicy,
+    ) -> Result<Self, KeyError> {
+        let encoding = signing
+            .encoding()
+            .cloned()
+            .ok_or_else(|| KeyError("the signing key cannot sign".into()))?;
+        Ok(Self::assemble(
+            encoding, signing, accepted, lifetimes, policy,
+        ))
+    }
+
+    fn assemble(
+        encoding: EncodingKey,
+        signing: &KeyMaterial,
+        accepted: &[KeyMaterial],
+        lifetimes: TokenLifetimes,
+        policy: ClaimPolicy,
+    ) -> Self {
+        let mut header = Header::new(signing.algorithm().jwt_algorithm());
+        header.kid = signing.kid().map(str::to_owned);
+        let mut verifiers: Vec<Verifier> = Vec::with_capacity(1 + accepted.len());
+        let mut jwks = Vec::new();
+        for key in std::iter::once(signing).chain(accepted) {
+            if key.kid().is_some() && verifiers.iter().any(|v| v.kid.as_deref() == key.kid()) {
+                continue;
+            }
+            let algorithm = key.algorithm().jwt_algorithm();
+            verifiers.push(Verifier {
+                kid: key.kid().map(str::to_owned),
+                algorithm,
+                decoding: key.decoding().clone(),
+                validation: validation_for(algorithm, &policy),
+            });
+            if let Some(jwk) = key.public_jwk() {
+                jwks.push(jwk.clone());
+            }
         }
-        if let Some(audience) = &policy.audience {
-            validation.set_audience(&[audience]);
-            validation.validate_aud = true;
-            validation.required_spec_claims.insert("aud".to_owned());
-        }
+        let jwks = serde_json::to_string(&JwkSet { keys: jwks })
+            .unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
         JwtKeys {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            header: Header::new(Algorithm::HS256),
-            validation,
+            encoding,
+            header,
+            verifiers,
+            jwks,
             lifetimes,
             policy,
         }
+    }
+
+    /// The JWK Set of the public verification keys, as JSON (`{"keys":[]}`
+    /// with shared keys only: a symmetric key is never published).
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks
+    }
+
+    /// The `kid` of the signing key (asymmetric keys only).
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.header.kid.as_deref()
     }
 
     pub fn lifetimes(&self) -> TokenLifetimes {
@@ -181,9 +239,7 @@ impl JwtKeys {
         expected: Option<TokenType>,
         now: i64,
     ) -> Result<VerifiedToken, TokenError> {
-        let data = jsonwebtoken::decode::<IncomingClaims>(token, &self.decoding, &self.validation)
-            .map_err(|_| TokenError::Invalid)?;
-        let claims = data.claims;
+        let claims = self.check_signature(token)?;
         let exp = match claims.exp {
             None => return Err(TokenError::NoExp),
             Some(value) => integer_claim(&value).ok_or(TokenError::Invalid)?,
@@ -231,6 +287,56 @@ impl JwtKeys {
     }
 }
 
+/// The library checks signature, algorithm and (when configured) `iss` and
+/// `aud`; `exp`, `token_type` and `jti` are checked by `verify`, in
+/// simplejwt's order and with its messages.
+impl JwtKeys {
+    /// Picks the key by `kid` when the token names one (an unknown `kid` is
+    /// refused), else tries each key; each key checks with its own pinned
+    /// algorithm, so a header's `alg` can only be refused, never chosen.
+    fn check_signature(&self, token: &str) -> Result<IncomingClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let decode = |v: &Verifier| {
+            jsonwebtoken::decode::<IncomingClaims>(token, &v.decoding, &v.validation)
+                .map(|data| data.claims)
+                .map_err(|_| TokenError::Invalid)
+        };
+        match header.kid.as_deref() {
+            Some(kid) => self
+                .verifiers
+                .iter()
+                .find(|v| v.kid.as_deref() == Some(kid))
+                .ok_or(TokenError::Invalid)
+                .and_then(decode),
+            None => self
+                .verifiers
+                .iter()
+                .filter(|v| v.algorithm == header.alg)
+                .find_map(|v| decode(v).ok())
+                .ok_or(TokenError::Invalid),
+        }
+    }
+}
+
+fn validation_for(algorithm: Algorithm, policy: &ClaimPolicy) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation.leeway = 0;
+    if let Some(issuer) = &policy.issuer {
+        validation.set_issuer(&[issuer]);
+        validation.required_spec_claims.insert("iss".to_owned());
+    }
+    if let Some(audience) = &policy.audience {
+        validation.set_audience(&[audience]);
+        validation.validate_aud = true;
+        validation.required_spec_claims.insert("aud".to_owned());
+    }
+    validation
+}
+
 fn integer_claim(value: &serde_json::Value) -> Option<i64> {
     value.as_i64()
 }
@@ -250,16 +356,10 @@ pub fn new_jti() -> String {
     hex::encode(bytes)
 }
 
-/// A random shared key for development: 64 hex characters (256 bits).
-pub fn generate_shared_key() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::{self, SigningAlgorithm};
     use base64::Engine;
 
     const NOW: i64 = 1_800_000_000;
@@ -512,10 +612,252 @@ mod tests {
         );
     }
 
+    fn lifetimes() -> TokenLifetimes {
+        keys().lifetimes()
+    }
+
+    fn ring(signing: &KeyMaterial, accepted: &[KeyMaterial]) -> JwtKeys {
+        JwtKeys::new(signing, accepted, lifetimes(), ClaimPolicy::default()).unwrap()
+    }
+
+    fn header(token: &str) -> serde_json::Value {
+        let part = token.split('.').next().unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn hmac_token(header: &serde_json::Value, claims: &serde_json::Value, key: &[u8]) -> String {
+        use hmac::Mac;
+        let signing_input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(signing_input.as_bytes());
+        format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()))
+    }
+
+    fn access_claims() -> serde_json::Value {
+        serde_json::json!({"token_type":"access","exp":NOW+60,"iat":NOW,"jti":"a","user_id":"1"})
+    }
+
+    fn asymmetric_keys() -> Vec<(SigningAlgorithm, String)> {
+        vec![
+            (
+                SigningAlgorithm::EdDsa,
+                keys::generate(SigningAlgorithm::EdDsa).unwrap(),
+            ),
+            (
+                SigningAlgorithm::Rs256,
+                crate::auth::keys::tests::rsa_pem().to_owned(),
+            ),
+        ]
+    }
+
     #[test]
-    fn generated_keys_are_long_and_distinct() {
-        let (a, b) = (generate_shared_key(), generate_shared_key());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
+    fn shared_key_tokens_keep_simplejwts_header() {
+        let t = issue(&keys(), TokenType::Access, 1);
+        assert_eq!(header(&t), serde_json::json!({"typ":"JWT","alg":"HS256"}));
+        assert_eq!(keys().jwks_json(), r#"{"keys":[]}"#);
+        assert_eq!(keys().signing_kid(), None);
+    }
+
+    #[test]
+    fn asymmetric_tokens_carry_alg_and_kid_and_verify() {
+        for (alg, pem) in asymmetric_keys() {
+            let key = KeyMaterial::signing(alg, &pem).unwrap();
+            let k = ring(&key, &[]);
+            let t = issue(&k, TokenType::Access, 9);
+            let h = header(&t);
+            assert_eq!(h["alg"], alg.name());
+            assert_eq!(h["kid"], key.kid().unwrap());
+            let v = k.verify(&t, Some(TokenType::Access), NOW).unwrap();
+            assert_eq!(v.user_id, Some(9));
+            // Deterministic signatures: a replayed rotation is byte-identical.
+            let c = claims(TokenType::Refresh, 9, Some("s"));
+            assert_eq!(k.sign(&c).unwrap(), k.sign(&c).unwrap());
+            // The JWKS lists the public key; a verifier built from it alone
+            // (what a downstream service does) accepts the token.
+            let jwks: JwkSet = serde_json::from_str(k.jwks_json()).unwrap();
+            assert_eq!(jwks.keys.len(), 1);
+            let jwk = jwks.find(key.kid().unwrap()).unwrap();
+            let downstream = DecodingKey::from_jwk(jwk).unwrap();
+            let mut validation = Validation::new(alg.jwt_algorithm());
+            validation.required_spec_claims = ["exp".to_owned()].into();
+            jsonwebtoken::decode::<serde_json::Value>(&t, &downstream, &validation).unwrap();
+            // Wrong type and expiry still apply.
+            assert_eq!(
+                k.verify(&t, Some(TokenType::Refresh), NOW),
+                Err(TokenError::WrongType)
+            );
+            assert_eq!(k.verify(&t, None, NOW + 1800), Err(TokenError::Expired));
+        }
+    }
+
+    #[test]
+    fn algorithm_confusion_is_refused() {
+        // The classic attack: an HS256 token whose HMAC key is the server's
+        // public key (PEM text, DER or raw bytes), with and without the kid.
+        for (alg, pem) in asymmetric_keys() {
+            let key = KeyMaterial::signing(alg, &pem).unwrap();
+            let k = ring(&key, &[]);
+            let public = keys::public_pem(&pem).unwrap();
+            let jwk = serde_json::to_value(key.public_jwk().unwrap()).unwrap();
+            let raw_x = jwk["x"].as_str().map(|x| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(x)
+                    .unwrap()
+            });
+            let mut candidates = vec![
+                public.as_bytes().to_vec(),
+                public.trim().as_bytes().to_vec(),
+            ];
+            candidates.extend(raw_x);
+            for secret in candidates {
+                for kid in [None, key.kid()] {
+                    let mut h = serde_json::json!({"alg":"HS256","typ":"JWT"});
+                    if let Some(kid) = kid {
+                        h["kid"] = kid.into();
+                    }
+                    let forged = hmac_token(&h, &access_claims(), &secret);
+                    assert_eq!(
+                        k.verify(&forged, None, NOW),
+                        Err(TokenError::Invalid),
+                        "{alg:?} kid={kid:?}"
+                    );
+                }
+            }
+            // A genuine token with its header's alg swapped is refused too.
+            let t = issue(&k, TokenType::Access, 1);
+            let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+            let mut h = header(&t);
+            h["alg"] = "HS256".into();
+            parts[0] = b64(h.to_string().as_bytes());
+            assert_eq!(
+                k.verify(&parts.join("."), None, NOW),
+                Err(TokenError::Invalid)
+            );
+        }
+        // And a shared-key ring refuses asymmetric tokens signed by anyone.
+        let (alg, pem) = asymmetric_keys().remove(0);
+        let other = ring(&KeyMaterial::signing(alg, &pem).unwrap(), &[]);
+        let t = issue(&other, TokenType::Access, 1);
+        assert_eq!(keys().verify(&t, None, NOW), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn alg_none_unknown_kid_and_missing_exp_are_refused() {
+        for (alg, pem) in asymmetric_keys() {
+            let key = KeyMaterial::signing(alg, &pem).unwrap();
+            let k = ring(&key, &[]);
+            for h in [
+                serde_json::json!({"alg":"none"}),
+                serde_json::json!({"alg":"none","kid":key.kid()}),
+            ] {
+                let none = format!(
+                    "{}.{}.",
+                    b64(h.to_string().as_bytes()),
+                    b64(access_claims().to_string().as_bytes())
+                );
+                assert_eq!(k.verify(&none, None, NOW), Err(TokenError::Invalid));
+            }
+            // A genuine signature under an unknown kid.
+            let t = issue(&k, TokenType::Access, 1);
+            let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+            let mut h = header(&t);
+            h["kid"] = "someone-elses-key".into();
+            parts[0] = b64(h.to_string().as_bytes());
+            assert_eq!(
+                k.verify(&parts.join("."), None, NOW),
+                Err(TokenError::Invalid)
+            );
+            // Missing exp, properly signed.
+            let signer = key.encoding().unwrap();
+            let mut hdr = Header::new(alg.jwt_algorithm());
+            hdr.kid = key.kid().map(str::to_owned);
+            let no_exp = jsonwebtoken::encode(
+                &hdr,
+                &serde_json::json!({"token_type":"access","jti":"a","user_id":"1"}),
+                signer,
+            )
+            .unwrap();
+            assert_eq!(k.verify(&no_exp, None, NOW), Err(TokenError::NoExp));
+        }
+        // A shared-key token that names a kid tokend does not have.
+        let h = serde_json::json!({"alg":"HS256","typ":"JWT","kid":"x"});
+        let t = hmac_token(
+            &h,
+            &access_claims(),
+            b"test-key-0123456789abcdef0123456789abcdef",
+        );
+        assert_eq!(keys().verify(&t, None, NOW), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn rotation_accepts_old_keys_until_they_are_removed() {
+        for (alg, old_pem) in asymmetric_keys() {
+            let old = KeyMaterial::signing(alg, &old_pem).unwrap();
+            let new_pem = match alg {
+                SigningAlgorithm::Rs256 => keys::generate(SigningAlgorithm::EdDsa).unwrap(),
+                _ => keys::generate(alg).unwrap(),
+            };
+            let new_alg = if alg == SigningAlgorithm::Rs256 {
+                SigningAlgorithm::EdDsa
+            } else {
+                alg
+            };
+            let new = KeyMaterial::signing(new_alg, &new_pem).unwrap();
+            let before = ring(&old, &[]);
+            let old_token = issue(&before, TokenType::Refresh, 3);
+            // Overlap: new key signs, the old one (public part only) verifies.
+            let public_old =
+                KeyMaterial::verification(&keys::public_pem(&old_pem).unwrap()).unwrap();
+            let during = ring(&new, &[public_old]);
+            assert!(during.verify(&old_token, None, NOW).is_ok());
+            let new_token = issue(&during, TokenType::Refresh, 3);
+            assert_eq!(header(&new_token)["kid"], new.kid().unwrap());
+            let jwks: JwkSet = serde_json::from_str(during.jwks_json()).unwrap();
+            let kids: Vec<_> = jwks
+                .keys
+                .iter()
+                .map(|k| k.common.key_id.clone().unwrap())
+                .collect();
+            assert_eq!(kids, [new.kid().unwrap(), old.kid().unwrap()]);
+            // The old key removed: its tokens are refused, new ones pass.
+            let after = ring(&new, &[]);
+            assert_eq!(
+                after.verify(&old_token, None, NOW),
+                Err(TokenError::Invalid)
+            );
+            assert!(after.verify(&new_token, None, NOW).is_ok());
+        }
+        // Shared keys rotate the same way, by trying each (no kid).
+        let old = keys();
+        let t = issue(&old, TokenType::Access, 1);
+        let during = ring(
+            &KeyMaterial::shared("new-key-0123456789abcdef0123456789abcdef"),
+            &[KeyMaterial::verification("test-key-0123456789abcdef0123456789abcdef").unwrap()],
+        );
+        assert!(during.verify(&t, None, NOW).is_ok());
+        assert_eq!(during.jwks_json(), r#"{"keys":[]}"#);
+        let after = ring(
+            &KeyMaterial::shared("new-key-0123456789abcdef0123456789abcdef"),
+            &[],
+        );
+        assert_eq!(after.verify(&t, None, NOW), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_verification_only_key_cannot_sign() {
+        let pem = keys::generate(SigningAlgorithm::EdDsa).unwrap();
+        let public = KeyMaterial::verification(&keys::public_pem(&pem).unwrap()).unwrap();
+        assert!(JwtKeys::new(&public, &[], lifetimes(), ClaimPolicy::default()).is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod credentials;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod sessions;
 pub mod throttle;

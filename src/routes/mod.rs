@@ -4,6 +4,7 @@
 mod bearer;
 pub mod fields;
 mod health;
+mod jwks;
 mod oauth;
 mod tokens;
 mod users;
@@ -134,6 +135,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post_resource("/api/user/password/", users::change_password))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
         .default_service(web::to(not_found));
 }
 

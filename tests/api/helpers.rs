@@ -136,6 +136,14 @@ impl TestApp {
     pub async fn spawn_replica(&self) -> TestApp {
         start(self.database_url.clone(), None, self.extra.clone()).await
     }
+
+    /// A replica with other settings (later entries win): a rolling restart
+    /// with a new configuration.
+    pub async fn spawn_replica_with(&self, extra: &[(&str, &str)]) -> TestApp {
+        let mut merged = self.extra.clone();
+        merged.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        start(self.database_url.clone(), None, merged).await
+    }
 }
 
 async fn start(
