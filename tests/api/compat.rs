@@ -18,7 +18,7 @@ use std::process::Command;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use serde_json::{json, Value};
 
-use crate::helpers::{now, sign, spawn_app, Backend, TestApp, SIGNING_KEY};
+use crate::helpers::{now, python_venv, run, sign, spawn_app, Backend, TestApp, SIGNING_KEY};
 
 /// Steps where tokend deliberately answers differently: (step, reason,
 /// peer's status, tokend's exact status and body).
@@ -391,27 +391,6 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-}
-
-/// The peer's virtualenv, built once per target directory (a venv's scripts
-/// name its own path, so it is built where it stays).
-fn peer_venv(source: &Path) -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peer-venv");
-    if !venv.join("bin/gunicorn").exists() {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-        run(Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "-r"])
-            .arg(source.join("requirements.txt")));
-    }
-    venv
-}
-
 struct Peer {
     dir: tempfile::TempDir,
     port: u16,
@@ -422,7 +401,11 @@ impl Peer {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("peer");
         copy_tree(source, &root);
-        std::os::unix::fs::symlink(peer_venv(source), root.join(".venv")).expect("link venv");
+        std::os::unix::fs::symlink(
+            python_venv("peer-venv", &source.join("requirements.txt")),
+            root.join(".venv"),
+        )
+        .expect("link venv");
         let port = free_port();
         run(Command::new("bash")
             .arg(root.join("run.sh"))

@@ -2,7 +2,8 @@
 //! fresh PostgreSQL database (created here, dropped when the test ends).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use rand::RngCore;
@@ -424,4 +425,78 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+/// Runs a command to completion; panics when it fails.
+pub fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// A Python virtualenv with `requirements` installed, built once per target
+/// directory (a venv's scripts name its own path, so it is built where it
+/// stays) and rebuilt when the requirements change.
+pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let wanted = std::fs::read_to_string(requirements)
+        .unwrap_or_else(|e| panic!("{}: {e}", requirements.display()));
+    let stamp = venv.join("requirements.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(requirements));
+        std::fs::write(&stamp, &wanted).expect("venv stamp");
+    }
+    venv
+}
+
+/// A server process of a test (an example service, the peer): killed when
+/// dropped.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl ChildServer {
+    /// Starts `command` and waits (30 s at most) for the line
+    /// `listening on <url>` on its stdout.
+    pub fn start(command: &mut Command) -> ChildServer {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(url) => ChildServer { child, url },
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{command:?} did not print `listening on <url>` within 30 s");
+            }
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod cli;
 mod compat;
 mod concurrency;
+mod downstream;
 mod keys;
 mod oauth;
 mod process;

@@ -1,0 +1,197 @@
+//! A downstream service that trusts tokend's access tokens: it checks them
+//! itself, with the shared key or with tokend's published public keys, and
+//! never calls tokend per request. Copy this file into your service.
+//!
+//! Dependencies: actix-web 4, jsonwebtoken 10+ (`rust_crypto` or `aws_lc_rs`
+//! feature), serde, serde_json, reqwest (JWKS mode only), tokio.
+//!
+//! Configuration (environment):
+//! - `TOKEND_SHARED_KEY`: tokend's HS256 key (`TOKEND__JWT__SIGNING_KEY`), or
+//! - `TOKEND_JWKS_URL`: e.g. `http://tokend:8000/.well-known/jwks.json` when
+//!   tokend signs with EdDSA or RS256 (`TOKEND__JWT__ALGORITHM`).
+//! - `TOKEND_ISSUER` / `TOKEND_AUDIENCE`: set them when tokend's
+//!   `jwt.issuer` / `jwt.audience` are set.
+//! - `PORT` (default 8080; 0 picks a free port).
+//!
+//! `GET /hello` answers `{"user_id":"42"}` for a valid access token
+//! (`Authorization: Bearer <access>`) and 401 `{"detail": ...}` otherwise.
+//!
+//! Run: `TOKEND_SHARED_KEY=... cargo run --example downstream_actix`.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// The claims this service relies on. tokend (like simplejwt) writes
+/// `user_id` as a string.
+#[derive(Deserialize)]
+struct AccessClaims {
+    token_type: String,
+    user_id: String,
+}
+
+enum Keys {
+    /// HS256 with the shared key.
+    Shared(DecodingKey),
+    /// Public keys fetched from tokend's JWKS, refreshed when a token names
+    /// a kid not seen yet (tokend publishes the next key before using it).
+    Jwks {
+        url: String,
+        client: reqwest::Client,
+        set: RwLock<(JwkSet, Instant)>,
+    },
+}
+
+struct Verifier {
+    keys: Keys,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Verifier {
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        // The algorithm comes from our configuration (or the JWK), never
+        // from the token: that is what defeats `alg` tricks (RFC 8725).
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 0;
+        validation.required_spec_claims = ["exp".to_owned()].into();
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        validation
+    }
+
+    async fn check(&self, token: &str) -> Result<AccessClaims, &'static str> {
+        let claims = match &self.keys {
+            Keys::Shared(key) => decode(token, key, &self.validation(Algorithm::HS256))?,
+            Keys::Jwks { .. } => {
+                let kid = jsonwebtoken::decode_header(token)
+                    .map_err(|_| "malformed token")?
+                    .kid
+                    .ok_or("token has no kid")?;
+                let (key, algorithm) = self.jwk(&kid).await?;
+                decode(token, &key, &self.validation(algorithm))?
+            }
+        };
+        if claims.token_type != "access" {
+            return Err("not an access token");
+        }
+        Ok(claims)
+    }
+
+    async fn jwk(&self, kid: &str) -> Result<(DecodingKey, Algorithm), &'static str> {
+        let Keys::Jwks { url, client, set } = &self.keys else {
+            return Err("no JWKS configured");
+        };
+        let known = |set: &JwkSet| set.find(kid).cloned();
+        let (mut found, fetched_at) = {
+            let guard = set.read().map_err(|_| "key cache poisoned")?;
+            (known(&guard.0), guard.1)
+        };
+        // Unknown kid: refetch, at most every 30 s (an attacker's made-up
+        // kids must not turn into a request flood against tokend).
+        if found.is_none() && fetched_at.elapsed() > Duration::from_secs(30) {
+            let fresh = fetch_jwks(client, url)
+                .await
+                .map_err(|_| "JWKS unavailable")?;
+            found = known(&fresh);
+            *set.write().map_err(|_| "key cache poisoned")? = (fresh, Instant::now());
+        }
+        let jwk = found.ok_or("unknown signing key")?;
+        let algorithm = match jwk.common.key_algorithm {
+            Some(KeyAlgorithm::EdDSA) => Algorithm::EdDSA,
+            Some(KeyAlgorithm::RS256) => Algorithm::RS256,
+            _ => return Err("unsupported key algorithm"),
+        };
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| "unusable key")?;
+        Ok((key, algorithm))
+    }
+}
+
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<AccessClaims, &'static str> {
+    jsonwebtoken::decode::<AccessClaims>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired",
+            _ => "invalid token",
+        })
+}
+
+async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<JwkSet, reqwest::Error> {
+    client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+}
+
+async fn hello(req: HttpRequest, verifier: web::Data<Arc<Verifier>>) -> HttpResponse {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return HttpResponse::Unauthorized()
+            .json(serde_json::json!({"detail": "missing bearer token"}));
+    };
+    match verifier.check(token).await {
+        Ok(claims) => HttpResponse::Ok().json(serde_json::json!({ "user_id": claims.user_id })),
+        Err(reason) => HttpResponse::Unauthorized().json(serde_json::json!({ "detail": reason })),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let keys = match (env("TOKEND_SHARED_KEY"), env("TOKEND_JWKS_URL")) {
+        (Some(secret), _) => Keys::Shared(DecodingKey::from_secret(secret.as_bytes())),
+        (None, Some(url)) => {
+            let client = reqwest::Client::new();
+            let set = fetch_jwks(&client, &url)
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot fetch {url}: {e}")))?;
+            Keys::Jwks {
+                url,
+                client,
+                set: RwLock::new((set, Instant::now())),
+            }
+        }
+        (None, None) => {
+            return Err(std::io::Error::other(
+                "set TOKEND_SHARED_KEY or TOKEND_JWKS_URL",
+            ));
+        }
+    };
+    let verifier = Arc::new(Verifier {
+        keys,
+        issuer: env("TOKEND_ISSUER"),
+        audience: env("TOKEND_AUDIENCE"),
+    });
+    let port: u16 = env("PORT").and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(verifier.clone()))
+            .route("/hello", web::get().to(hello))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?;
+    for address in server.addrs() {
+        println!("listening on http://{address}");
+    }
+    server.run().await
+}

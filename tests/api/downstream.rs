@@ -1,0 +1,294 @@
+//! The downstream examples, run against a live tokend: the Rust actix-web
+//! service (examples/downstream_actix.rs) and the Django/DRF service
+//! (examples/downstream-django), each with the shared key and with JWKS.
+//! Each must accept access tokens and refuse refresh tokens, expired,
+//! forged, `alg: none` and algorithm-confusion tokens.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokend::auth::keys::{self, KeyMaterial, SigningAlgorithm};
+
+use crate::helpers::{
+    now, python_venv, spawn_app, spawn_app_with, Backend, ChildServer, TestApp, SIGNING_KEY,
+};
+
+/// How tokend signs in a scenario, and how the test forges tokens.
+struct Signer {
+    header: Header,
+    key: EncodingKey,
+    /// The bytes an attacker would use as an HMAC key in an algorithm
+    /// confusion attack (the public key), for asymmetric keys.
+    public_pem: Option<String>,
+}
+
+impl Signer {
+    fn shared() -> Self {
+        Signer {
+            header: Header::new(Algorithm::HS256),
+            key: EncodingKey::from_secret(SIGNING_KEY.as_bytes()),
+            public_pem: None,
+        }
+    }
+
+    fn asymmetric(algorithm: SigningAlgorithm, pem: &str) -> Self {
+        let material = KeyMaterial::signing(algorithm, pem).expect("key");
+        let mut header = Header::new(algorithm.jwt_algorithm());
+        header.kid = material.kid().map(str::to_owned);
+        Signer {
+            header,
+            key: material.encoding().expect("private key").clone(),
+            public_pem: Some(keys::public_pem(pem).expect("public key")),
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(&self.header, claims, &self.key).expect("sign")
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hs256_with(secret: &[u8], header: &Value, claims: &Value) -> String {
+    use hmac::Mac;
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("hmac key");
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+async fn call(service: &ChildServer, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", service.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("downstream answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The checks every downstream example must pass. `path` is its protected
+/// route.
+async fn assert_downstream(app: &TestApp, service: &ChildServer, path: &str, signer: &Signer) {
+    let (user_id, access, refresh) = app.user_with_tokens("alice", "pw12345").await;
+    let (status, body) = call(service, path, Some(&access)).await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body, json!({ "user_id": user_id.to_string() }));
+
+    let claims = |token_type: &str, exp: i64| {
+        json!({"token_type": token_type, "exp": exp, "iat": now() - 10,
+               "jti": "0123456789abcdef0123456789abcdef", "user_id": user_id.to_string()})
+    };
+    let expired = signer.sign(&claims("access", now() - 5));
+    let other_key = jsonwebtoken::encode(
+        &signer.header,
+        &claims("access", now() + 60),
+        &match signer.public_pem {
+            None => EncodingKey::from_secret(b"not-the-key-0123456789abcdef0123456789"),
+            Some(_) => {
+                let algorithm = match signer.header.alg {
+                    Algorithm::RS256 => SigningAlgorithm::Rs256,
+                    _ => SigningAlgorithm::EdDsa,
+                };
+                let pem = keys::generate(algorithm).expect("key");
+                KeyMaterial::signing(algorithm, &pem)
+                    .expect("key")
+                    .encoding()
+                    .expect("private")
+                    .clone()
+            }
+        },
+    )
+    .expect("sign");
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims("access", now() + 60).to_string().as_bytes())
+    );
+    let mut refused = vec![
+        ("refresh token", refresh),
+        ("expired", expired),
+        ("signed by another key", other_key),
+        ("alg none", none),
+        ("garbage", "garbage".to_owned()),
+    ];
+    if let Some(public) = &signer.public_pem {
+        let mut header = json!({"alg": "HS256", "typ": "JWT"});
+        if let Some(kid) = &signer.header.kid {
+            header["kid"] = kid.as_str().into();
+        }
+        refused.push((
+            "HS256 keyed with the public key",
+            hs256_with(public.as_bytes(), &header, &claims("access", now() + 60)),
+        ));
+    }
+    for (what, token) in &refused {
+        let (status, body) = call(service, path, Some(token)).await;
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+    let (status, _) = call(service, path, None).await;
+    assert_eq!(status, 401, "no token");
+}
+
+// ---- Rust (actix-web) ----
+
+/// `cargo test` builds the examples next to the test binaries.
+fn rust_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile_dir.join("examples/downstream_actix");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+fn start_rust(env: &[(&str, &str)]) -> ChildServer {
+    let mut command = Command::new(rust_example());
+    command.env("PORT", "0").env_remove("TOKEND_SHARED_KEY");
+    command.env_remove("TOKEND_JWKS_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    ChildServer::start(&mut command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_service_with_the_shared_key() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let service = start_rust(&[("TOKEND_SHARED_KEY", SIGNING_KEY)]);
+    assert_downstream(&app, &service, "/hello", &Signer::shared()).await;
+    // Exact refusal bodies of the example.
+    let (_, _, refresh) = app.user_with_tokens("bob", "pw12345").await;
+    assert_eq!(
+        call(&service, "/hello", Some(&refresh)).await,
+        (401, r#"{"detail":"not an access token"}"#.to_owned())
+    );
+    assert_eq!(
+        call(&service, "/hello", None).await,
+        (401, r#"{"detail":"missing bearer token"}"#.to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_service_with_jwks() {
+    for algorithm in [SigningAlgorithm::EdDsa, SigningAlgorithm::Rs256] {
+        let pem = keys::generate(algorithm).unwrap();
+        let app = spawn_app_with(
+            Backend::Sqlite,
+            &[
+                ("TOKEND__JWT__ALGORITHM", algorithm.name()),
+                ("TOKEND__JWT__SIGNING_KEY", &pem),
+            ],
+        )
+        .await;
+        let service = start_rust(&[("TOKEND_JWKS_URL", &app.url("/.well-known/jwks.json"))]);
+        assert_downstream(
+            &app,
+            &service,
+            "/hello",
+            &Signer::asymmetric(algorithm, &pem),
+        )
+        .await;
+    }
+}
+
+// ---- Django REST framework + simplejwt ----
+
+/// The example's virtualenv, or `None` (test skipped) when Python is
+/// missing outside CI. In CI (CI=true) a missing Python fails the test.
+fn django_python() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream-django");
+    let has_python = Command::new("python3")
+        .args(["-c", "import venv"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_python {
+        assert!(
+            std::env::var("CI").is_err(),
+            "python3 with venv is required in CI for the Django downstream example"
+        );
+        eprintln!("SKIPPED: python3 with venv not found");
+        return None;
+    }
+    Some(python_venv("downstream-django-venv", &dir.join("requirements.txt")).join("bin/python"))
+}
+
+fn start_django(python: &Path, env: &[(&str, &str)]) -> ChildServer {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream-django");
+    let mut command = Command::new(python);
+    command
+        .arg(dir.join("service.py"))
+        .env("PORT", "0")
+        .env_remove("TOKEND_SHARED_KEY")
+        .env_remove("TOKEND_JWKS_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    ChildServer::start(&mut command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_service_with_the_shared_key() {
+    let Some(python) = django_python() else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await;
+    let service = start_django(&python, &[("TOKEND_SHARED_KEY", SIGNING_KEY)]);
+    assert_downstream(&app, &service, "/hello/", &Signer::shared()).await;
+    // simplejwt's own refusal of a refresh token.
+    let (_, _, refresh) = app.user_with_tokens("bob", "pw12345").await;
+    let (status, body) = call(&service, "/hello/", Some(&refresh)).await;
+    assert_eq!(status, 401);
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["code"], "token_not_valid");
+    assert_eq!(body["messages"][0]["message"], "Token has wrong type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_service_with_jwks() {
+    let Some(python) = django_python() else {
+        return;
+    };
+    for algorithm in [SigningAlgorithm::EdDsa, SigningAlgorithm::Rs256] {
+        let pem = keys::generate(algorithm).unwrap();
+        let app = spawn_app_with(
+            Backend::Sqlite,
+            &[
+                ("TOKEND__JWT__ALGORITHM", algorithm.name()),
+                ("TOKEND__JWT__SIGNING_KEY", &pem),
+            ],
+        )
+        .await;
+        let jwks = app.url("/.well-known/jwks.json");
+        let service = start_django(
+            &python,
+            &[
+                ("TOKEND_JWKS_URL", &jwks),
+                ("TOKEND_ALGORITHM", algorithm.name()),
+            ],
+        );
+        assert_downstream(
+            &app,
+            &service,
+            "/hello/",
+            &Signer::asymmetric(algorithm, &pem),
+        )
+        .await;
+    }
+}
