@@ -81,8 +81,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    tokend::telemetry::init(&settings.log);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    tokend::telemetry::init(&settings.log, !matches!(command, Command::Serve));
+    let result = match command {
         Command::Serve => serve(settings),
         Command::Migrate => migrate(&settings),
         Command::Healthcheck => healthcheck(&settings),

@@ -17,14 +17,22 @@ use crate::config::LogSettings;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Installs the global subscriber (once; later calls are ignored). RUST_LOG
-/// wins over the configured level.
-pub fn init(settings: &LogSettings) {
+/// wins over the configured level. The server logs to stdout; the other
+/// commands log to stderr, keeping their stdout for their output.
+pub fn init(settings: &LogSettings, to_stderr: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            if to_stderr {
+                Box::new(std::io::stderr())
+            } else {
+                Box::new(std::io::stdout())
+            }
+        });
     let _ = if settings.format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {

@@ -128,3 +128,83 @@ both_backends!(
     users_commands_manage_accounts,
     purge_removes_dead_rows_in_batches
 );
+
+/// `tokend keys …`: a generated EdDSA key, its public half and the JWKS of a
+/// configuration using it agree on the kid; the served JWKS is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_commands_agree_with_the_server() {
+    let run = |args: &[&str], env: &[(&str, &str)], stdin: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tokend"));
+        command
+            .args(args)
+            .env("TOKEND_CONFIG_DIR", "/nonexistent")
+            .env(
+                "TOKEND__DATABASE__URL",
+                "sqlite:///nonexistent/never-opened.sqlite3",
+            )
+            .env_remove("TOKEND__JWT__SIGNING_KEY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("run tokend");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        let out = child.wait_with_output().expect("output");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (hs, _) = run(&["keys", "generate"], &[], "");
+    assert_eq!(hs.trim().len(), 64, "{hs}");
+    let (private, stderr) = run(&["keys", "generate", "--algorithm", "EdDSA"], &[], "");
+    assert!(
+        private.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "{private}"
+    );
+    let kid = stderr
+        .trim()
+        .strip_prefix("kid: ")
+        .expect("kid on stderr")
+        .to_owned();
+    let (public, stderr) = run(&["keys", "public"], &[], &private);
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    assert_eq!(stderr.trim(), format!("kid: {kid}"));
+    let env = [
+        ("TOKEND__JWT__ALGORITHM", "EdDSA"),
+        ("TOKEND__JWT__SIGNING_KEY", private.as_str()),
+    ];
+    let (jwks, _) = run(&["keys", "jwks"], &env, "");
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).expect("JSON");
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+    let (config, _) = run(&["check-config"], &env, "");
+    assert!(
+        config.contains(&format!("signing key: EdDSA kid={kid}")),
+        "{config}"
+    );
+    assert!(
+        !config.contains("PRIVATE KEY"),
+        "the key is masked: {config}"
+    );
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, &env).await;
+    let served = app
+        .send(app.client.get(app.url("/.well-known/jwks.json")))
+        .await;
+    assert_eq!(served.json(), jwks);
+    // A wrong algorithm name is a clear error, exit non-zero.
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["keys", "generate", "--algorithm", "none"])
+        .env("TOKEND_CONFIG_DIR", "/nonexistent")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HS256, EdDSA or RS256"));
+}
