@@ -165,6 +165,11 @@ pub struct RateLimitSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct CacheSettings {
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct LogSettings {
     pub format: String,
     pub level: String,
@@ -182,6 +187,7 @@ pub struct Settings {
     pub introspection: IntrospectionSettings,
     pub purge: PurgeSettings,
     pub rate_limit: RateLimitSettings,
+    pub cache: CacheSettings,
     pub log: LogSettings,
 }
 
@@ -308,6 +314,9 @@ impl Settings {
                 "rate_limit.client_ip_header `{}` is not a header name",
                 self.rate_limit.client_ip_header
             ));
+        }
+        if self.cache.ttl_ms > 60_000 {
+            return invalid("cache.ttl_ms must be at most 60000 (one minute)".into());
         }
         if self.purge.batch_size < 1 {
             return invalid("purge.batch_size must be at least 1".into());

@@ -18,6 +18,7 @@ use crate::auth::password::HashingPool;
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
 use crate::routes::{self, AppState};
+use crate::storage::cache::StateCache;
 use crate::storage::Database;
 use crate::telemetry;
 
@@ -138,6 +139,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 max_backoff_secs: settings.rate_limit.max_backoff_secs,
             })
         }),
+        cache: StateCache::new(std::time::Duration::from_millis(settings.cache.ttl_ms)),
         client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
             .then(|| {
                 header::HeaderName::try_from(settings.rate_limit.client_ip_header.as_str()).ok()

@@ -15,8 +15,11 @@ use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
 use crate::auth::password::HashingPool;
 use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
+use std::time::Instant;
+
+use crate::storage::cache::{Cached, StateCache, UserSummary};
 use crate::storage::sessions::{self, SessionState};
-use crate::storage::Database;
+use crate::storage::{users as user_store, Database};
 
 pub struct AppState {
     pub db: Database,
@@ -30,6 +33,8 @@ pub struct AppState {
     pub throttle: Option<Throttle>,
     /// Trusted proxy header carrying the client address, when configured.
     pub client_ip_header: Option<actix_web::http::header::HeaderName>,
+    /// Session and user state for the token-check paths.
+    pub cache: StateCache,
 }
 
 /// The client address for rate limits: the configured proxy header's last
@@ -53,14 +58,82 @@ pub(crate) async fn session_problem(
     token: &VerifiedToken,
     now: i64,
 ) -> Result<Option<TokenError>, ApiError> {
-    let (Some(user_id), Some(sid)) = (token.user_id, token.sid.clone()) else {
+    let (Some(user_id), Some(sid)) = (token.user_id, token.sid.as_deref()) else {
         return Ok(None);
     };
-    let session = state
+    Ok(session_error(
+        cached_session_state(state, sid, user_id, now).await?,
+    ))
+}
+
+/// A session's state from the cache when fresh, else from the database;
+/// when the database fails, the last known state if there is one.
+pub(crate) async fn cached_session_state(
+    state: &AppState,
+    sid: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<SessionState, ApiError> {
+    let stale = match state.cache.session(sid, user_id, Instant::now()) {
+        Cached::Fresh(session) => return Ok(session.at(now)),
+        Cached::Stale(session) => Some(session),
+        Cached::Miss => None,
+    };
+    let key = sid.to_owned();
+    match state
         .db
-        .run(move |conn| sessions::state(conn, &sid, user_id, now))
-        .await?;
-    Ok(session_error(session))
+        .run(move |conn| sessions::state(conn, &key, user_id, now))
+        .await
+    {
+        Ok(session) => {
+            state
+                .cache
+                .put_session(sid, user_id, session, Instant::now());
+            Ok(session)
+        }
+        Err(e) => match stale {
+            Some(session) => {
+                tracing::warn!(error = %e, "database unavailable: using the last known session state");
+                Ok(session.at(now))
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// A user's summary, from the cache when fresh, else from the database;
+/// when the database fails, the last known summary if there is one.
+pub(crate) async fn cached_user(
+    state: &AppState,
+    user_id: i64,
+) -> Result<Option<UserSummary>, ApiError> {
+    let stale = match state.cache.user(user_id, Instant::now()) {
+        Cached::Fresh(user) => return Ok(user),
+        Cached::Stale(user) => Some(user),
+        Cached::Miss => None,
+    };
+    match state
+        .db
+        .run(move |conn| user_store::find_by_id(conn, user_id))
+        .await
+    {
+        Ok(record) => {
+            let user = record.map(|u| UserSummary {
+                id: u.id,
+                username: u.username,
+                is_active: u.is_active,
+            });
+            state.cache.put_user(user_id, user.clone(), Instant::now());
+            Ok(user)
+        }
+        Err(e) => match stale {
+            Some(user) => {
+                tracing::warn!(error = %e, "database unavailable: using the last known user state");
+                Ok(user)
+            }
+            None => Err(e.into()),
+        },
+    }
 }
 
 pub(crate) fn session_error(session: SessionState) -> Option<TokenError> {

@@ -124,12 +124,18 @@ pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
     let now = unix_now();
     if let Ok(verified) = state.keys.verify(&token, None, now) {
         if let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid) {
-            state
+            let key = sid.clone();
+            let revoked = state
                 .db
                 .run(move |conn| {
-                    sessions::revoke_session(conn, &sid, user_id, RevokeReason::Logout, now)
+                    sessions::revoke_session(conn, &key, user_id, RevokeReason::Logout, now)
                 })
                 .await?;
+            if revoked {
+                state
+                    .cache
+                    .session_revoked(&sid, user_id, std::time::Instant::now());
+            }
         }
     }
     Ok(HttpResponse::Ok().finish())

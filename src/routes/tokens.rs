@@ -125,7 +125,7 @@ pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpR
         i64::MAX,
     );
     let grace = state.reuse_grace_secs;
-    let (jti, sid) = (presented.token.jti, presented.session_id);
+    let (jti, sid) = (presented.token.jti, presented.session_id.clone());
     let outcome = state
         .db
         .run(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
@@ -133,6 +133,11 @@ pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpR
     let pair = match outcome {
         SpendOutcome::Rotated(pair) | SpendOutcome::Replayed(pair) => pair,
         SpendOutcome::ReuseDetected => {
+            state.cache.session_revoked(
+                &presented.session_id,
+                presented.user_id,
+                std::time::Instant::now(),
+            );
             tracing::warn!(
                 security_event = "refresh_token_reuse",
                 user_id = presented.user_id,
@@ -193,11 +198,20 @@ pub async fn blacklist(
 ) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
     let presented = presented_refresh(&state, &fields, now)?;
-    let (jti, sid, user_id) = (presented.token.jti, presented.session_id, presented.user_id);
+    let (jti, sid, user_id) = (
+        presented.token.jti,
+        presented.session_id.clone(),
+        presented.user_id,
+    );
     let outcome = state
         .db
         .run(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, now))
         .await?;
+    if outcome == RevokeOutcome::Revoked {
+        state
+            .cache
+            .session_revoked(&presented.session_id, user_id, Instant::now());
+    }
     match outcome {
         // Unknown here means nothing live to revoke (e.g. the user was
         // deleted): the token is unusable either way, as simplejwt answers.

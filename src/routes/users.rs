@@ -7,6 +7,7 @@ use super::{unix_now, AppState};
 use crate::auth::credentials::{NewPassword, NewUsername};
 use crate::auth::jwt::{TokenType, VerifiedToken};
 use crate::error::{ApiError, FieldErrors};
+use crate::storage::cache::UserSummary;
 use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users::{self, CreateUser, UserRecord};
 
@@ -123,9 +124,32 @@ async fn authenticated(
     Ok((user, verified))
 }
 
+/// The user of a Bearer request for read-only answers: user and session
+/// state may come from the per-process cache (see `storage::cache`).
+async fn current_user(state: &AppState, req: &HttpRequest) -> Result<UserSummary, ApiError> {
+    let token = bearer_token(req)?;
+    let now = unix_now();
+    let verified = state
+        .keys
+        .verify(&token, Some(TokenType::Access), now)
+        .map_err(ApiError::BearerToken)?;
+    let user_id = verified.user_id.ok_or(ApiError::NoUserIdentification)?;
+    // simplejwt's order: the user first, then (ours) the session.
+    let user = super::cached_user(state, user_id)
+        .await?
+        .ok_or(ApiError::UserNotFound)?;
+    if !user.is_active {
+        return Err(ApiError::UserInactive);
+    }
+    if let Some(problem) = super::session_problem(state, &verified, now).await? {
+        return Err(ApiError::BearerToken(problem));
+    }
+    Ok(user)
+}
+
 /// GET /api/user/me/ with `Authorization: Bearer <access>` -> {id, username}
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let user = authenticated_user(&state, &req).await?;
+    let user = current_user(&state, &req).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": user.id, "username": user.username })))
 }
 
@@ -135,7 +159,7 @@ pub async fn me_other_method(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    authenticated_user(&state, &req).await?;
+    current_user(&state, &req).await?;
     super::other_method(req, super::ALLOW_GET).await
 }
 
@@ -154,6 +178,7 @@ pub async fn logout_everywhere(
             sessions::revoke_all_for_user(conn, user.id, None, RevokeReason::LogoutEverywhere, now)
         })
         .await?;
+    state.cache.forget_user(user.id);
     tracing::info!(
         security_event = "logout_everywhere",
         user_id = user.id,
@@ -218,6 +243,7 @@ pub async fn change_password(
         .db
         .run(move |conn| users::change_password(conn, user.id, &hash, keep.as_deref(), now))
         .await?;
+    state.cache.forget_user(user.id);
     tracing::info!(
         security_event = "password_change",
         user_id = user.id,

@@ -5,6 +5,7 @@
 //! before anything connects; `DbConnection` (diesel's `MultiConnection`) lets
 //! one set of queries serve both.
 
+pub mod cache;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;

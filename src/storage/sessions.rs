@@ -40,6 +40,16 @@ pub enum SessionState {
     Missing,
 }
 
+impl SessionState {
+    /// The state at `now`: a live session past its end has expired.
+    pub fn at(self, now: i64) -> SessionState {
+        match self {
+            SessionState::Live { expires_at } if expires_at <= now => SessionState::Expired,
+            other => other,
+        }
+    }
+}
+
 pub(crate) fn insert(
     conn: &mut DbConnection,
     id: &str,

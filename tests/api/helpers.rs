@@ -500,3 +500,38 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// How long a change made outside the serving process (another replica, the
+/// CLI, a direct database write) may take to be seen by token checks:
+/// `cache.ttl_ms` (1 s by default) plus slack.
+pub const CACHE_BOUND: std::time::Duration = std::time::Duration::from_millis(2000);
+
+impl TestApp {
+    /// GETs /api/user/me/ until it answers `status` and `body`, failing if
+    /// that takes longer than `CACHE_BOUND`.
+    #[track_caller]
+    pub fn me_becomes<'a>(
+        &'a self,
+        access: &'a str,
+        status: u16,
+        body: &'a str,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let deadline = std::time::Instant::now() + CACHE_BOUND;
+            loop {
+                let reply = self.get_me(Some(&format!("Bearer {access}"))).await;
+                if reply.status == status && reply.body == body {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{caller}: /me still answers {} {} after {CACHE_BOUND:?}",
+                    reply.status,
+                    reply.body
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -119,21 +119,32 @@ async fn me_returns_the_user(backend: Backend) {
     app.get_me(Some(&huge))
         .await
         .assert(401, &bearer_error("Token is invalid"));
+    // Deleted from outside this process (as `tokend users delete` does):
+    // seen within the cache bound.
     app.delete_user(id).await;
-    app.get_me(Some(&format!("Bearer {access}"))).await.assert(
+    app.me_becomes(
+        &access,
         401,
         r#"{"detail":"User not found","code":"user_not_found"}"#,
-    );
+    )
+    .await;
 }
 
 async fn me_rejects_inactive_users(backend: Backend) {
     let app = spawn_app(backend).await;
     let (id, access, _) = app.user_with_tokens("alice", "pw").await;
+    // Seen once (and cached) before the change, as in real use.
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {access}"))).await.status,
+        200
+    );
     app.set_active(id, false).await;
-    app.get_me(Some(&format!("Bearer {access}"))).await.assert(
+    app.me_becomes(
+        &access,
         401,
         r#"{"detail":"User is inactive","code":"user_inactive"}"#,
-    );
+    )
+    .await;
 }
 
 async fn refresh_rotates_and_spends(backend: Backend) {

@@ -1,0 +1,268 @@
+//! A per-process cache of session and user state for the hot read paths
+//! (`/api/token/verify/` and `/api/user/me/`), so a token check costs no
+//! database round trip in the common case.
+//!
+//! Correctness rules:
+//! - Final states (revoked, expired, missing) never change back: cached for
+//!   good. A live session or a user is reused for `ttl` at most.
+//! - Revocations made through this process update the cache at once; made
+//!   through another replica or the CLI, they are seen within `ttl`.
+//! - Introspection, refresh, logout and password change never use it: they
+//!   read the database.
+//! - When the database cannot be reached, the last known state is used
+//!   (`Cached::Stale`), so tokens already seen keep verifying.
+//!
+//! Bounded: past `MAX_ENTRIES` a map is emptied (a cache may forget).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use super::sessions::SessionState;
+
+const MAX_ENTRIES: usize = 100_000;
+
+/// What `/api/user/me/` needs of a user (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: i64,
+    pub username: String,
+    pub is_active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached<T> {
+    /// Good to use without asking the database.
+    Fresh(T),
+    /// Older than the TTL: ask the database, fall back to this if it fails.
+    Stale(T),
+    Miss,
+}
+
+struct Entry<T> {
+    value: T,
+    at: Instant,
+}
+
+struct SessionEntry {
+    user_id: i64,
+    state: SessionState,
+    at: Instant,
+}
+
+pub struct StateCache {
+    ttl: Duration,
+    sessions: RwLock<HashMap<String, SessionEntry>>,
+    users: RwLock<HashMap<i64, Entry<Option<UserSummary>>>>,
+}
+
+impl StateCache {
+    /// `ttl` zero disables the cache.
+    pub fn new(ttl: Duration) -> Self {
+        StateCache {
+            ttl,
+            sessions: RwLock::default(),
+            users: RwLock::default(),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    fn freshness<T>(&self, value: T, at: Instant, final_state: bool, now: Instant) -> Cached<T> {
+        if final_state || now.saturating_duration_since(at) < self.ttl {
+            Cached::Fresh(value)
+        } else {
+            Cached::Stale(value)
+        }
+    }
+
+    pub fn session(&self, sid: &str, user_id: i64, now: Instant) -> Cached<SessionState> {
+        if !self.enabled() {
+            return Cached::Miss;
+        }
+        let Ok(map) = self.sessions.read() else {
+            return Cached::Miss;
+        };
+        match map.get(sid) {
+            Some(e) if e.user_id == user_id => {
+                let final_state = !matches!(e.state, SessionState::Live { .. });
+                self.freshness(e.state, e.at, final_state, now)
+            }
+            _ => Cached::Miss,
+        }
+    }
+
+    pub fn put_session(&self, sid: &str, user_id: i64, state: SessionState, now: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        let Ok(mut map) = self.sessions.write() else {
+            return;
+        };
+        if let Some(existing) = map.get_mut(sid) {
+            // A token naming another user must not overwrite (the entry is
+            // keyed by session id; the state is per (session, user)).
+            if existing.user_id == user_id {
+                // Never resurrect: a final state stays final.
+                if matches!(existing.state, SessionState::Live { .. }) {
+                    existing.state = state;
+                }
+                existing.at = now;
+            }
+            return;
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(
+            sid.to_owned(),
+            SessionEntry {
+                user_id,
+                state,
+                at: now,
+            },
+        );
+    }
+
+    /// This process revoked the session: every later check here sees it.
+    pub fn session_revoked(&self, sid: &str, user_id: i64, now: Instant) {
+        if let Ok(mut map) = self.sessions.write() {
+            match map.get_mut(sid) {
+                Some(e) if e.user_id == user_id => e.state = SessionState::Revoked,
+                Some(_) => {}
+                None => {
+                    drop(map);
+                    self.put_session(sid, user_id, SessionState::Revoked, now);
+                }
+            }
+        }
+    }
+
+    pub fn user(&self, id: i64, now: Instant) -> Cached<Option<UserSummary>> {
+        if !self.enabled() {
+            return Cached::Miss;
+        }
+        let Ok(map) = self.users.read() else {
+            return Cached::Miss;
+        };
+        match map.get(&id) {
+            Some(e) => self.freshness(e.value.clone(), e.at, false, now),
+            None => Cached::Miss,
+        }
+    }
+
+    pub fn put_user(&self, id: i64, user: Option<UserSummary>, now: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        if let Ok(mut map) = self.users.write() {
+            if map.len() >= MAX_ENTRIES && !map.contains_key(&id) {
+                map.clear();
+            }
+            map.insert(
+                id,
+                Entry {
+                    value: user,
+                    at: now,
+                },
+            );
+        }
+    }
+
+    /// Forget everything about a user whose sessions this process just
+    /// revoked in bulk (logout everywhere, password change): the next check
+    /// reads the database.
+    pub fn forget_user(&self, user_id: i64) {
+        if let Ok(mut map) = self.sessions.write() {
+            map.retain(|_, e| e.user_id != user_id);
+        }
+        if let Ok(mut map) = self.users.write() {
+            map.remove(&user_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: SessionState = SessionState::Live { expires_at: 100 };
+
+    fn cache() -> StateCache {
+        StateCache::new(Duration::from_secs(1))
+    }
+
+    #[test]
+    fn live_sessions_are_fresh_for_the_ttl_then_stale() {
+        let c = cache();
+        let t0 = Instant::now();
+        assert_eq!(c.session("s", 1, t0), Cached::Miss);
+        c.put_session("s", 1, LIVE, t0);
+        assert_eq!(
+            c.session("s", 1, t0 + Duration::from_millis(999)),
+            Cached::Fresh(LIVE)
+        );
+        assert_eq!(
+            c.session("s", 1, t0 + Duration::from_secs(1)),
+            Cached::Stale(LIVE)
+        );
+        // Another user naming the same session id learns nothing from it.
+        assert_eq!(c.session("s", 2, t0), Cached::Miss);
+        c.put_session("s", 2, SessionState::Missing, t0);
+        assert_eq!(c.session("s", 1, t0), Cached::Fresh(LIVE));
+    }
+
+    #[test]
+    fn final_states_stay_final_and_fresh() {
+        let c = cache();
+        let t0 = Instant::now();
+        c.put_session("s", 1, LIVE, t0);
+        c.session_revoked("s", 1, t0);
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            c.session("s", 1, later),
+            Cached::Fresh(SessionState::Revoked)
+        );
+        // A slow reader that fetched "live" before the revocation cannot
+        // resurrect it.
+        c.put_session("s", 1, LIVE, later);
+        assert_eq!(
+            c.session("s", 1, later),
+            Cached::Fresh(SessionState::Revoked)
+        );
+        // Revoking an unseen session records it.
+        c.session_revoked("t", 1, t0);
+        assert_eq!(c.session("t", 1, t0), Cached::Fresh(SessionState::Revoked));
+    }
+
+    #[test]
+    fn forget_user_drops_their_sessions_and_summary() {
+        let c = cache();
+        let t0 = Instant::now();
+        c.put_session("a", 1, LIVE, t0);
+        c.put_session("b", 2, LIVE, t0);
+        let alice = UserSummary {
+            id: 1,
+            username: "alice".into(),
+            is_active: true,
+        };
+        c.put_user(1, Some(alice.clone()), t0);
+        assert_eq!(c.user(1, t0), Cached::Fresh(Some(alice)));
+        c.forget_user(1);
+        assert_eq!(c.session("a", 1, t0), Cached::Miss);
+        assert_eq!(c.user(1, t0), Cached::Miss);
+        assert_eq!(c.session("b", 2, t0), Cached::Fresh(LIVE));
+    }
+
+    #[test]
+    fn zero_ttl_disables_it() {
+        let c = StateCache::new(Duration::ZERO);
+        let t0 = Instant::now();
+        c.put_session("s", 1, LIVE, t0);
+        c.put_user(1, None, t0);
+        assert_eq!(c.session("s", 1, t0), Cached::Miss);
+        assert_eq!(c.user(1, t0), Cached::Miss);
+    }
+}
