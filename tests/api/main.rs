@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod concurrency;
 mod downstream;
+mod e2e;
 mod keys;
 mod oauth;
 mod process;

@@ -1,0 +1,47 @@
+//! The example login page (examples/login-page) in headless Chromium against
+//! the real tokend binary on another origin: register, log in, refresh on
+//! 401 with the rotated token stored, log out. The scenario lives in
+//! `examples/login-page/e2e.mjs` (Playwright); this test runs it so that
+//! `cargo test` covers it. It needs Node.js and Debian's chromium: without
+//! them it is skipped, except under CI=true where it fails.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::run;
+
+fn available(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn login_page_in_chromium() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let ready = available("node", "--version") && Path::new(&chromium).exists();
+    if !ready {
+        assert!(
+            std::env::var("CI").is_err(),
+            "node and {chromium} are required in CI for the login page e2e test"
+        );
+        eprintln!("SKIPPED: node or {chromium} not found");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/login-page");
+    if !dir.join("node_modules/playwright-core").exists() {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir));
+    }
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e/login-page.png");
+    run(Command::new("node")
+        .arg("e2e.mjs")
+        .current_dir(&dir)
+        .env("TOKEND_BIN", env!("CARGO_BIN_EXE_tokend"))
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOT", &screenshot));
+    assert!(screenshot.exists(), "no screenshot at {}", screenshot.display());
+    eprintln!("screenshot: {}", screenshot.display());
+}
