@@ -105,6 +105,8 @@ pub struct JwtSettings {
 pub struct PasswordSettings {
     pub bcrypt_cost: u32,
     pub max_concurrent_hashes: usize,
+    pub hashing_nice: i32,
+    pub hashing_queue: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +316,12 @@ impl Settings {
                 "rate_limit.client_ip_header `{}` is not a header name",
                 self.rate_limit.client_ip_header
             ));
+        }
+        if !(0..=19).contains(&self.password.hashing_nice) {
+            return invalid("password.hashing_nice must be between 0 and 19".into());
+        }
+        if self.password.hashing_queue < 1 {
+            return invalid("password.hashing_queue must be at least 1".into());
         }
         if self.cache.ttl_ms > 60_000 {
             return invalid("cache.ttl_ms must be at most 60000 (one minute)".into());

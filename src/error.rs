@@ -118,6 +118,15 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::auth::password::PoolError> for ApiError {
+    fn from(e: crate::auth::password::PoolError) -> Self {
+        match e {
+            crate::auth::password::PoolError::Busy => ApiError::Unavailable(e.to_string()),
+            crate::auth::password::PoolError::Failed => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::auth::jwt::SigningError> for ApiError {
     fn from(e: crate::auth::jwt::SigningError) -> Self {
         ApiError::Internal(e.to_string())
@@ -222,7 +231,7 @@ impl ResponseError for ApiError {
         match self {
             // Causes are logged here, once; they never reach the client.
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            ApiError::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "unavailable"),
             _ => {}
         }
         let mut response = HttpResponse::build(status);

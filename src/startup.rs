@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::auth::jwt::{ClaimPolicy, JwtKeys, TokenLifetimes};
 use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
-use crate::auth::password::HashingPool;
+use crate::auth::password::{HashingPolicy, HashingPool};
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
 use crate::routes::{self, AppState};
@@ -120,10 +120,12 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
 pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
     let db = Database::new(&settings.database)?;
     let keys = build_keys(settings)?;
-    let hashing = HashingPool::new(
-        settings.password.bcrypt_cost,
-        settings.max_concurrent_hashes(),
-    );
+    let hashing = HashingPool::new(HashingPolicy {
+        cost: settings.password.bcrypt_cost,
+        threads: settings.max_concurrent_hashes(),
+        nice: settings.password.hashing_nice,
+        queue: settings.password.hashing_queue,
+    });
     Ok(AppState {
         db,
         keys,

@@ -68,11 +68,7 @@ pub async fn obtain_pair(
         .run(move |conn| users::find_by_username(conn, &username))
         .await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = state
-        .hashing
-        .verify(password, stored)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let matches = state.hashing.verify(password, stored).await?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
         _ => {

@@ -61,11 +61,7 @@ pub async fn register(
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    let hash = state
-        .hashing
-        .hash(password.expose().to_owned())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let hash = state.hashing.hash(password.expose().to_owned()).await?;
     let name = username.as_str().to_owned();
     let created = state
         .db
@@ -224,19 +220,14 @@ pub async fn change_password(
     let matches = state
         .hashing
         .verify(old, Some(user.password_hash.clone()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     if !matches {
         return Err(ApiError::Validation(FieldErrors::single(
             "old_password",
             MSG_WRONG_PASSWORD,
         )));
     }
-    let hash = state
-        .hashing
-        .hash(new.expose().to_owned())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let hash = state.hashing.hash(new.expose().to_owned()).await?;
     let now = unix_now();
     let keep = token.sid;
     let revoked = state

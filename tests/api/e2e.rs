@@ -42,6 +42,10 @@ fn login_page_in_chromium() {
         .env("TOKEND_BIN", env!("CARGO_BIN_EXE_tokend"))
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT", &screenshot));
-    assert!(screenshot.exists(), "no screenshot at {}", screenshot.display());
+    assert!(
+        screenshot.exists(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
     eprintln!("screenshot: {}", screenshot.display());
 }
