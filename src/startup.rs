@@ -141,6 +141,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 max_backoff_secs: settings.rate_limit.max_backoff_secs,
             })
         }),
+        metrics: crate::metrics::Metrics::new()?,
         cache: StateCache::new(std::time::Duration::from_millis(settings.cache.ttl_ms)),
         client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
             .then(|| {

@@ -13,6 +13,7 @@ use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
+use crate::routes::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -54,8 +55,19 @@ pub async fn log_request(
     let request_id = new_request_id();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let state = req.app_data::<actix_web::web::Data<AppState>>().cloned();
     let mut res = next.call(req).await?;
     let status = res.status().as_u16();
+    if let Some(state) = state {
+        // The route pattern, not the path: bounded label values.
+        let route = res.request().match_pattern();
+        state.metrics.observe_request(
+            route.as_deref().unwrap_or("unmatched"),
+            method.as_str(),
+            status,
+            started.elapsed().as_secs_f64(),
+        );
+    }
     // Microsecond resolution is plenty; fewer digits keep lines short.
     let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     tracing::info!(

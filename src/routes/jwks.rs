@@ -7,6 +7,8 @@ use actix_web::{web, HttpResponse};
 
 use super::AppState;
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "Public verification keys", body = super::openapi::JwkSet)))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")

@@ -6,6 +6,7 @@ pub mod fields;
 mod health;
 mod jwks;
 mod oauth;
+pub mod openapi;
 mod tokens;
 mod users;
 
@@ -35,6 +36,7 @@ pub struct AppState {
     pub client_ip_header: Option<actix_web::http::header::HeaderName>,
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The client address for rate limits: the configured proxy header's last
@@ -209,6 +211,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                .url("/openapi.json", openapi::document()),
+        )
+        .route(
+            "/docs",
+            web::get().to(|| async {
+                HttpResponse::MovedPermanently()
+                    .insert_header(("Location", "/docs/"))
+                    .finish()
+            }),
+        )
         .default_service(web::to(not_found));
 }
 

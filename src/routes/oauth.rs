@@ -55,6 +55,14 @@ fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
 /// POST /api/token/introspect/ (RFC 7662), for services: Basic client
 /// credentials; form `token` (and an ignored `token_type_hint`). Answers
 /// `{"active": false}` for anything not valid right now.
+#[utoipa::path(post, path = "/api/token/introspect/", tag = "oauth",
+    security(("introspection_client" = [])),
+    request_body(content((super::openapi::TokenForm = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Claims of a live token, or {\"active\":false}", body = super::openapi::Introspection),
+        (status = 400, description = "No token", body = super::openapi::OAuthError),
+        (status = 401, description = "Missing or wrong service credentials", body = super::openapi::OAuthError),
+    ))]
 pub async fn introspect(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -119,6 +127,12 @@ async fn introspection(
 /// hint is not needed). The token's whole session is revoked. Always 200,
 /// also for invalid or unknown tokens, as the RFC requires; the token itself
 /// is the proof of possession, so browser clients can call it.
+#[utoipa::path(post, path = "/api/token/revoke/", tag = "oauth",
+    request_body(content((super::openapi::TokenForm = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Revoked (also for invalid or unknown tokens, as RFC 7009 requires); empty body"),
+        (status = 400, description = "No token", body = super::openapi::OAuthError),
+    ))]
 pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let token = token_param(&fields)?;
     let now = unix_now();

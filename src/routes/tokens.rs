@@ -8,6 +8,7 @@ use super::{unix_now, AppState};
 use crate::auth::jwt::{TokenError, TokenType, VerifiedToken};
 use crate::auth::sessions::{new_session_id, PairSpec};
 use crate::error::ApiError;
+use crate::metrics::{LoginOutcome, RefreshOutcome};
 use crate::storage::refresh_tokens::{
     self, IssueOutcome, RevokeOutcome, SpendOutcome, TokenStatus,
 };
@@ -46,6 +47,15 @@ fn presented_refresh(
 }
 
 /// POST /api/token/ {username, password} -> {refresh, access}: a new session.
+#[utoipa::path(post, path = "/api/token/", tag = "tokens",
+    request_body(content((super::openapi::Credentials = "application/json"), (super::openapi::Credentials = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "A new session's pair", body = super::openapi::TokenPair),
+        (status = 400, description = "Missing or invalid fields", body = super::openapi::FieldErrorsBody),
+        (status = 401, description = "Wrong credentials or inactive user", body = super::openapi::Detail),
+        (status = 429, description = "Too many attempts (Retry-After)", body = super::openapi::Detail),
+        (status = 503, description = "Database or hashing unavailable (Retry-After)", body = super::openapi::Detail),
+    ))]
 pub async fn obtain_pair(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -75,6 +85,7 @@ pub async fn obtain_pair(
             if let Some(throttle) = &state.throttle {
                 throttle.failed(&attempted, ip, Instant::now());
             }
+            state.metrics.login(LoginOutcome::Failed);
             return Err(ApiError::BadCredentials);
         }
     };
@@ -97,6 +108,7 @@ pub async fn obtain_pair(
         .await?
     {
         IssueOutcome::Issued => {
+            state.metrics.login(LoginOutcome::Ok);
             Ok(HttpResponse::Ok()
                 .json(json!({ "refresh": tokens.refresh, "access": tokens.access })))
         }
@@ -109,6 +121,13 @@ pub async fn obtain_pair(
 /// new pair of the same session is issued. Re-presenting it within the grace
 /// window replays the same new pair; later, or an older token of the
 /// session, revokes the session.
+#[utoipa::path(post, path = "/api/token/refresh/", tag = "tokens",
+    request_body(content((super::openapi::RefreshRequest = "application/json"), (super::openapi::RefreshRequest = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Rotated: the presented token is spent", body = super::openapi::RotatedPair),
+        (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
+        (status = 401, description = "Invalid, expired, spent or revoked token", body = super::openapi::TokenErrorBody),
+    ))]
 pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
     let presented = presented_refresh(&state, &fields, now)?;
@@ -126,9 +145,19 @@ pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpR
         .db
         .run(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
         .await?;
+    let refused = || state.metrics.refresh(RefreshOutcome::Refused);
     let pair = match outcome {
-        SpendOutcome::Rotated(pair) | SpendOutcome::Replayed(pair) => pair,
+        SpendOutcome::Rotated(pair) => {
+            state.metrics.refresh(RefreshOutcome::Rotated);
+            pair
+        }
+        SpendOutcome::Replayed(pair) => {
+            state.metrics.refresh(RefreshOutcome::Replayed);
+            pair
+        }
         SpendOutcome::ReuseDetected => {
+            refused();
+            state.metrics.reuse_detected();
             state.cache.session_revoked(
                 &presented.session_id,
                 presented.user_id,
@@ -141,10 +170,15 @@ pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpR
             );
             return Err(ApiError::Token(TokenError::Blacklisted));
         }
-        SpendOutcome::AlreadySpent => return Err(ApiError::Token(TokenError::Blacklisted)),
-        SpendOutcome::SessionExpired => return Err(ApiError::Token(TokenError::Expired)),
-        SpendOutcome::Unknown => return Err(ApiError::Token(TokenError::Invalid)),
-        SpendOutcome::NoActiveAccount => return Err(ApiError::NoActiveAccountForToken),
+        refusal => {
+            refused();
+            return Err(match refusal {
+                SpendOutcome::SessionExpired => ApiError::Token(TokenError::Expired),
+                SpendOutcome::Unknown => ApiError::Token(TokenError::Invalid),
+                SpendOutcome::NoActiveAccount => ApiError::NoActiveAccountForToken,
+                _ => ApiError::Token(TokenError::Blacklisted),
+            });
+        }
     };
     let tokens = pair.sign(&state.keys)?;
     Ok(HttpResponse::Ok().json(json!({ "access": tokens.access, "refresh": tokens.refresh })))
@@ -152,6 +186,13 @@ pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpR
 
 /// POST /api/token/verify/ {token} -> {} for a valid access or refresh
 /// token whose session is live.
+#[utoipa::path(post, path = "/api/token/verify/", tag = "tokens",
+    request_body(content((super::openapi::VerifyRequest = "application/json"), (super::openapi::VerifyRequest = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Valid", body = super::openapi::Empty),
+        (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
+        (status = 401, description = "Invalid, expired or revoked", body = super::openapi::TokenErrorBody),
+    ))]
 pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let [token] = fields.char_fields(["token"])?;
     let now = unix_now();
@@ -188,6 +229,13 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
 
 /// POST /api/token/blacklist/ {refresh} -> {}: logout. The refresh token and
 /// its session (with the session's access tokens) can no longer be used.
+#[utoipa::path(post, path = "/api/token/blacklist/", tag = "tokens",
+    request_body(content((super::openapi::RefreshRequest = "application/json"), (super::openapi::RefreshRequest = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Logged out: the token and its session are revoked", body = super::openapi::Empty),
+        (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
+        (status = 401, description = "Invalid, expired or already revoked", body = super::openapi::TokenErrorBody),
+    ))]
 pub async fn blacklist(
     state: web::Data<AppState>,
     fields: Fields,

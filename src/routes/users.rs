@@ -14,6 +14,15 @@ use crate::storage::users::{self, CreateUser, UserRecord};
 const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
 
 /// POST /api/user/register/ {username, password} -> 201 {id, username}
+#[utoipa::path(post, path = "/api/user/register/", tag = "users",
+    request_body(content((super::openapi::Credentials = "application/json"), (super::openapi::Credentials = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 201, description = "Created", body = super::openapi::User),
+        (status = 400, description = "Invalid fields (DRF field errors)", body = super::openapi::FieldErrorsBody),
+        (status = 413, description = "Body too large", body = super::openapi::Detail),
+        (status = 415, description = "Unsupported media type", body = super::openapi::Detail),
+        (status = 429, description = "Too many registrations from this address", body = super::openapi::Detail),
+    ))]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -144,6 +153,11 @@ async fn current_user(state: &AppState, req: &HttpRequest) -> Result<UserSummary
 }
 
 /// GET /api/user/me/ with `Authorization: Bearer <access>` -> {id, username}
+#[utoipa::path(get, path = "/api/user/me/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user of the access token", body = super::openapi::User),
+        (status = 401, description = "No, invalid, expired or revoked token; unknown or inactive user", body = super::openapi::TokenErrorBody),
+    ))]
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let user = current_user(&state, &req).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": user.id, "username": user.username })))
@@ -161,6 +175,11 @@ pub async fn me_other_method(
 
 /// POST /api/user/logout-all/ (Bearer) -> {}: every session of the user is
 /// revoked, this one included; all their tokens stop working.
+#[utoipa::path(post, path = "/api/user/logout-all/", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every session of the user revoked", body = super::openapi::Empty),
+        (status = 401, description = "Not authenticated", body = super::openapi::TokenErrorBody),
+    ))]
 pub async fn logout_everywhere(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -189,6 +208,13 @@ const MSG_WRONG_PASSWORD: &str = "Wrong password.";
 /// POST /api/user/password/ (Bearer) {old_password, new_password} -> {}:
 /// changes the password and revokes every other session of the user; the
 /// calling session stays signed in.
+#[utoipa::path(post, path = "/api/user/password/", tag = "users", security(("bearer" = [])),
+    request_body(content((super::openapi::PasswordChange = "application/json"), (super::openapi::PasswordChange = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Changed; the user's other sessions are revoked", body = super::openapi::Empty),
+        (status = 400, description = "Wrong old password or invalid new one", body = super::openapi::FieldErrorsBody),
+        (status = 401, description = "Not authenticated", body = super::openapi::TokenErrorBody),
+    ))]
 pub async fn change_password(
     state: web::Data<AppState>,
     req: HttpRequest,

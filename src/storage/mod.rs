@@ -147,6 +147,12 @@ impl Database {
         self.backend
     }
 
+    /// (connections open, of which idle) in the pool, for metrics.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
+    }
+
     fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StorageError> {
         self.pool
             .get()

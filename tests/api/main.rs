@@ -9,6 +9,7 @@ mod downstream;
 mod e2e;
 mod keys;
 mod oauth;
+mod ops;
 mod process;
 mod protocol;
 mod register;

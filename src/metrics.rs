@@ -1,0 +1,199 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4): requests by route
+//! and status, latency histograms by route, logins, refreshes, reuse
+//! detections, rate-limited requests and the database pool.
+//!
+//! Labels are bounded: routes are the route table's patterns (unknown paths
+//! are `unmatched`), outcomes a fixed list. No user data is ever a label.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    logins: IntCounterVec,
+    refreshes: IntCounterVec,
+    reuse_detections: IntCounter,
+    rate_limited: IntCounter,
+    pool_connections: IntGauge,
+    pool_idle: IntGauge,
+}
+
+/// How a login ended.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginOutcome {
+    Ok,
+    Failed,
+}
+
+/// How a refresh ended.
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshOutcome {
+    Rotated,
+    Replayed,
+    Refused,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("tokend".to_owned()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route"],
+        )?;
+        let logins = IntCounterVec::new(
+            Opts::new("logins_total", "Password logins by outcome"),
+            &["outcome"],
+        )?;
+        let refreshes = IntCounterVec::new(
+            Opts::new("refreshes_total", "Refresh token rotations by outcome"),
+            &["outcome"],
+        )?;
+        let reuse_detections = IntCounter::new(
+            "refresh_reuse_detections_total",
+            "Spent refresh tokens presented again (sessions revoked as stolen)",
+        )?;
+        let rate_limited = IntCounter::new(
+            "rate_limited_requests_total",
+            "Requests refused with 429 by the brute-force limits",
+        )?;
+        let pool_connections = IntGauge::new(
+            "db_pool_connections",
+            "Database connections open in the pool",
+        )?;
+        let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(logins.clone()))?;
+        registry.register(Box::new(refreshes.clone()))?;
+        registry.register(Box::new(reuse_detections.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(pool_connections.clone()))?;
+        registry.register(Box::new(pool_idle.clone()))?;
+        // Series that exist from the start, so a dashboard sees zeros.
+        for outcome in ["ok", "failed"] {
+            logins.with_label_values(&[outcome]);
+        }
+        for outcome in ["rotated", "replayed", "refused"] {
+            refreshes.with_label_values(&[outcome]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            logins,
+            refreshes,
+            reuse_detections,
+            rate_limited,
+            pool_connections,
+            pool_idle,
+        })
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let digits = itoa_status(status);
+        let status = std::str::from_utf8(&digits).unwrap_or("000");
+        self.requests
+            .with_label_values(&[route, method, status])
+            .inc();
+        self.latency.with_label_values(&[route]).observe(seconds);
+        if status == "429" {
+            self.rate_limited.inc();
+        }
+    }
+
+    pub fn login(&self, outcome: LoginOutcome) {
+        let label = match outcome {
+            LoginOutcome::Ok => "ok",
+            LoginOutcome::Failed => "failed",
+        };
+        self.logins.with_label_values(&[label]).inc();
+    }
+
+    pub fn refresh(&self, outcome: RefreshOutcome) {
+        let label = match outcome {
+            RefreshOutcome::Rotated => "rotated",
+            RefreshOutcome::Replayed => "replayed",
+            RefreshOutcome::Refused => "refused",
+        };
+        self.refreshes.with_label_values(&[label]).inc();
+    }
+
+    pub fn reuse_detected(&self) {
+        self.reuse_detections.inc();
+    }
+
+    /// The text exposition, with the pool gauges read now.
+    pub fn render(&self, pool: (u32, u32)) -> String {
+        self.pool_connections.set(i64::from(pool.0));
+        self.pool_idle.set(i64::from(pool.1));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A status code as three ASCII digits, without allocating.
+fn itoa_status(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_bounded_labels() {
+        let m = Metrics::new().unwrap();
+        m.observe_request("/api/token/", "POST", 200, 0.2);
+        m.observe_request("/api/token/", "POST", 429, 0.001);
+        m.login(LoginOutcome::Ok);
+        m.refresh(RefreshOutcome::Replayed);
+        m.reuse_detected();
+        let text = m.render((3, 2));
+        for line in [
+            r#"tokend_http_requests_total{method="POST",route="/api/token/",status="200"} 1"#,
+            r#"tokend_http_requests_total{method="POST",route="/api/token/",status="429"} 1"#,
+            r#"tokend_http_request_duration_seconds_bucket{route="/api/token/",le="0.25"} 2"#,
+            r#"tokend_logins_total{outcome="ok"} 1"#,
+            r#"tokend_logins_total{outcome="failed"} 0"#,
+            r#"tokend_refreshes_total{outcome="replayed"} 1"#,
+            "tokend_refresh_reuse_detections_total 1",
+            "tokend_rate_limited_requests_total 1",
+            "tokend_db_pool_connections 3",
+            "tokend_db_pool_idle_connections 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains("# TYPE tokend_http_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn status_digits() {
+        assert_eq!(&itoa_status(200), b"200");
+        assert_eq!(&itoa_status(5), b"005");
+    }
+}
