@@ -167,6 +167,14 @@ pub struct RateLimitSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct CookieSettings {
+    pub enabled: bool,
+    pub name: String,
+    pub secure: bool,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct CacheSettings {
     pub ttl_ms: u64,
 }
@@ -190,6 +198,7 @@ pub struct Settings {
     pub purge: PurgeSettings,
     pub rate_limit: RateLimitSettings,
     pub cache: CacheSettings,
+    pub cookie: CookieSettings,
     pub log: LogSettings,
 }
 
@@ -322,6 +331,33 @@ impl Settings {
         }
         if self.password.hashing_queue < 1 {
             return invalid("password.hashing_queue must be at least 1".into());
+        }
+        if self.cookie.enabled {
+            if self.cors.origins().is_none() {
+                return invalid(
+                    "cookie mode (TOKEND__COOKIE__ENABLED) needs an explicit origin list in \
+                     TOKEND__CORS__ALLOWED_ORIGINS: browsers never send credentials to `*`, \
+                     and tokend never allows credentials for any origin"
+                        .into(),
+                );
+            }
+            let name_ok = !self.cookie.name.is_empty()
+                && self
+                    .cookie
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !name_ok {
+                return invalid("cookie.name must be letters, digits, `_` or `-`".into());
+            }
+            if !self.cookie.path.starts_with('/') {
+                return invalid("cookie.path must start with `/`".into());
+            }
+            if self.profile == Profile::Production && !self.cookie.secure {
+                return invalid(
+                    "the production profile refuses cookie.secure = false (HTTPS only)".into(),
+                );
+            }
         }
         if self.cache.ttl_ms > 60_000 {
             return invalid("cache.ttl_ms must be at most 60000 (one minute)".into());

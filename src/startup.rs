@@ -46,12 +46,13 @@ impl Application {
         }
         let body_limit = settings.server.body_limit_bytes;
         let cors = settings.cors.clone();
+        let credentials = settings.cookie.enabled;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .wrap(security_headers())
-                .wrap(cors_middleware(&cors))
+                .wrap(cors_middleware(&cors, credentials))
                 .wrap(from_fn(crate::error::json_error_bodies))
                 .wrap(from_fn(telemetry::log_request))
                 .configure(routes::configure)
@@ -142,6 +143,14 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             })
         }),
         metrics: crate::metrics::Metrics::new()?,
+        refresh_cookie: settings
+            .cookie
+            .enabled
+            .then(|| routes::cookie::RefreshCookie {
+                name: settings.cookie.name.clone(),
+                secure: settings.cookie.secure,
+                path: settings.cookie.path.clone(),
+            }),
         cache: StateCache::new(std::time::Duration::from_millis(settings.cache.ttl_ms)),
         client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
             .then(|| {
@@ -269,7 +278,10 @@ fn security_headers() -> DefaultHeaders {
         .add((header::CACHE_CONTROL, "no-store"))
 }
 
-fn cors_middleware(settings: &CorsSettings) -> Cors {
+/// CORS: any origin without credentials (the seed's allow-all), or the
+/// configured origins, with credentials in cookie mode (validation refuses
+/// cookie mode with `*`).
+fn cors_middleware(settings: &CorsSettings, credentials: bool) -> Cors {
     let base = Cors::default()
         .allowed_methods(["GET", "HEAD", "POST", "OPTIONS"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
@@ -277,9 +289,16 @@ fn cors_middleware(settings: &CorsSettings) -> Cors {
         .max_age(86400);
     match settings.origins() {
         None => base.allow_any_origin().send_wildcard(),
-        Some(origins) => origins
-            .iter()
-            .fold(base, |cors, origin| cors.allowed_origin(origin)),
+        Some(origins) => {
+            let cors = origins
+                .iter()
+                .fold(base, |cors, origin| cors.allowed_origin(origin));
+            if credentials {
+                cors.supports_credentials()
+            } else {
+                cors
+            }
+        }
     }
 }
 

@@ -72,6 +72,11 @@ impl Fields {
         ))
     }
 
+    /// Whether the body has the field at all (even null or blank).
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
     /// A DRF `CharField` (trim_whitespace, allow_blank=False, allow_null=False):
     /// the trimmed string, or the messages to report for this field.
     pub fn char_field(&self, name: &str) -> Result<String, Vec<String>> {

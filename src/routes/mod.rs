@@ -2,6 +2,7 @@
 //! request, call auth/ and storage/, shape the response.
 
 mod bearer;
+pub mod cookie;
 pub mod fields;
 mod health;
 mod jwks;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
     pub metrics: crate::metrics::Metrics,
+    /// Browser mode: the refresh token as a cookie too (`cookie.enabled`).
+    pub refresh_cookie: Option<cookie::RefreshCookie>,
 }
 
 /// The client address for rate limits: the configured proxy header's last

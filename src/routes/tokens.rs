@@ -22,12 +22,37 @@ struct PresentedRefresh {
     session_id: String,
 }
 
+/// The refresh token of a request: the body's `refresh` field, or in cookie
+/// mode the cookie when the body has no such field.
+fn refresh_param(state: &AppState, req: &HttpRequest, fields: &Fields) -> Result<String, ApiError> {
+    if !fields.has("refresh") {
+        if let Some(token) = state.refresh_cookie.as_ref().and_then(|c| c.read(req)) {
+            return Ok(token);
+        }
+    }
+    let [refresh] = fields.char_fields(["refresh"])?;
+    Ok(refresh)
+}
+
+/// In cookie mode, the response also carries the new refresh token.
+fn with_refresh_cookie(
+    state: &AppState,
+    mut response: actix_web::HttpResponseBuilder,
+    refresh: &str,
+) -> actix_web::HttpResponseBuilder {
+    if let Some(cookie) = &state.refresh_cookie {
+        response.cookie(cookie.set(refresh, state.keys.lifetimes().refresh_secs));
+    }
+    response
+}
+
 fn presented_refresh(
     state: &AppState,
+    req: &HttpRequest,
     fields: &Fields,
     now: i64,
 ) -> Result<PresentedRefresh, ApiError> {
-    let [refresh] = fields.char_fields(["refresh"])?;
+    let refresh = refresh_param(state, req, fields)?;
     let token = state
         .keys
         .verify(&refresh, Some(TokenType::Refresh), now)
@@ -109,8 +134,10 @@ pub async fn obtain_pair(
     {
         IssueOutcome::Issued => {
             state.metrics.login(LoginOutcome::Ok);
-            Ok(HttpResponse::Ok()
-                .json(json!({ "refresh": tokens.refresh, "access": tokens.access })))
+            Ok(
+                with_refresh_cookie(&state, HttpResponse::Ok(), &tokens.refresh)
+                    .json(json!({ "refresh": tokens.refresh, "access": tokens.access })),
+            )
         }
         IssueOutcome::NoSuchUser => Err(ApiError::BadCredentials),
     }
@@ -128,9 +155,13 @@ pub async fn obtain_pair(
         (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
         (status = 401, description = "Invalid, expired, spent or revoked token", body = super::openapi::TokenErrorBody),
     ))]
-pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
+pub async fn refresh(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    fields: Fields,
+) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let presented = presented_refresh(&state, &fields, now)?;
+    let presented = presented_refresh(&state, &req, &fields, now)?;
     // Cut to the session's end inside the rotation.
     let successor = PairSpec::new(
         presented.user_id,
@@ -181,7 +212,10 @@ pub async fn refresh(state: web::Data<AppState>, fields: Fields) -> Result<HttpR
         }
     };
     let tokens = pair.sign(&state.keys)?;
-    Ok(HttpResponse::Ok().json(json!({ "access": tokens.access, "refresh": tokens.refresh })))
+    Ok(
+        with_refresh_cookie(&state, HttpResponse::Ok(), &tokens.refresh)
+            .json(json!({ "access": tokens.access, "refresh": tokens.refresh })),
+    )
 }
 
 /// POST /api/token/verify/ {token} -> {} for a valid access or refresh
@@ -238,10 +272,11 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
     ))]
 pub async fn blacklist(
     state: web::Data<AppState>,
+    req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let presented = presented_refresh(&state, &fields, now)?;
+    let presented = presented_refresh(&state, &req, &fields, now)?;
     let (jti, sid, user_id) = (
         presented.token.jti,
         presented.session_id.clone(),
@@ -259,7 +294,13 @@ pub async fn blacklist(
     match outcome {
         // Unknown here means nothing live to revoke (e.g. the user was
         // deleted): the token is unusable either way, as simplejwt answers.
-        RevokeOutcome::Revoked | RevokeOutcome::Unknown => Ok(HttpResponse::Ok().json(json!({}))),
+        RevokeOutcome::Revoked | RevokeOutcome::Unknown => {
+            let mut response = HttpResponse::Ok();
+            if let Some(cookie) = &state.refresh_cookie {
+                response.cookie(cookie.clear());
+            }
+            Ok(response.json(json!({})))
+        }
         RevokeOutcome::AlreadyRevoked => Err(ApiError::Token(TokenError::Blacklisted)),
     }
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod cli;
 mod compat;
 mod concurrency;
+mod cookies;
 mod downstream;
 mod e2e;
 mod keys;
