@@ -120,8 +120,7 @@ fn cookie_mode_refuses_wildcard_cors() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let err = tokend::config::Settings::load_from(std::path::Path::new("/nonexistent"), &env)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("explicit origin list"), "{err}");
 }
 
