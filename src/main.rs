@@ -70,6 +70,19 @@ enum UsersCommand {
     Delete { username: String },
     /// Set a new password (first line of stdin) and revoke all sessions.
     SetPassword { username: String },
+    /// Import users from a Django `auth_user` table (SQLite path/URL or
+    /// postgres:// URL), keeping ids and password hashes (pbkdf2_sha256,
+    /// bcrypt_sha256, bcrypt); those users log in with their old passwords
+    /// and are re-hashed on success. Existing usernames are skipped, so it
+    /// can be re-run.
+    ImportDjango {
+        /// The Django database URL (read only).
+        #[arg(long = "from")]
+        from: String,
+        /// Users per batch (progress is printed after each).
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -271,6 +284,7 @@ fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
             db.run_blocking(|conn| user_store::delete(conn, user.id))?;
             println!("deleted {username} with all their sessions");
         }
+        UsersCommand::ImportDjango { from, batch } => import_django(&db, &from, batch)?,
         UsersCommand::SetPassword { username } => {
             let user = find_user(&db, &username)?;
             let hash = hash_password(read_password()?.expose(), settings.password.bcrypt_cost)?;
@@ -279,6 +293,65 @@ fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
             })?;
             println!("password of {username} set; {revoked} session(s) revoked");
         }
+    }
+    Ok(())
+}
+
+fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
+    use tokend::storage::django;
+    use tokend::storage::users::ImportUser;
+    let mut source = django::open(from).with_context(|| {
+        format!(
+            "cannot open the Django database {}",
+            tokend::config::redact_url(from)
+        )
+    })?;
+    let total = django::count(&mut source).context("cannot read auth_user")?;
+    let (mut read, mut imported, mut renumbered, mut skipped, mut unusable) = (0, 0, 0, 0, 0);
+    let mut after = 0;
+    loop {
+        let page = django::page(&mut source, after, batch.max(1))?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for user in page {
+            read += 1;
+            if !tokend::auth::password::is_checkable_hash(&user.password) {
+                unusable += 1;
+            }
+            let outcome = db.run_blocking(|conn| {
+                user_store::import(
+                    conn,
+                    i64::from(user.id),
+                    &user.username,
+                    &user.password,
+                    user.is_active,
+                    now(),
+                )
+            })?;
+            match outcome {
+                ImportUser::Imported => imported += 1,
+                ImportUser::Renumbered { id } => {
+                    renumbered += 1;
+                    eprintln!(
+                        "import-django: id {} is taken here; {:?} imported as id {id}",
+                        user.id, user.username
+                    );
+                }
+                ImportUser::UsernameTaken => skipped += 1,
+            }
+        }
+        eprintln!("import-django: {read}/{total} read");
+    }
+    db.run_blocking(user_store::advance_id_sequence)?;
+    println!(
+        "import-django done: {read} read, {imported} imported with their ids, {renumbered} with new ids, \
+         {skipped} skipped (username exists)"
+    );
+    if unusable > 0 {
+        println!(
+            "{unusable} imported user(s) have a password hash tokend cannot check (unusable, \
+             argon2, scrypt, ...): they need `tokend users set-password`"
+        );
     }
     Ok(())
 }

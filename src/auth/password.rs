@@ -27,12 +27,79 @@ pub fn hash_password(password: &str, cost: u32) -> Result<String, HashError> {
     Ok(format!("{PREFIX}{inner}"))
 }
 
-/// True when `password` matches `stored`. An unknown or malformed stored hash
-/// never matches.
+/// The most PBKDF2 iterations tokend will run for one check (Django 5.2
+/// uses 1,000,000); a stored hash asking for more never matches, so a
+/// tampered row cannot pin a thread.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+
+/// True when `password` matches `stored`: tokend's (and Django's)
+/// `bcrypt_sha256$…`, or, for users imported from Django, `pbkdf2_sha256$…`
+/// and `bcrypt$…`. An unknown or malformed stored hash never matches
+/// (Django's unusable passwords, `!…`, included).
 pub fn verify_password(password: &str, stored: &str) -> bool {
+    if let Some(inner) = stored.strip_prefix(PREFIX) {
+        return bcrypt::verify(prehash(password), inner).unwrap_or(false);
+    }
+    if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
+        return verify_pbkdf2_sha256(password, rest);
+    }
+    if let Some(inner) = stored.strip_prefix("bcrypt$") {
+        // Django's BCryptPasswordHasher: bcrypt of the raw password.
+        return bcrypt::verify(password, inner).unwrap_or(false);
+    }
+    false
+}
+
+/// Django's `pbkdf2_sha256$<iterations>$<salt>$<base64 hash>`.
+fn verify_pbkdf2_sha256(password: &str, rest: &str) -> bool {
+    use base64::Engine;
+    use subtle::ConstantTimeEq;
+    let mut parts = rest.splitn(3, '$');
+    let (Some(iterations), Some(salt), Some(expected)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(iterations) = iterations.parse::<u32>() else {
+        return false;
+    };
+    if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
+        return false;
+    }
+    let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(expected) else {
+        return false;
+    };
+    if expected.len() != 32 {
+        return false;
+    }
+    let mut derived = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(
+        password.as_bytes(),
+        salt.as_bytes(),
+        iterations,
+        &mut derived,
+    );
+    derived.ct_eq(&expected).into()
+}
+
+/// Whether `verify_password` can ever match this stored hash.
+pub fn is_checkable_hash(stored: &str) -> bool {
+    ["bcrypt_sha256$", "pbkdf2_sha256$", "bcrypt$"]
+        .iter()
+        .any(|prefix| stored.starts_with(prefix))
+}
+
+/// Whether a hash that just matched should be replaced by tokend's own
+/// (`bcrypt_sha256` at the configured cost): imported Django formats, and
+/// bcrypt cheaper than configured.
+pub fn needs_rehash(stored: &str, cost: u32) -> bool {
     match stored.strip_prefix(PREFIX) {
-        Some(inner) => bcrypt::verify(prehash(password), inner).unwrap_or(false),
-        None => false,
+        // "$2b$12$…": the cost is the third field.
+        Some(inner) => inner
+            .split('$')
+            .nth(2)
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_none_or(|stored_cost| stored_cost < cost),
+        None => true,
     }
 }
 
@@ -72,6 +139,36 @@ mod tests {
         let django = "bcrypt_sha256$$2b$04$1CCZOZ8ZvSlmYr.4/YDzxuBOlJAalKqa0DZOwqGsmwyvKVOJsHjGC";
         assert!(verify_password("pw12345", django));
         assert!(!verify_password("pw1234", django));
+    }
+
+    #[test]
+    fn verifies_imported_django_hashes() {
+        // Django 5.2 PBKDF2PasswordHasher, iterations lowered for the test:
+        // make_password("pw12345", salt="saltsaltsalt", hasher) with 1000
+        // iterations, computed with Python's hashlib.pbkdf2_hmac.
+        let pbkdf2 = "pbkdf2_sha256$1000$saltsaltsalt$jFZmTjBke/LAa4mrcNNstA5/E3KdhUzArvjnnpK/f6c=";
+        assert!(verify_password("pw12345", pbkdf2), "pbkdf2");
+        assert!(!verify_password("pw1234", pbkdf2));
+        assert!(needs_rehash(pbkdf2, 12));
+        // Abuse: absurd iteration counts and malformed fields never match.
+        for bad in [
+            "pbkdf2_sha256$4000000000$salt$jFZmTjBke/LAa4mrcNNstA5/E3KdhUzArvjnnpK/f6c=",
+            "pbkdf2_sha256$0$salt$x",
+            "pbkdf2_sha256$1000$salt",
+            "pbkdf2_sha256$1000$salt$not base64",
+            "!unusable",
+        ] {
+            assert!(!verify_password("pw12345", bad), "{bad}");
+        }
+        // Django's plain BCryptPasswordHasher.
+        let plain = format!("bcrypt${}", bcrypt::hash("pw12345", 4).unwrap());
+        assert!(verify_password("pw12345", &plain));
+        assert!(needs_rehash(&plain, 4));
+        // tokend's own: only when cheaper than configured.
+        let own = hash_password("pw12345", 5).unwrap();
+        assert!(!needs_rehash(&own, 5));
+        assert!(!needs_rehash(&own, 4));
+        assert!(needs_rehash(&own, 6));
     }
 
     #[test]
@@ -166,6 +263,34 @@ impl HashingPool {
         self.run(move || hash_password(&password, cost))
             .await?
             .map_err(|_| PoolError::Failed)
+    }
+
+    /// Verifies as `verify`; on a match with a hash that `needs_rehash`,
+    /// also returns tokend's hash of the password (same job, same thread).
+    pub async fn verify_upgrading(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<(bool, Option<String>), PoolError> {
+        let cost = self.cost;
+        let dummy = self.dummy.clone();
+        self.run(move || match stored {
+            Some(hash) => {
+                if !verify_password(&password, &hash) {
+                    return (false, None);
+                }
+                let upgraded = needs_rehash(&hash, cost)
+                    .then(|| hash_password(&password, cost).ok())
+                    .flatten();
+                (true, upgraded)
+            }
+            None => {
+                let hash = dummy.get_or_init(|| dummy_hash(cost).unwrap_or_default());
+                verify_password(&password, hash);
+                (false, None)
+            }
+        })
+        .await
     }
 
     /// Verifies against `stored`, or against a dummy hash of the same cost

@@ -103,7 +103,7 @@ pub async fn obtain_pair(
         .run(move |conn| users::find_by_username(conn, &username))
         .await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let matches = state.hashing.verify(password, stored).await?;
+    let (matches, upgraded) = state.hashing.verify_upgrading(password, stored).await?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
         _ => {
@@ -116,6 +116,19 @@ pub async fn obtain_pair(
     };
     if let Some(throttle) = &state.throttle {
         throttle.succeeded(&attempted, ip);
+    }
+    if let Some(hash) = upgraded {
+        // An imported Django hash (or a cheaper bcrypt) matched: store
+        // tokend's own from now on. Only if the hash is still the one that
+        // was checked; a failure here does not fail the login.
+        let (id, old) = (user.id, user.password_hash.clone());
+        if let Err(e) = state
+            .db
+            .run(move |conn| users::upgrade_password_hash(conn, id, &old, &hash))
+            .await
+        {
+            tracing::warn!(error = %e, user_id = user.id, "password hash upgrade failed");
+        }
     }
     let now = unix_now();
     let session_end = now + state.session_max_age_secs;

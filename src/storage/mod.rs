@@ -6,6 +6,7 @@
 //! one set of queries serve both.
 
 pub mod cache;
+pub mod django;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;

@@ -128,6 +128,89 @@ pub fn change_password(
     })
 }
 
+/// Replaces `old` by `new` (a re-hash after a successful login), unless the
+/// password changed meanwhile. Sessions are untouched: same password.
+pub fn upgrade_password_hash(
+    conn: &mut DbConnection,
+    id: i64,
+    old: &str,
+    new: &str,
+) -> Result<bool, StorageError> {
+    Ok(diesel::update(
+        users::table
+            .filter(users::id.eq(id))
+            .filter(users::password_hash.eq(old)),
+    )
+    .set(users::password_hash.eq(new))
+    .execute(conn)?
+        == 1)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportUser {
+    /// Imported with the same id.
+    Imported,
+    /// The id was taken: imported with a new one.
+    Renumbered {
+        id: i64,
+    },
+    UsernameTaken,
+}
+
+/// Inserts a user imported from elsewhere, keeping its id when free (so
+/// that `user_id` claims and other services' references stay the same).
+pub fn import(
+    conn: &mut DbConnection,
+    id: i64,
+    name: &str,
+    password_hash: &str,
+    is_active: bool,
+    now: i64,
+) -> Result<ImportUser, StorageError> {
+    conn.transaction(|conn| {
+        if diesel::select(diesel::dsl::exists(
+            users::table.filter(users::username.eq(name)),
+        ))
+        .get_result::<bool>(conn)?
+        {
+            return Ok(ImportUser::UsernameTaken);
+        }
+        let id_taken = diesel::select(diesel::dsl::exists(users::table.filter(users::id.eq(id))))
+            .get_result::<bool>(conn)?;
+        let values = (
+            users::username.eq(name),
+            users::password_hash.eq(password_hash),
+            users::is_active.eq(is_active),
+            users::created_at.eq(now),
+        );
+        if id_taken {
+            let id = diesel::insert_into(users::table)
+                .values(values)
+                .returning(users::id)
+                .get_result::<i64>(conn)?;
+            Ok(ImportUser::Renumbered { id })
+        } else {
+            diesel::insert_into(users::table)
+                .values((users::id.eq(id), values))
+                .execute(conn)?;
+            Ok(ImportUser::Imported)
+        }
+    })
+}
+
+/// After inserting explicit ids: PostgreSQL's identity sequence must move
+/// past them (SQLite's AUTOINCREMENT does so by itself).
+pub fn advance_id_sequence(conn: &mut DbConnection) -> Result<(), StorageError> {
+    if let DbConnection::Postgresql(pg) = conn {
+        diesel::sql_query(
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), \
+             GREATEST((SELECT MAX(id) FROM users), 1))",
+        )
+        .execute(pg)?;
+    }
+    Ok(())
+}
+
 pub fn list(conn: &mut DbConnection) -> Result<Vec<UserRecord>, StorageError> {
     Ok(users::table
         .order(users::id)

@@ -353,7 +353,7 @@ async fn run_step(client: &reqwest::Client, side: &mut Side<'_>, step: &Step) ->
     })
 }
 
-fn peer_source() -> Option<PathBuf> {
+pub(crate) fn peer_source() -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::var_os("TOKEND_PEER_DIR")
         .map(PathBuf::from)
@@ -391,13 +391,23 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-struct Peer {
+pub(crate) struct Peer {
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Peer {
     fn start(source: &Path) -> Peer {
+        Self::start_with(
+            source,
+            None,
+            &[("PEER_HASHER", "bcrypt"), ("PEER_BCRYPT_ROUNDS", "4")],
+        )
+    }
+
+    /// The peer on `database` (a SQLite file; default: its own), with extra
+    /// environment (e.g. `PEER_HASHER`).
+    pub(crate) fn start_with(source: &Path, database: Option<&Path>, env: &[(&str, &str)]) -> Peer {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("peer");
         copy_tree(source, &root);
@@ -407,14 +417,18 @@ impl Peer {
         )
         .expect("link venv");
         let port = free_port();
-        run(Command::new("bash")
+        let database = database.map_or_else(|| dir.path().join("db.sqlite3"), Path::to_path_buf);
+        let mut command = Command::new("bash");
+        command
             .arg(root.join("run.sh"))
             .arg(port.to_string())
-            .env("PEER_SQLITE_PATH", dir.path().join("db.sqlite3"))
+            .env("PEER_SQLITE_PATH", database)
             .env("PEER_SIGNING_KEY", SIGNING_KEY)
-            .env("PEER_HASHER", "bcrypt")
-            .env("PEER_BCRYPT_ROUNDS", "4")
-            .env("PEER_WORKERS", "2"));
+            .env("PEER_WORKERS", "2");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        run(&mut command);
         Peer { dir, port }
     }
 

@@ -1,0 +1,81 @@
+//! Reading users out of a Django database (`auth_user`, SQLite or
+//! PostgreSQL) for `tokend users import-django`. The source is opened read
+//! only and never modified.
+
+use diesel::prelude::*;
+use diesel::{Connection, PgConnection, SqliteConnection};
+
+use super::{DbConnection, StorageError};
+use crate::config::DatabaseUrl;
+
+diesel::table! {
+    auth_user (id) {
+        id -> Integer,
+        password -> Text,
+        username -> Text,
+        is_active -> Bool,
+    }
+}
+
+#[derive(Clone, Queryable)]
+pub struct DjangoUser {
+    pub id: i32,
+    pub password: String,
+    pub username: String,
+    pub is_active: bool,
+}
+
+/// Never prints the password hash.
+impl std::fmt::Debug for DjangoUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DjangoUser")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the Django database read only (SQLite: `mode=ro`, no pragma is
+/// changed; PostgreSQL: a read-only transaction default).
+pub fn open(url: &str) -> Result<DbConnection, StorageError> {
+    let unavailable = |e: diesel::ConnectionError| StorageError::Unavailable(e.to_string());
+    match DatabaseUrl::parse(url).map_err(|e| StorageError::Unavailable(e.to_string()))? {
+        DatabaseUrl::Sqlite(path) => {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(StorageError::Unavailable(format!("no such file: {path}")));
+            }
+            let conn = SqliteConnection::establish(&format!("file:{path}?mode=ro"))
+                .map_err(unavailable)?;
+            Ok(DbConnection::Sqlite(conn))
+        }
+        DatabaseUrl::Postgres(url) => {
+            let mut conn = PgConnection::establish(&url).map_err(unavailable)?;
+            diesel::sql_query("SET default_transaction_read_only = on").execute(&mut conn)?;
+            Ok(DbConnection::Postgresql(conn))
+        }
+    }
+}
+
+pub fn count(conn: &mut DbConnection) -> Result<i64, StorageError> {
+    Ok(auth_user::table.count().get_result(conn)?)
+}
+
+/// Up to `limit` users with ids above `after`, in id order (keyset pages:
+/// bounded memory whatever the table size).
+pub fn page(
+    conn: &mut DbConnection,
+    after: i32,
+    limit: i64,
+) -> Result<Vec<DjangoUser>, StorageError> {
+    Ok(auth_user::table
+        .filter(auth_user::id.gt(after))
+        .order(auth_user::id)
+        .limit(limit)
+        .select((
+            auth_user::id,
+            auth_user::password,
+            auth_user::username,
+            auth_user::is_active,
+        ))
+        .load(conn)?)
+}
