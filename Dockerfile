@@ -12,6 +12,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock diesel.toml ./
 COPY src ./src
+# Declared in Cargo.toml; not built here.
+COPY benches ./benches
 COPY migrations ./migrations
 COPY config ./config
 RUN cargo build --release --locked \

@@ -87,3 +87,9 @@ run_session() { # run_session LABEL DATABASE_URL
 run_session sqlite "sqlite://$WORK/data/tokend.sqlite3"
 psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" || fail "cannot create PostgreSQL database"
 run_session postgres "${PG_ADMIN%/*}/$PGDB"
+# As docker-compose.yml runs it: the production profile on PostgreSQL with a
+# signing key from the environment.
+psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null
+psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" || fail "cannot create PostgreSQL database"
+TOKEND_PROFILE=production TOKEND__JWT__SIGNING_KEY="$("$BIN" keys generate 2>/dev/null)" \
+  run_session postgres-production "${PG_ADMIN%/*}/$PGDB"

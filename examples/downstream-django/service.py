@@ -11,6 +11,7 @@ Environment:
   TOKEND_ALGORITHM    EdDSA or RS256 (tokend's TOKEND__JWT__ALGORITHM)
   TOKEND_ISSUER / TOKEND_AUDIENCE  when tokend sets jwt.issuer / jwt.audience
   PORT                default 8081; 0 picks a free port
+  HOST                listen address, default 127.0.0.1 (0.0.0.0 in a container)
 
 GET /hello/ answers {"user_id": "42"} for a valid access token and 401
 otherwise (refresh tokens are refused: AUTH_TOKEN_CLASSES is AccessToken).
@@ -87,10 +88,11 @@ def main():
         sys.exit("set TOKEND_SHARED_KEY or TOKEND_JWKS_URL")
     from django.core.wsgi import get_wsgi_application
 
+    host = env("HOST") or "127.0.0.1"
     server = make_server(
-        "127.0.0.1", int(env("PORT") or 8081), get_wsgi_application(), handler_class=QuietHandler
+        host, int(env("PORT") or 8081), get_wsgi_application(), handler_class=QuietHandler
     )
-    print(f"listening on http://127.0.0.1:{server.server_port}", flush=True)
+    print(f"listening on http://{host}:{server.server_port}", flush=True)
     server.serve_forever()
 
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Checks docker-compose.yml without a Docker engine: the compose-spec schema
+(check-jsonschema's vendored copy) and what this project promises of it:
+every service has a healthcheck, tokend waits for a healthy PostgreSQL, runs
+what the image runs with the Dockerfile's HEALTHCHECK, keeps its data in a
+named volume, and no secret is written in the file.
+
+    pip install check-jsonschema pyyaml && scripts/check-compose.py
+"""
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPOSE = os.path.join(ROOT, "docker-compose.yml")
+problems = []
+
+
+def check(ok, message):
+    if not ok:
+        problems.append(message)
+
+
+schema = subprocess.run(
+    ["check-jsonschema", "--builtin-schema", "vendor.compose-spec", COMPOSE],
+    capture_output=True, text=True)
+check(schema.returncode == 0, f"compose-spec schema: {schema.stdout}{schema.stderr}")
+
+doc = yaml.safe_load(open(COMPOSE))
+services = doc.get("services", {})
+for name, service in services.items():
+    check("healthcheck" in service, f"{name}: no healthcheck")
+    for dependency, spec in service.get("depends_on", {}).items():
+        check(dependency in services, f"{name}: depends on unknown {dependency}")
+        check(spec.get("condition") == "service_healthy", f"{name}: waits for {dependency} without service_healthy")
+    for volume in service.get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            check(os.path.exists(os.path.join(ROOT, source)), f"{name}: {source} does not exist")
+        else:
+            check(source in (doc.get("volumes") or {}), f"{name}: volume {source} not declared")
+
+tokend = services.get("tokend", {})
+check(tokend.get("build") == ".", "tokend: must build the Dockerfile here")
+check("command" not in tokend and "entrypoint" not in tokend, "tokend: must run the image's own command")
+check("postgres" in tokend.get("depends_on", {}), "tokend: must wait for postgres")
+env = tokend.get("environment", {})
+check(env.get("DATABASE_URL", "").startswith("postgres://"), "tokend: DATABASE_URL must be PostgreSQL")
+check(env.get("TOKEND_PROFILE") == "production", "tokend: production profile expected")
+key = str(env.get("TOKEND__JWT__SIGNING_KEY", ""))
+check(re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", key) is not None, "tokend: the signing key must come from the environment (${VAR:?…}), never the file")
+dockerfile = open(os.path.join(ROOT, "Dockerfile")).read()
+image_check = re.search(r'HEALTHCHECK[^\n]*\\\n\s*CMD (\[.*\])', dockerfile)
+check(image_check is not None, "Dockerfile: no HEALTHCHECK CMD found")
+if image_check:
+    check(yaml.safe_load(image_check.group(1)) == tokend.get("healthcheck", {}).get("test", [None])[1:],
+          "tokend: healthcheck differs from the Dockerfile's")
+check("pgdata" in (doc.get("volumes") or {}), "named volume pgdata missing")
+for line in open(COMPOSE):
+    check(not re.search(r"(?i)(signing_key|secret)\s*:\s*['\"]?[A-Za-z0-9]{16,}", line), f"literal secret? {line.strip()}")
+
+if problems:
+    print("docker-compose.yml: " + "\n  ".join(["problems:"] + problems), file=sys.stderr)
+    sys.exit(1)
+print(f"docker-compose.yml ok: {len(services)} services, schema valid")
