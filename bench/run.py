@@ -151,7 +151,7 @@ class Target:
             self.cleanup()
 
 
-def start_tokend(db, workdir):
+def start_tokend(db, workdir, extra_env=None):
     binary = os.path.join(ROOT, "target", "release", "tokend")
     port = free_port()
     env = dict(
@@ -163,6 +163,7 @@ def start_tokend(db, workdir):
         TOKEND__RATE_LIMIT__ENABLED="false",
         TOKEND__LOG__LEVEL="warn",
     )
+    env.update(extra_env or {})
     cleanup = None
     if db == "sqlite":
         env["DATABASE_URL"] = f"sqlite://{workdir}/tokend.sqlite3"
@@ -262,17 +263,56 @@ def run_workloads(target, duration, workdir):
     measure("refresh", lambda: wrk("refresh.lua", target.base + "/api/token/refresh/", duration, CONNECTIONS, env))
     measure("login", lambda: wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env))
 
-    def storm():
-        cmd = ["wrk", "-t1", "-c8", f"-d{duration + 2}s", "-s", os.path.join(HERE, "login.lua"), target.base + "/api/token/"]
-        hammer = subprocess.Popen(cmd, env=dict(os.environ, BENCH_DIR=HERE, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)  # let the storm build up
-        try:
-            return wrk("verify.lua", target.base + "/api/token/verify/", duration, CONNECTIONS, env)
-        finally:
-            hammer.wait()
-
-    measure("storm", storm)
+    measure("storm", lambda: storm(target, duration, env))
     return results
+
+
+def storm(target, duration, env):
+    """verify measured while 8 connections hammer login; also reports the
+    logins/s the hammer got meanwhile."""
+    cmd = ["wrk", "-t1", "-c8", f"-d{duration + 2}s", "--timeout", "10s", "-s", os.path.join(HERE, "login.lua"), target.base + "/api/token/"]
+    hammer = subprocess.Popen(cmd, env=dict(os.environ, BENCH_DIR=HERE, **env), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1)  # let the storm build up
+    try:
+        r = wrk("verify.lua", target.base + "/api/token/verify/", duration, CONNECTIONS, env)
+    finally:
+        out, _ = hammer.communicate()
+    logins = next((line for line in out.splitlines() if line.startswith("WRK ")), None)
+    if logins:
+        v = {k: int(x) for k, x in (kv.split("=") for kv in logins[4:].split())}
+        r["storm_logins_per_s"] = v["requests"] / (v["duration_us"] / 1e6)
+    return r
+
+
+# Hashing policies compared by --policies: (label, extra environment).
+POLICIES = [
+    ("2 threads, nice 0 (no priority)", {"TOKEND__PASSWORD__HASHING_NICE": "0"}),
+    ("2 threads, nice 10 (default)", {}),
+    ("2 threads, nice 19", {"TOKEND__PASSWORD__HASHING_NICE": "19"}),
+    ("1 thread, nice 0", {"TOKEND__PASSWORD__HASHING_NICE": "0", "TOKEND__PASSWORD__MAX_CONCURRENT_HASHES": "1"}),
+]
+
+
+def run_policies(duration, workdir):
+    """verify idle, login alone and the storm for each hashing policy."""
+    rows = []
+    for label, extra in POLICIES:
+        policy_dir = os.path.join(workdir, f"policy-{len(rows)}")
+        os.makedirs(policy_dir)
+        target = start_tokend("sqlite", policy_dir, extra)
+        try:
+            access, refresh_tokens = prepare(target)
+            env = {"TOKEN": access, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
+            idle = wrk("verify.lua", target.base + "/api/token/verify/", duration, CONNECTIONS, env)
+            login = wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env)
+            during = storm(target, duration, env)
+        finally:
+            target.stop()
+        row = {"policy": label, "verify_rps": idle["rps"], "login_rps": login["rps"], "storm_rps": during["rps"],
+               "storm_p99_ms": during["p99_ms"], "storm_logins_per_s": during.get("storm_logins_per_s", 0.0)}
+        rows.append(row)
+        print("bench policy=" + json.dumps(label) + " " + " ".join(f"{k}={v:.2f}" for k, v in row.items() if k != "policy"), flush=True)
+    return rows
 
 
 def timing(target, n):
@@ -293,6 +333,7 @@ def timing(target, n):
           f"wrong_password_p50_ms={wrong:.1f} ratio={unknown / wrong:.3f} bodies={same}", flush=True)
     if same != "same":
         raise SystemExit("unknown user and wrong password answer differently")
+    return wrong
 
 
 def machine():
@@ -307,6 +348,7 @@ def main():
     ap.add_argument("--peer", action="store_true", help="also run the simplejwt peer and print ratios")
     ap.add_argument("--smoke", action="store_true", help="CI mode: just check that every workload runs")
     ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md")
+    ap.add_argument("--policies", action="store_true", help="also compare bcrypt hashing policies (verify idle, login, storm)")
     ap.add_argument("--timing", type=int, metavar="N", default=0,
                     help="also time N logins each for an unknown user and a wrong password (enumeration check)")
     args = ap.parse_args()
@@ -323,14 +365,17 @@ def main():
                 if target.cold_start_ms is not None:
                     print(f"bench target={name} db={db} cold_start_ms={target.cold_start_ms:.0f}", flush=True)
                 all_results[(name, db)] = (run_workloads(target, args.duration, workdir), target.cold_start_ms)
-                if args.timing and name == "tokend" and db == "sqlite":
-                    timing(target, args.timing)
+                if name == "tokend" and db == "sqlite":
+                    # One wrong-password login, alone, is one bcrypt verify.
+                    bcrypt_seconds = timing(target, max(args.timing, 3)) / 1000
             finally:
                 target.stop()
 
+        policies = run_policies(args.duration, workdir) if args.policies else []
+
     ours = all_results[("tokend", "sqlite")][0]
-    idle, storm = ours["verify"]["rps"], ours["storm"]["rps"]
-    print(f"bench ratio storm_vs_idle_verify={storm / idle:.3f}")
+    idle, stormed = ours["verify"]["rps"], ours["storm"]["rps"]
+    print(f"bench ratio storm_vs_idle_verify={stormed / idle:.3f}")
     if ("peer", "sqlite") in all_results:
         theirs = all_results[("peer", "sqlite")][0]
         for w in ours:
@@ -340,14 +385,14 @@ def main():
         if bad:
             raise SystemExit(f"workloads without a single answer: {bad}")
     if args.write:
-        write_report(all_results, args)
+        write_report(all_results, args, policies, bcrypt_seconds)
 
 
-def write_report(all_results, args):
+def write_report(all_results, args, policies, bcrypt_seconds):
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `bench/run.py" + (" --postgres" if args.postgres else "") + (" --peer" if args.peer else "") + f" --duration {args.duration} --write`;",
+        "Generated by `bench/run.py" + (" --postgres" if args.postgres else "") + (" --peer" if args.peer else "") + (" --policies" if args.policies else "") + f" --duration {args.duration} --write`;",
         "rerun it to refresh this file. wrk `-t1 -c16`, closed loop, load generator on the same cores.",
         f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
         "",
@@ -360,11 +405,27 @@ def write_report(all_results, args):
     lines += ["", "Cold start to ready (process start + migrations): " + ", ".join(
         f"{n}/{d} {c:.0f} ms" for (n, d), (_, c) in all_results.items() if c is not None) + "."]
     ours = all_results[("tokend", "sqlite")][0]
-    lines += ["", f"Verify during a login storm: {ours['storm']['rps'] / ours['verify']['rps'] * 100:.0f} % of idle verify throughput."]
+    lines += ["", f"Verify during a login storm: {ours['storm']['rps'] / ours['verify']['rps'] * 100:.0f} % of idle verify throughput "
+              f"(p99 {ours['storm']['p99_ms']:.1f} ms), while the storm's 8 connections got "
+              f"{ours['storm'].get('storm_logins_per_s', 0):.1f} logins/s."]
     if ("peer", "sqlite") in all_results:
         theirs = all_results[("peer", "sqlite")][0]
         lines += ["", "Ratios, tokend over the simplejwt peer (same run): " + ", ".join(
             f"{w} {ours[w]['rps'] / max(theirs[w]['rps'], 1e-9):.1f}×" for w in ours) + "."]
+    login_target = os.cpu_count() / bcrypt_seconds
+    lines += ["", f"Login at bcrypt cost 12: {ours['login']['rps']:.1f}/s = {ours['login']['rps'] / login_target * 100:.0f} % of "
+              f"cores ÷ one bcrypt-12 verify ({os.cpu_count()} ÷ {bcrypt_seconds * 1000:.0f} ms = {login_target:.1f}/s; the verify time is "
+              "the median of sequential wrong-password logins on the idle server, in the same run)."]
+    if policies:
+        lines += ["", "## Hashing policies (verify during a login storm vs logins)", "",
+                  "| policy | verify idle rps | login rps (alone) | verify during storm rps | % of idle | storm p99 ms | logins/s during storm |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for p in policies:
+            lines.append(f"| {p['policy']} | {p['verify_rps']:.0f} | {p['login_rps']:.1f} | {p['storm_rps']:.0f} | "
+                         f"{p['storm_rps'] / p['verify_rps'] * 100:.0f} % | {p['storm_p99_ms']:.1f} | {p['storm_logins_per_s']:.1f} |")
+    analysis = os.path.join(HERE, "ANALYSIS.md")
+    if os.path.exists(analysis):
+        lines += ["", open(analysis).read().rstrip()]
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("wrote BENCHMARKS.md")
