@@ -2,23 +2,32 @@
 // expired access token, log out. Vanilla JS, no build step.
 'use strict';
 
+const params = new URLSearchParams(location.search);
 // The API's base URL: ?api=http://host:port, default a local `cargo run`.
-const API = (new URLSearchParams(location.search).get('api') || 'http://127.0.0.1:8000').replace(/\/+$/, '');
+const API = (params.get('api') || 'http://127.0.0.1:8000').replace(/\/+$/, '');
+// Where the refresh token lives: ?mode=cookie, default localStorage (below).
+const MODE = params.get('mode') === 'cookie' ? 'cookie' : 'localStorage';
 
-// Token storage, behind a small interface so that the page does not care
-// where tokens live. This is the "localStorage mode": tokens are readable by
-// any script on this origin (hence the strict CSP in index.html). A cookie
-// mode (HttpOnly refresh cookie set by the API) will replace this object
-// later without touching the rest of the page.
-const store = {
-  get() {
-    const access = localStorage.getItem('tokend.access');
-    const refresh = localStorage.getItem('tokend.refresh');
-    return access && refresh ? { access, refresh } : null;
-  },
-  set({ access, refresh }) {
+// Token storage, behind a small interface so that the rest of the page does
+// not care where tokens live. Two implementations, chosen by ?mode=:
+//   access()      the access token, or null
+//   save(data)    keep what this mode keeps of a login/refresh answer
+//   refreshBody() the body that presents the refresh token, or null if none
+//   clear()       forget everything
+//   credentials   fetch's `credentials` for the token calls
+
+// localStorage mode (default): both tokens in localStorage. Any script on this
+// origin can read them, hence the strict CSP in index.html.
+const localStorageStore = {
+  credentials: 'same-origin',
+  access: () => localStorage.getItem('tokend.access'),
+  save({ access, refresh }) {
     localStorage.setItem('tokend.access', access);
     localStorage.setItem('tokend.refresh', refresh);
+  },
+  refreshBody() {
+    const refresh = localStorage.getItem('tokend.refresh');
+    return refresh ? { refresh } : null;
   },
   clear() {
     localStorage.removeItem('tokend.access');
@@ -26,12 +35,27 @@ const store = {
   },
 };
 
+// Cookie mode (?mode=cookie, tokend with TOKEND__COOKIE__ENABLED=true): the
+// refresh token lives only in tokend's HttpOnly cookie, which scripts cannot
+// read; the page ignores the `refresh` field of the answers. The short-lived
+// access token is kept in memory only, so a reload starts with a refresh.
+let accessToken = null;
+const cookieStore = {
+  credentials: 'include', // store and send the cross-origin cookie
+  access: () => accessToken,
+  save({ access }) { accessToken = access; },
+  refreshBody: () => ({}), // no `refresh` field: tokend reads the cookie
+  clear() { accessToken = null; },
+};
+
+const store = MODE === 'cookie' ? cookieStore : localStorageStore;
+
 const $ = (id) => document.getElementById(id);
 
 // One call to the API. Resolves to { status, data } for every HTTP answer
 // (data is the parsed JSON body, or {}); rejects only when the API cannot be
 // reached (network error, CORS refusal).
-async function api(path, { body, access } = {}) {
+async function api(path, { body, access, credentials } = {}) {
   const headers = { Accept: 'application/json' };
   if (body) headers['Content-Type'] = 'application/json';
   if (access) headers.Authorization = `Bearer ${access}`;
@@ -40,14 +64,18 @@ async function api(path, { body, access } = {}) {
     response = await fetch(API + path, {
       method: body ? 'POST' : 'GET',
       headers,
+      credentials,
       body: body && JSON.stringify(body),
     });
   } catch {
-    throw new Error(`Cannot reach the API at ${API} (is tokend running, and is this page's origin, ${location.origin}, in TOKEND__CORS__ALLOWED_ORIGINS?)`);
+    throw new Error(`Cannot reach the API at ${API} (is tokend running, and is this page's origin, ${location.origin}, in TOKEND__CORS__ALLOWED_ORIGINS?${MODE === 'cookie' ? ' Cookie mode also needs TOKEND__COOKIE__ENABLED=true.' : ''})`);
   }
   const data = await response.json().catch(() => ({}));
   return { status: response.status, data };
 }
+
+// The calls that issue, rotate or revoke tokens (POST /api/token/...).
+const tokenApi = (path, body) => api(`/api/token/${path}`, { body, credentials: store.credentials });
 
 // DRF error bodies: {"detail": "..."} or field errors {"field": ["msg", ...]}.
 function errorText(data, status) {
@@ -94,30 +122,31 @@ async function busy(task) {
 
 // --- Token lifecycle. ---
 
-// Trade the stored refresh token for a new pair. The API rotates refresh
-// tokens: the old one is spent, so the new one MUST be stored. Concurrent
-// callers share one request, so a token is never presented twice.
+// Trade the refresh token for a new pair. The API rotates refresh tokens:
+// the old one is spent, so the new one MUST be kept (in cookie mode the
+// browser does that). Concurrent callers share one request, so a token is
+// never presented twice.
 let refreshing = null;
 function refreshTokens() {
   refreshing ??= (async () => {
-    const tokens = store.get();
-    if (!tokens) return false;
-    const { status, data } = await api('/api/token/refresh/', { body: { refresh: tokens.refresh } });
+    const body = store.refreshBody();
+    if (!body) return false;
+    const { status, data } = await tokenApi('refresh/', body);
     if (status !== 200) return false;
-    store.set({ access: data.access, refresh: data.refresh ?? tokens.refresh });
+    store.save(data);
     return true;
   })().finally(() => { refreshing = null; });
   return refreshing;
 }
 
 // GET /api/user/me/; on 401 (access token expired or revoked) refresh the
-// tokens once and retry. Falls back to the login form when that fails.
+// tokens once and retry. Without an access token (cookie mode after a
+// reload), refresh first. Falls back to the login form when that fails.
 async function loadMe() {
-  const tokens = store.get();
-  if (!tokens) return showSignedOut();
-  let me = await api('/api/user/me/', { access: tokens.access });
+  if (!store.access() && !await refreshTokens()) return showSignedOut();
+  let me = await api('/api/user/me/', { access: store.access() });
   if (me.status === 401 && await refreshTokens()) {
-    me = await api('/api/user/me/', { access: store.get().access });
+    me = await api('/api/user/me/', { access: store.access() });
   }
   if (me.status === 200) return showSignedIn(me.data);
   store.clear();
@@ -126,12 +155,12 @@ async function loadMe() {
 
 // --- Actions. ---
 
-function credentials() {
+function formFields() {
   return { username: $('username').value, password: $('password').value };
 }
 
 async function register() {
-  const { status, data } = await api('/api/user/register/', { body: credentials() });
+  const { status, data } = await api('/api/user/register/', { body: formFields() });
   if (status === 201) {
     show({ status: `Account "${data.username}" created. You can log in now.` });
   } else {
@@ -140,19 +169,20 @@ async function register() {
 }
 
 async function login() {
-  const { status, data } = await api('/api/token/', { body: credentials() });
+  const { status, data } = await tokenApi('', formFields());
   if (status !== 200) return show({ error: errorText(data, status) });
-  store.set(data);
+  store.save(data);
   $('password').value = '';
   await loadMe();
 }
 
 // Logout revokes the whole session server side (its access tokens too),
-// then forgets the tokens here, whatever the API answered.
+// then forgets the tokens here, whatever the API answered (in cookie mode,
+// tokend's answer also deletes the cookie).
 async function logout() {
-  const tokens = store.get();
+  const body = store.refreshBody();
   try {
-    if (tokens) await api('/api/token/blacklist/', { body: { refresh: tokens.refresh } });
+    if (body) await tokenApi('blacklist/', body);
   } finally {
     store.clear();
     showSignedOut({ status: 'Logged out.' });
@@ -162,6 +192,7 @@ async function logout() {
 // --- Wiring. ---
 
 $('api').textContent = API;
+$('mode').textContent = MODE;
 $('auth').addEventListener('submit', (e) => { e.preventDefault(); busy(login); });
 $('register').addEventListener('click', () => {
   if ($('auth').reportValidity()) busy(register);

@@ -1,11 +1,13 @@
-// End-to-end test of the login page: a real tokend, the page served from
-// another origin (so every API call is a real cross-origin request with CORS),
-// driven in headless Chromium.
+// End-to-end test of the login page in both its modes (localStorage, and
+// cookie: tokend's HttpOnly refresh cookie), each against its own real
+// tokend, the page served from another origin (so every API call is a real
+// cross-origin request with CORS), driven in headless Chromium.
 //
 //   npm ci && node e2e.mjs
 //
 // Environment: TOKEND_BIN (default ../../target/debug/tokend), CHROMIUM
-// (default /usr/bin/chromium), SCREENSHOT (default <repo>/target/e2e/login-page.png).
+// (default /usr/bin/chromium), SCREENSHOT (default <repo>/target/e2e/login-page.png;
+// the cookie mode's goes next to it, login-page-cookie.png).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -81,110 +83,166 @@ async function until(what, child, fn, timeoutMs = 30_000) {
   throw new Failure(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
-async function post(url, body) {
+async function post(url, body, headers = {}) {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers: { 'Content-Type': 'application/json', ...headers },
     body: JSON.stringify(body),
   });
   return { status: res.status, data: await res.json().catch(() => ({})) };
 }
 
-async function main(tmp) {
-  check(fs.existsSync(TOKEND_BIN), `tokend binary not found at ${TOKEND_BIN} (build it with cargo build, or set TOKEND_BIN)`);
-  check(fs.existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+// What differs between the page's two modes. refreshToken() reads the page's
+// current refresh token where the mode keeps it (null when there is none);
+// presentRefresh() presents a refresh token from Node the way the mode does.
+const MODES = {
+  localStorage: {
+    query: '',
+    env: {},
+    screenshot: SCREENSHOT,
+    refreshToken: (page) => page.evaluate(() => localStorage.getItem('tokend.refresh')),
+    // After a reload the page still has its (expired) access token.
+    afterReload: 'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200',
+    presentRefresh: (api, token) => post(`${api}/api/token/refresh/`, { refresh: token }),
+  },
+  cookie: {
+    query: '&mode=cookie',
+    env: { TOKEND__COOKIE__ENABLED: 'true' },
+    screenshot: (({ dir, name, ext }) => path.join(dir, `${name}-cookie${ext}`))(path.parse(SCREENSHOT)),
+    refreshToken: async (page, api) => (await refreshCookie(page, api))?.value ?? null,
+    // After a reload the access token (in memory) is gone: refresh first.
+    afterReload: 'POST /api/token/refresh/ 200, GET /api/user/me/ 200',
+    presentRefresh: (api, token) => post(`${api}/api/token/refresh/`, {}, { Cookie: `tokend_refresh=${token}` }),
+  },
+};
 
-  // 1. The page's static server, on any free port (it prints the port).
-  const server = start('serve.mjs', process.execPath, [path.join(here, 'serve.mjs'), '0'], { cwd: here });
-  const pageOrigin = await until('serve.mjs to listen', server, async () =>
-    server.output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)?.[1]);
+// The tokend_refresh cookie the browser would send to the refresh endpoint
+// (cookies(url) matches the cookie's Path, so not the API's bare origin).
+async function refreshCookie(page, api) {
+  return (await page.context().cookies(`${api}/api/token/refresh/`)).find((c) => c.name === 'tokend_refresh');
+}
 
-  // 2. tokend on another port, with a fresh SQLite database in the temp dir
-  //    and a 2 s access token lifetime so that the refresh path runs.
-  const apiPort = await freePort();
-  const API = `http://127.0.0.1:${apiPort}`;
-  const tokend = start('tokend', TOKEND_BIN, [], {
-    cwd: tmp, // the dev profile writes its signing key next to the database, in tmp
+// Cookie mode: no token where scripts can read it, the cookie locked down.
+async function checkCookieMode(page, api) {
+  const exposed = await page.evaluate(() => ({
+    storage: [localStorage, sessionStorage].flatMap((s) => Object.keys(s).flatMap((k) => [k, s.getItem(k)]))
+      .filter((v) => v.includes('eyJ')),
+    cookie: document.cookie,
+  }));
+  check(exposed.storage.length === 0, `token in Web Storage in cookie mode: ${exposed.storage}`);
+  check(!exposed.cookie.includes('tokend_refresh'), `document.cookie shows the refresh cookie: ${exposed.cookie}`);
+  const c = await refreshCookie(page, api);
+  check(c, `no tokend_refresh cookie stored by the browser for ${api}`);
+  const want = { httpOnly: true, secure: true, sameSite: 'Strict', path: '/api/token' };
+  const got = Object.fromEntries(Object.keys(want).map((k) => [k, c[k]]));
+  check(JSON.stringify(got) === JSON.stringify(want), `refresh cookie attributes: ${JSON.stringify(got)}`);
+}
+
+// tokend on a free port, with a fresh SQLite database in its own directory
+// and a 2 s access token lifetime so that the refresh path runs.
+async function startTokend(mode, pageOrigin, tmp) {
+  const dir = path.join(tmp, mode);
+  fs.mkdirSync(dir);
+  const port = await freePort();
+  const api = `http://127.0.0.1:${port}`;
+  const tokend = start(`tokend (${mode} mode)`, TOKEND_BIN, [], {
+    cwd: dir, // the dev profile writes its signing key next to the database
     env: {
       ...process.env,
       TOKEND_PROFILE: 'dev',
       NO_COLOR: '1', // plain logs when they are printed on failure
-      TOKEND__DATABASE__URL: `sqlite://${tmp}/t.sqlite3`,
+      TOKEND__DATABASE__URL: `sqlite://${dir}/t.sqlite3`,
       TOKEND__SERVER__HOST: '127.0.0.1',
-      TOKEND__SERVER__PORT: String(apiPort),
+      TOKEND__SERVER__PORT: String(port),
       TOKEND__PASSWORD__BCRYPT_COST: '4',
       TOKEND__RATE_LIMIT__ENABLED: 'false',
       TOKEND__CORS__ALLOWED_ORIGINS: pageOrigin,
       TOKEND__JWT__ACCESS_TTL_SECS: String(ACCESS_TTL_SECS),
+      ...MODES[mode].env,
     },
   });
-  await until(`${API}/healthz`, tokend, async () => (await fetch(`${API}/healthz`)).status === 200);
-  log(`tokend at ${API}, page at ${pageOrigin}`);
+  await until(`${api}/healthz`, tokend, async () => (await fetch(`${api}/healthz`)).status === 200);
+  return api;
+}
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+// The whole scenario in one mode, in a fresh browser context.
+async function scenario(browser, mode, api, pageOrigin) {
+  const m = MODES[mode];
+  const step = (msg) => log(`${mode}: ${msg}`);
+  const pageUrl = `${pageOrigin}/?api=${encodeURIComponent(api)}${m.query}`;
+  const username = `alice-${process.pid}`;
+  const password = 'correct horse battery staple';
+
+  const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  page.on('pageerror', (err) => step(`page error: ${err.message}`));
+  // Every API answer the page gets, to check the refresh sequences.
+  const answers = [];
+  page.on('response', (r) => {
+    if (r.url().startsWith(api) && r.request().method() !== 'OPTIONS') {
+      answers.push(`${r.request().method()} ${new URL(r.url()).pathname} ${r.status()}`);
+    }
   });
-  let page;
+  // Every refresh token of the session, all refused after logout.
+  const seen = [];
+  const expectRotated = async (when) => {
+    const token = await m.refreshToken(page, api);
+    check(token && !seen.includes(token), `no new refresh token kept ${when}`);
+    seen.push(token);
+    if (mode === 'cookie') await checkCookieMode(page, api);
+  };
+  // Let the access token expire, then `action`: the page must get `expected`
+  // and still show the user.
+  const afterExpiry = async (action, expected) => {
+    await sleep((ACCESS_TTL_SECS + 1) * 1000);
+    answers.length = 0;
+    await Promise.all([
+      page.waitForResponse((r) => r.url() === `${api}/api/user/me/` && r.status() === 200),
+      action(),
+    ]);
+    await page.locator('#who', { hasText: username }).waitFor();
+    check(answers.join(', ') === expected, `expected ${expected}; the page got: ${answers.join(', ')}`);
+  };
+
   try {
-    const pageUrl = `${pageOrigin}/?api=${encodeURIComponent(API)}`;
-    const username = `alice-${process.pid}`;
-    const password = 'correct horse battery staple';
-
-    const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(15_000);
-    page.on('pageerror', (err) => log(`page error: ${err.message}`));
-    // Every API answer the page gets, to check the 401 -> refresh -> retry sequence.
-    const answers = [];
-    page.on('response', (r) => {
-      if (r.url().startsWith(API) && r.request().method() !== 'OPTIONS') {
-        answers.push(`${r.request().method()} ${new URL(r.url()).pathname} ${r.status()}`);
-      }
-    });
-    const storedRefresh = () => page.evaluate(() => localStorage.getItem('tokend.refresh'));
-
     // Register.
     await page.goto(pageUrl);
     await page.locator('#auth').waitFor();
+    check(await page.locator('#mode').textContent() === mode, `the page is not in ${mode} mode`);
     await page.fill('#username', username);
     await page.fill('#password', password);
     await page.click('#register');
     await page.locator('#status', { hasText: `Account "${username}" created` }).waitFor();
-    log('registered');
+    step('registered');
 
     // Log in: the page shows who we are.
     await page.click('#login');
     await page.locator('#who', { hasText: username }).waitFor();
-    const firstRefresh = await storedRefresh();
-    check(firstRefresh, 'no refresh token in localStorage after login');
-    log('logged in');
+    await expectRotated('after login');
+    step('logged in');
 
-    // Let the access token expire, reload: /me answers 401, the page
-    // refreshes (storing the rotated refresh token) and retries /me.
-    await sleep((ACCESS_TTL_SECS + 1) * 1000);
-    answers.length = 0;
-    await Promise.all([
-      page.waitForResponse((r) => r.url() === `${API}/api/user/me/` && r.status() === 200),
-      page.reload(),
-    ]);
-    await page.locator('#who', { hasText: username }).waitFor();
-    check(answers.join(', ') === 'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200',
-      `expected /me 401, refresh 200, /me 200 after expiry; the page got: ${answers.join(', ')}`);
-    const rotatedRefresh = await storedRefresh();
-    check(rotatedRefresh && rotatedRefresh !== firstRefresh, 'the rotated refresh token was not stored in localStorage');
-    log('access token expired, refreshed, rotated refresh token stored');
+    // Reload once the access token has expired: the page refreshes (the
+    // refresh token rotates) and shows the user again.
+    await afterExpiry(() => page.reload(), m.afterReload);
+    await expectRotated('after the reload');
+    step('access token expired, reloaded: refreshed, refresh token rotated');
 
-    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-    await page.screenshot({ path: SCREENSHOT });
+    // Same without a reload: "Who am I?" gets a 401, refreshes, retries.
+    await afterExpiry(() => page.click('#whoami'),
+      'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200');
+    await expectRotated('after the refresh on 401');
+    step('access token expired on the page: refreshed on 401, refresh token rotated');
 
-    // A second browser (own localStorage): wrong password, taken username.
+    fs.mkdirSync(path.dirname(m.screenshot), { recursive: true });
+    await page.screenshot({ path: m.screenshot });
+
+    // A second browser (own storage and cookies): wrong password, taken username.
     const other = await browser.newContext();
     const page2 = await other.newPage();
     page2.setDefaultTimeout(15_000);
     await page2.goto(pageUrl);
+    await page2.locator('#auth').waitFor();
     await page2.fill('#username', username);
     await page2.fill('#password', 'wrong password');
     await page2.click('#login');
@@ -192,32 +250,56 @@ async function main(tmp) {
     await page2.click('#register');
     await page2.locator('#error', { hasText: 'username: A user with that username already exists.' }).waitFor();
     await other.close();
-    log('wrong password and taken username shown as errors');
+    step('wrong password and taken username shown as errors');
 
-    // Log out: storage is cleared, the login form is back, and the API
-    // refuses the session's refresh tokens (current and already-rotated).
+    // Log out: the refresh token is gone from the browser, the login form is
+    // back, and the API refuses every refresh token of the session.
     await page.click('#logout');
     await page.locator('#status', { hasText: 'Logged out.' }).waitFor();
     check(await page.locator('#auth').isVisible(), 'login form not shown after logout');
-    check(await storedRefresh() === null, 'refresh token still in localStorage after logout');
-    for (const [name, token] of [['current', rotatedRefresh], ['first', firstRefresh]]) {
-      const { status, data } = await post(`${API}/api/token/refresh/`, { refresh: token });
-      check(status === 401, `the ${name} refresh token still works after logout: ${status} ${JSON.stringify(data)}`);
+    check(await m.refreshToken(page, api) === null, 'the browser still holds a refresh token after logout');
+    for (const [i, token] of seen.entries()) {
+      const { status, data } = await m.presentRefresh(api, token);
+      check(status === 401, `refresh token #${i + 1} still works after logout: ${status} ${JSON.stringify(data)}`);
     }
-    log('logged out, refresh tokens refused');
-
-    console.log(`\ne2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshot: ${SCREENSHOT})`);
+    step(`logged out, the browser holds no refresh token, all ${seen.length} refused`);
   } catch (err) {
     // Keep the state of the page at the failure for debugging.
-    if (page) {
-      fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-      await page.screenshot({ path: SCREENSHOT }).catch(() => {});
-      console.error(`page at failure: ${SCREENSHOT}; #status=${JSON.stringify(await page.locator('#status').textContent().catch(() => '?'))} #error=${JSON.stringify(await page.locator('#error').textContent().catch(() => '?'))}`);
-    }
+    fs.mkdirSync(path.dirname(m.screenshot), { recursive: true });
+    await page.screenshot({ path: m.screenshot }).catch(() => {});
+    console.error(`${mode} mode, page at failure: ${m.screenshot}; #status=${JSON.stringify(await page.locator('#status').textContent().catch(() => '?'))} #error=${JSON.stringify(await page.locator('#error').textContent().catch(() => '?'))}`);
     throw err;
+  } finally {
+    await context.close();
+  }
+}
+
+async function main(tmp) {
+  check(fs.existsSync(TOKEND_BIN), `tokend binary not found at ${TOKEND_BIN} (build it with cargo build, or set TOKEND_BIN)`);
+  check(fs.existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+
+  // The page's static server, on any free port (it prints the port).
+  const server = start('serve.mjs', process.execPath, [path.join(here, 'serve.mjs'), '0'], { cwd: here });
+  const pageOrigin = await until('serve.mjs to listen', server, async () =>
+    server.output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)?.[1]);
+
+  // One tokend per mode, on other ports (cross-origin), started together.
+  const modes = Object.keys(MODES);
+  const apis = await Promise.all(modes.map((mode) => startTokend(mode, pageOrigin, tmp)));
+  log(`page at ${pageOrigin}; ${modes.map((mode, i) => `${mode} mode: tokend at ${apis[i]}`).join(', ')}`);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    for (const [i, mode] of modes.entries()) await scenario(browser, mode, apis[i], pageOrigin);
   } finally {
     await browser.close();
   }
+  console.log(`\ne2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots: ${modes.map((mode) => MODES[mode].screenshot).join(', ')})`);
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tokend-e2e-'));

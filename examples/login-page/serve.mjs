@@ -48,6 +48,8 @@ const server = http.createServer((req, res) => {
   });
 });
 
-server.listen(port, '127.0.0.1', () => {
-  console.log(`listening on http://127.0.0.1:${server.address().port}`);
+// HOST=0.0.0.0 in a container (docker-compose.yml); loopback otherwise.
+const host = process.env.HOST || '127.0.0.1';
+server.listen(port, host, () => {
+  console.log(`listening on http://${host}:${server.address().port}`);
 });
