@@ -19,7 +19,9 @@
 //! Run: `TOKEND_SHARED_KEY=... cargo run --example downstream_actix`.
 
 use std::sync::{Arc, RwLock};
+
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
@@ -42,7 +44,10 @@ enum Keys {
     Jwks {
         url: String,
         client: reqwest::Client,
+        /// The keys, and when a fetch was last attempted.
         set: RwLock<(JwkSet, Instant)>,
+        /// One refetch at a time.
+        fetching: Mutex<()>,
     },
 }
 
@@ -61,9 +66,13 @@ impl Verifier {
         validation.required_spec_claims = ["exp".to_owned()].into();
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             None => validation.validate_aud = false,
         }
         validation
@@ -88,22 +97,34 @@ impl Verifier {
     }
 
     async fn jwk(&self, kid: &str) -> Result<(DecodingKey, Algorithm), &'static str> {
-        let Keys::Jwks { url, client, set } = &self.keys else {
+        let Keys::Jwks {
+            url,
+            client,
+            set,
+            fetching,
+        } = &self.keys
+        else {
             return Err("no JWKS configured");
         };
-        let known = |set: &JwkSet| set.find(kid).cloned();
-        let (mut found, fetched_at) = {
-            let guard = set.read().map_err(|_| "key cache poisoned")?;
-            (known(&guard.0), guard.1)
+        let known = |set: &RwLock<(JwkSet, Instant)>| {
+            let guard = set.read().unwrap_or_else(|e| e.into_inner());
+            (guard.0.find(kid).cloned(), guard.1)
         };
-        // Unknown kid: refetch, at most every 30 s (an attacker's made-up
-        // kids must not turn into a request flood against tokend).
-        if found.is_none() && fetched_at.elapsed() > Duration::from_secs(30) {
-            let fresh = fetch_jwks(client, url)
-                .await
-                .map_err(|_| "JWKS unavailable")?;
-            found = known(&fresh);
-            *set.write().map_err(|_| "key cache poisoned")? = (fresh, Instant::now());
+        let (mut found, _) = known(set);
+        if found.is_none() {
+            // Unknown kid: refetch, one fetch at a time and at most every
+            // 30 s, successful or not (an attacker's made-up kids must not
+            // turn into a request flood against tokend).
+            let _one = fetching.lock().await;
+            let (again, attempted_at) = known(set);
+            found = again;
+            if found.is_none() && attempted_at.elapsed() > Duration::from_secs(30) {
+                set.write().unwrap_or_else(|e| e.into_inner()).1 = Instant::now();
+                if let Ok(fresh) = fetch_jwks(client, url).await {
+                    found = fresh.find(kid).cloned();
+                    set.write().unwrap_or_else(|e| e.into_inner()).0 = fresh;
+                }
+            }
         }
         let jwk = found.ok_or("unknown signing key")?;
         let algorithm = match jwk.common.key_algorithm {
@@ -161,7 +182,10 @@ async fn main() -> std::io::Result<()> {
     let keys = match (env("TOKEND_SHARED_KEY"), env("TOKEND_JWKS_URL")) {
         (Some(secret), _) => Keys::Shared(DecodingKey::from_secret(secret.as_bytes())),
         (None, Some(url)) => {
-            let client = reqwest::Client::new();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(std::io::Error::other)?;
             let set = fetch_jwks(&client, &url)
                 .await
                 .map_err(|e| std::io::Error::other(format!("cannot fetch {url}: {e}")))?;
@@ -169,6 +193,7 @@ async fn main() -> std::io::Result<()> {
                 url,
                 client,
                 set: RwLock::new((set, Instant::now())),
+                fetching: Mutex::new(()),
             }
         }
         (None, None) => {

@@ -177,6 +177,7 @@ pub struct CookieSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheSettings {
     pub ttl_ms: u64,
+    pub stale_if_error_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

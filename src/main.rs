@@ -123,7 +123,7 @@ fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     // Load the keys when they exist (never generate one from here).
     if !settings.jwt.signing_key.is_empty() || settings.signing_key_path().exists() {
-        let ring = tokend::startup::build_keys(settings)?;
+        let ring = tokend::startup::existing_keys(settings)?;
         println!(
             "signing key: {} kid={}",
             settings.signing_algorithm()?.name(),
@@ -161,12 +161,12 @@ fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
             };
             let public = keys::public_pem(&text)?;
             print!("{public}");
-            if let Some(kid) = KeyMaterial::verification(&public)?.kid() {
+            if let Some(kid) = KeyMaterial::verification(&public, SigningAlgorithm::EdDsa)?.kid() {
                 eprintln!("kid: {kid}");
             }
         }
         KeysCommand::Jwks => {
-            println!("{}", tokend::startup::build_keys(settings)?.jwks_json());
+            println!("{}", tokend::startup::existing_keys(settings)?.jwks_json());
         }
     }
     Ok(())

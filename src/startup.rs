@@ -151,7 +151,10 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 secure: settings.cookie.secure,
                 path: settings.cookie.path.clone(),
             }),
-        cache: StateCache::new(std::time::Duration::from_millis(settings.cache.ttl_ms)),
+        cache: StateCache::new(
+            std::time::Duration::from_millis(settings.cache.ttl_ms),
+            std::time::Duration::from_millis(settings.cache.stale_if_error_ms),
+        ),
         client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
             .then(|| {
                 header::HeaderName::try_from(settings.rate_limit.client_ip_header.as_str()).ok()
@@ -163,8 +166,17 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
 /// The key ring: the signing key (see `resolve_signing_key`) and the keys
 /// listed in `jwt.verification_key_files`.
 pub fn build_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
+    load_keys(settings, true)
+}
+
+/// The key ring as configured, never generating a key (for the CLI).
+pub fn existing_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
+    load_keys(settings, false)
+}
+
+fn load_keys(settings: &Settings, may_generate: bool) -> anyhow::Result<JwtKeys> {
     let algorithm = settings.signing_algorithm()?;
-    let text = resolve_signing_key(settings, algorithm)?;
+    let text = resolve_signing_key(settings, algorithm, may_generate)?;
     if settings.profile == Profile::Production
         && algorithm == SigningAlgorithm::Hs256
         && text.len() < MIN_PRODUCTION_KEY_BYTES
@@ -183,8 +195,17 @@ pub fn build_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
                 path.display()
             )
         })?;
-        let key = KeyMaterial::verification(&text)
+        let key = KeyMaterial::verification(&text, algorithm)
             .with_context(|| format!("verification key file {}", path.display()))?;
+        if settings.profile == Profile::Production
+            && key.algorithm() == SigningAlgorithm::Hs256
+            && text.len() < MIN_PRODUCTION_KEY_BYTES
+        {
+            anyhow::bail!(
+                "verification key file {}: a shared key shorter than {MIN_PRODUCTION_KEY_BYTES} bytes",
+                path.display()
+            );
+        }
         accepted.push(key);
     }
     let optional = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_owned());
@@ -215,13 +236,21 @@ pub fn build_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
 pub fn resolve_signing_key(
     settings: &Settings,
     algorithm: SigningAlgorithm,
+    may_generate: bool,
 ) -> anyhow::Result<String> {
     if !settings.jwt.signing_key.is_empty() {
         return Ok(settings.jwt.signing_key.expose().to_owned());
     }
     let path = settings.signing_key_path();
     if let Some(key) = read_key_file(&path)? {
+        warn_if_readable_by_others(&path);
         return Ok(key);
+    }
+    if !may_generate {
+        anyhow::bail!(
+            "no signing key: TOKEND__JWT__SIGNING_KEY is empty and {} does not exist",
+            path.display()
+        );
     }
     if settings.profile == Profile::Production {
         anyhow::bail!(
@@ -235,15 +264,26 @@ pub fn resolve_signing_key(
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let key = keys::generate(algorithm)?;
+    // Written to a private temporary file, then linked into place: another
+    // process starting at the same moment sees either no file or the whole
+    // key, never a half-written one; if it won the race, its key is used.
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(key.trim_end().as_bytes())
-                .and_then(|()| file.write_all(b"\n"))
-                .with_context(|| format!("cannot write {}", path.display()))?;
+    options
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(key.trim_end().as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        })
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    let linked = std::fs::hard_link(&temporary, &path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {
             tracing::warn!(
                 path = %path.display(),
                 algorithm = algorithm.name(),
@@ -252,11 +292,25 @@ pub fn resolve_signing_key(
             );
             Ok(key.trim_end().to_owned())
         }
-        // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             read_key_file(&path)?.with_context(|| format!("{} is empty", path.display()))
         }
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// A key file others can read is a leaked key waiting to happen: say so.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the signing key file is readable by other users; chmod 600 it"
+            );
+        }
     }
 }
 
@@ -331,10 +385,10 @@ mod tests {
         let s = settings(dir.path(), None);
         let path = dir.path().join("sub/tokend.signing_key");
         assert_eq!(s.signing_key_path(), path);
-        let first = resolve_signing_key(&s, SigningAlgorithm::Hs256).unwrap();
+        let first = resolve_signing_key(&s, SigningAlgorithm::Hs256, true).unwrap();
         assert_eq!(first.len(), 64);
         assert_eq!(
-            resolve_signing_key(&s, SigningAlgorithm::Hs256).unwrap(),
+            resolve_signing_key(&s, SigningAlgorithm::Hs256, true).unwrap(),
             first,
             "kept, not regenerated"
         );
@@ -351,7 +405,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), Some("configured-key"));
         assert_eq!(
-            resolve_signing_key(&s, SigningAlgorithm::Hs256).unwrap(),
+            resolve_signing_key(&s, SigningAlgorithm::Hs256, true).unwrap(),
             "configured-key"
         );
         assert!(!dir.path().join("sub/tokend.signing_key").exists());

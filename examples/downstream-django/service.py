@@ -83,9 +83,20 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+def check_settings():
+    """Refuse set-ups that would accept forged tokens: JWKS with an HS
+    algorithm (simplejwt would then check HMACs with SIGNING_KEY, possibly
+    empty), or a short shared key."""
+    algorithm = env("TOKEND_ALGORITHM") or "HS256"
+    if env("TOKEND_JWKS_URL"):
+        if algorithm not in ("EdDSA", "RS256"):
+            sys.exit("TOKEND_JWKS_URL needs TOKEND_ALGORITHM=EdDSA or RS256")
+    elif algorithm != "HS256" or len(env("TOKEND_SHARED_KEY") or "") < 32:
+        sys.exit("set TOKEND_SHARED_KEY (tokend's HS256 key, at least 32 bytes) or TOKEND_JWKS_URL")
+
+
 def main():
-    if not (env("TOKEND_SHARED_KEY") or env("TOKEND_JWKS_URL")):
-        sys.exit("set TOKEND_SHARED_KEY or TOKEND_JWKS_URL")
+    check_settings()
     from django.core.wsgi import get_wsgi_application
 
     host = env("HOST") or "127.0.0.1"

@@ -818,7 +818,7 @@ mod tests {
             let old_token = issue(&before, TokenType::Refresh, 3);
             // Overlap: new key signs, the old one (public part only) verifies.
             let public_old =
-                KeyMaterial::verification(&keys::public_pem(&old_pem).unwrap()).unwrap();
+                KeyMaterial::verification(&keys::public_pem(&old_pem).unwrap(), new_alg).unwrap();
             let during = ring(&new, &[public_old]);
             assert!(during.verify(&old_token, None, NOW).is_ok());
             let new_token = issue(&during, TokenType::Refresh, 3);
@@ -843,7 +843,11 @@ mod tests {
         let t = issue(&old, TokenType::Access, 1);
         let during = ring(
             &KeyMaterial::shared("new-key-0123456789abcdef0123456789abcdef"),
-            &[KeyMaterial::verification("test-key-0123456789abcdef0123456789abcdef").unwrap()],
+            &[KeyMaterial::verification(
+                "test-key-0123456789abcdef0123456789abcdef",
+                SigningAlgorithm::Hs256,
+            )
+            .unwrap()],
         );
         assert!(during.verify(&t, None, NOW).is_ok());
         assert_eq!(during.jwks_json(), r#"{"keys":[]}"#);
@@ -857,7 +861,9 @@ mod tests {
     #[test]
     fn a_verification_only_key_cannot_sign() {
         let pem = keys::generate(SigningAlgorithm::EdDsa).unwrap();
-        let public = KeyMaterial::verification(&keys::public_pem(&pem).unwrap()).unwrap();
+        let public =
+            KeyMaterial::verification(&keys::public_pem(&pem).unwrap(), SigningAlgorithm::EdDsa)
+                .unwrap();
         assert!(JwtKeys::new(&public, &[], lifetimes(), ClaimPolicy::default()).is_err());
     }
 }

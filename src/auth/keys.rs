@@ -143,16 +143,32 @@ impl KeyMaterial {
     }
 
     /// A key that is only accepted: a PEM key (public or private) of either
-    /// asymmetric kind, or else a shared HS256 secret.
-    pub fn verification(text: &str) -> Result<Self, KeyError> {
-        if looks_like_pem(text) {
-            Ok(Self::parse_pem(text)?.public_only())
-        } else {
-            Ok(Self {
-                encoding: None,
-                ..Self::shared(text)
-            })
+    /// asymmetric kind, or, only when tokend signs with HS256, a shared
+    /// secret. Anything that contains a PEM block must parse as one (text
+    /// before it, such as openssl's "Bag Attributes", is skipped), so a
+    /// public key can never end up used as an HMAC secret (algorithm
+    /// confusion through configuration); JSON (a JWK) is refused.
+    pub fn verification(text: &str, signing: SigningAlgorithm) -> Result<Self, KeyError> {
+        let text = text.trim_start_matches('\u{feff}');
+        if let Some(start) = text.find("-----BEGIN") {
+            return Ok(Self::parse_pem(&text[start..])?.public_only());
         }
+        if text.trim_start().starts_with('{') {
+            return Err(key_error(
+                "JWK files are not supported as verification keys; give the key as PEM",
+            ));
+        }
+        if signing != SigningAlgorithm::Hs256 {
+            return Err(key_error(format!(
+                "a shared (HS256) key cannot be a verification key while tokend signs with {}: \
+                 give public keys as PEM",
+                signing.name()
+            )));
+        }
+        Ok(Self {
+            encoding: None,
+            ..Self::shared(text)
+        })
     }
 
     fn public_only(mut self) -> Self {
@@ -373,12 +389,12 @@ pub(crate) mod tests {
         // The public key alone has the same id, and cannot sign.
         let public = public_pem(&pem).unwrap();
         assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
-        let verify_only = KeyMaterial::verification(&public).unwrap();
+        let verify_only = KeyMaterial::verification(&public, SigningAlgorithm::EdDsa).unwrap();
         assert_eq!(verify_only.kid(), Some(kid.as_str()));
         assert!(verify_only.encoding().is_none());
         assert!(KeyMaterial::signing(SigningAlgorithm::EdDsa, &public).is_err());
         // A private key listed for verification is used for verification only.
-        assert!(KeyMaterial::verification(&pem)
+        assert!(KeyMaterial::verification(&pem, SigningAlgorithm::EdDsa)
             .unwrap()
             .encoding()
             .is_none());
@@ -394,7 +410,12 @@ pub(crate) mod tests {
         assert_eq!(jwk["n"].as_str().unwrap().len(), 342, "2048-bit modulus");
         assert!(jwk.get("d").is_none() && jwk.get("p").is_none());
         let public = public_pem(rsa_pem()).unwrap();
-        assert_eq!(KeyMaterial::verification(&public).unwrap().kid(), key.kid());
+        assert_eq!(
+            KeyMaterial::verification(&public, SigningAlgorithm::EdDsa)
+                .unwrap()
+                .kid(),
+            key.kid()
+        );
     }
 
     #[test]
@@ -411,6 +432,39 @@ pub(crate) mod tests {
         // Errors never quote the key.
         let err = KeyMaterial::signing(SigningAlgorithm::EdDsa, "secret-ish text").unwrap_err();
         assert!(!err.0.contains("secret-ish"));
+    }
+
+    #[test]
+    fn verification_keys_never_turn_public_keys_into_secrets() {
+        let pem = generate(SigningAlgorithm::EdDsa).unwrap();
+        let public = public_pem(&pem).unwrap();
+        let kid = KeyMaterial::verification(&public, SigningAlgorithm::Hs256)
+            .unwrap()
+            .kid()
+            .map(str::to_owned);
+        // A BOM, or openssl's attribute lines before the block: still the
+        // public key, never a shared secret.
+        for variant in [
+            format!("\u{feff}{public}"),
+            format!("Bag Attributes\n    friendlyName: x\n{public}"),
+        ] {
+            let key = KeyMaterial::verification(&variant, SigningAlgorithm::Hs256).unwrap();
+            assert_eq!(key.algorithm(), SigningAlgorithm::EdDsa);
+            assert_eq!(key.kid().map(str::to_owned), kid);
+        }
+        // A broken PEM is an error, not a secret.
+        assert!(KeyMaterial::verification(
+            "x -----BEGIN PUBLIC KEY----- junk",
+            SigningAlgorithm::Hs256
+        )
+        .is_err());
+        // JWK JSON is refused; shared secrets only when signing with HS256.
+        assert!(KeyMaterial::verification(r#"{"kty":"OKP"}"#, SigningAlgorithm::Hs256).is_err());
+        assert!(KeyMaterial::verification("old-shared-secret", SigningAlgorithm::EdDsa).is_err());
+        let shared =
+            KeyMaterial::verification("old-shared-secret", SigningAlgorithm::Hs256).unwrap();
+        assert_eq!(shared.algorithm(), SigningAlgorithm::Hs256);
+        assert!(shared.encoding().is_none());
     }
 
     #[test]

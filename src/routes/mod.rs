@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::storage::cache::{Cached, StateCache, UserSummary};
 use crate::storage::sessions::{self, SessionState};
-use crate::storage::{users as user_store, Database};
+use crate::storage::{users as user_store, Database, StorageError};
 
 pub struct AppState {
     pub db: Database,
@@ -72,7 +72,8 @@ pub(crate) async fn session_problem(
 }
 
 /// A session's state from the cache when fresh, else from the database;
-/// when the database fails, the last known state if there is one.
+/// when the database cannot be reached, the last known state if it is
+/// recent enough (`cache.stale_if_error_ms`).
 pub(crate) async fn cached_session_state(
     state: &AppState,
     sid: &str,
@@ -85,18 +86,17 @@ pub(crate) async fn cached_session_state(
         Cached::Miss => None,
     };
     let key = sid.to_owned();
-    match state
+    let read_at = Instant::now();
+    let read = state
         .db
         .run(move |conn| sessions::state(conn, &key, user_id, now))
-        .await
-    {
+        .await;
+    match read {
         Ok(session) => {
-            state
-                .cache
-                .put_session(sid, user_id, session, Instant::now());
+            state.cache.put_session(sid, user_id, session, read_at);
             Ok(session)
         }
-        Err(e) => match stale {
+        Err(e) => match stale.filter(|_| matches!(e, StorageError::Unavailable(_))) {
             Some(session) => {
                 tracing::warn!(error = %e, "database unavailable: using the last known session state");
                 Ok(session.at(now))
@@ -107,7 +107,8 @@ pub(crate) async fn cached_session_state(
 }
 
 /// A user's summary, from the cache when fresh, else from the database;
-/// when the database fails, the last known summary if there is one.
+/// when the database cannot be reached, the last known summary if recent
+/// enough.
 pub(crate) async fn cached_user(
     state: &AppState,
     user_id: i64,
@@ -117,21 +118,22 @@ pub(crate) async fn cached_user(
         Cached::Stale(user) => Some(user),
         Cached::Miss => None,
     };
-    match state
+    let read_at = Instant::now();
+    let read = state
         .db
         .run(move |conn| user_store::find_by_id(conn, user_id))
-        .await
-    {
+        .await;
+    match read {
         Ok(record) => {
             let user = record.map(|u| UserSummary {
                 id: u.id,
                 username: u.username,
                 is_active: u.is_active,
             });
-            state.cache.put_user(user_id, user.clone(), Instant::now());
+            state.cache.put_user(user_id, user.clone(), read_at);
             Ok(user)
         }
-        Err(e) => match stale {
+        Err(e) => match stale.filter(|_| matches!(e, StorageError::Unavailable(_))) {
             Some(user) => {
                 tracing::warn!(error = %e, "database unavailable: using the last known user state");
                 Ok(user)

@@ -10,7 +10,11 @@
 //! - Introspection, refresh, logout and password change never use it: they
 //!   read the database.
 //! - When the database cannot be reached, the last known state is used
-//!   (`Cached::Stale`), so tokens already seen keep verifying.
+//!   if it is younger than `stale_if_error` (`Cached::Stale`), so tokens
+//!   already seen keep verifying through a short outage.
+//! - A bulk revocation (`forget_user`) sets a barrier: state read before it
+//!   is never stored afterwards, so a read racing the revocation cannot put
+//!   the old "live" back.
 //!
 //! Bounded: past `MAX_ENTRIES` a map is emptied (a cache may forget).
 
@@ -52,18 +56,33 @@ struct SessionEntry {
 
 pub struct StateCache {
     ttl: Duration,
+    stale_if_error: Duration,
     sessions: RwLock<HashMap<String, SessionEntry>>,
     users: RwLock<HashMap<i64, Entry<Option<UserSummary>>>>,
+    /// When each user's sessions were last revoked in bulk here.
+    barriers: RwLock<HashMap<i64, Instant>>,
 }
 
 impl StateCache {
-    /// `ttl` zero disables the cache.
-    pub fn new(ttl: Duration) -> Self {
+    /// `ttl` zero disables the cache; `stale_if_error` zero disables the
+    /// outage fallback.
+    pub fn new(ttl: Duration, stale_if_error: Duration) -> Self {
         StateCache {
             ttl,
+            stale_if_error,
             sessions: RwLock::default(),
             users: RwLock::default(),
+            barriers: RwLock::default(),
         }
+    }
+
+    /// True when state of `user_id` read at `read_at` predates a bulk
+    /// revocation and must not be stored.
+    fn behind_barrier(&self, user_id: i64, read_at: Instant) -> bool {
+        self.barriers
+            .read()
+            .map(|b| b.get(&user_id).is_some_and(|&at| read_at <= at))
+            .unwrap_or(true)
     }
 
     fn enabled(&self) -> bool {
@@ -71,10 +90,13 @@ impl StateCache {
     }
 
     fn freshness<T>(&self, value: T, at: Instant, final_state: bool, now: Instant) -> Cached<T> {
-        if final_state || now.saturating_duration_since(at) < self.ttl {
+        let age = now.saturating_duration_since(at);
+        if final_state || age < self.ttl {
             Cached::Fresh(value)
-        } else {
+        } else if age < self.stale_if_error {
             Cached::Stale(value)
+        } else {
+            Cached::Miss
         }
     }
 
@@ -94,8 +116,12 @@ impl StateCache {
         }
     }
 
+    /// Stores what the database said; `now` is when the read started.
     pub fn put_session(&self, sid: &str, user_id: i64, state: SessionState, now: Instant) {
         if !self.enabled() {
+            return;
+        }
+        if matches!(state, SessionState::Live { .. }) && self.behind_barrier(user_id, now) {
             return;
         }
         let Ok(mut map) = self.sessions.write() else {
@@ -153,8 +179,9 @@ impl StateCache {
         }
     }
 
+    /// Stores what the database said; `now` is when the read started.
     pub fn put_user(&self, id: i64, user: Option<UserSummary>, now: Instant) {
-        if !self.enabled() {
+        if !self.enabled() || self.behind_barrier(id, now) {
             return;
         }
         if let Ok(mut map) = self.users.write() {
@@ -175,6 +202,12 @@ impl StateCache {
     /// revoked in bulk (logout everywhere, password change): the next check
     /// reads the database.
     pub fn forget_user(&self, user_id: i64) {
+        if let Ok(mut barriers) = self.barriers.write() {
+            if barriers.len() >= MAX_ENTRIES {
+                barriers.clear();
+            }
+            barriers.insert(user_id, Instant::now());
+        }
         if let Ok(mut map) = self.sessions.write() {
             map.retain(|_, e| e.user_id != user_id);
         }
@@ -191,7 +224,7 @@ mod tests {
     const LIVE: SessionState = SessionState::Live { expires_at: 100 };
 
     fn cache() -> StateCache {
-        StateCache::new(Duration::from_secs(1))
+        StateCache::new(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     #[test]
@@ -207,6 +240,11 @@ mod tests {
         assert_eq!(
             c.session("s", 1, t0 + Duration::from_secs(1)),
             Cached::Stale(LIVE)
+        );
+        // Too old even for an outage.
+        assert_eq!(
+            c.session("s", 1, t0 + Duration::from_secs(60)),
+            Cached::Miss
         );
         // Another user naming the same session id learns nothing from it.
         assert_eq!(c.session("s", 2, t0), Cached::Miss);
@@ -254,11 +292,18 @@ mod tests {
         assert_eq!(c.session("a", 1, t0), Cached::Miss);
         assert_eq!(c.user(1, t0), Cached::Miss);
         assert_eq!(c.session("b", 2, t0), Cached::Fresh(LIVE));
+        // A read that started before the bulk revocation cannot put "live"
+        // back; one that started after can.
+        c.put_session("a", 1, LIVE, t0);
+        assert_eq!(c.session("a", 1, t0), Cached::Miss);
+        let later = Instant::now() + Duration::from_millis(1);
+        c.put_session("a", 1, LIVE, later);
+        assert_eq!(c.session("a", 1, later), Cached::Fresh(LIVE));
     }
 
     #[test]
     fn zero_ttl_disables_it() {
-        let c = StateCache::new(Duration::ZERO);
+        let c = StateCache::new(Duration::ZERO, Duration::from_secs(60));
         let t0 = Instant::now();
         c.put_session("s", 1, LIVE, t0);
         c.put_user(1, None, t0);

@@ -292,3 +292,42 @@ async fn django_service_with_jwks() {
         .await;
     }
 }
+
+/// The Django example refuses set-ups that would accept forged tokens:
+/// JWKS with an HS algorithm (simplejwt would check HMACs with an empty
+/// key), and a missing or short shared key.
+#[test]
+fn django_service_refuses_unsafe_settings() {
+    let Some(python) = django_python() else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream-django");
+    for env in [
+        vec![(
+            "TOKEND_JWKS_URL",
+            "http://127.0.0.1:9/.well-known/jwks.json",
+        )],
+        vec![
+            (
+                "TOKEND_JWKS_URL",
+                "http://127.0.0.1:9/.well-known/jwks.json",
+            ),
+            ("TOKEND_ALGORITHM", "HS256"),
+        ],
+        vec![("TOKEND_SHARED_KEY", "short")],
+        vec![],
+    ] {
+        let mut command = Command::new(&python);
+        command
+            .arg(dir.join("service.py"))
+            .env("PORT", "0")
+            .env_remove("TOKEND_SHARED_KEY")
+            .env_remove("TOKEND_JWKS_URL")
+            .env_remove("TOKEND_ALGORITHM");
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        let out = command.output().expect("run the example");
+        assert!(!out.status.success(), "{env:?} was accepted");
+    }
+}
