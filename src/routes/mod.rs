@@ -71,6 +71,10 @@ pub(crate) async fn session_problem(
     ))
 }
 
+/// After a failed database call, how long cached-state readers skip the
+/// database instead of waiting for a connection again.
+const OUTAGE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A session's state from the cache when fresh, else from the database;
 /// when the database cannot be reached, the last known state if it is
 /// recent enough (`cache.stale_if_error_ms`).
@@ -85,6 +89,11 @@ pub(crate) async fn cached_session_state(
         Cached::Stale(session) => Some(session),
         Cached::Miss => None,
     };
+    // The database just failed: answer from what we know without waiting
+    // for a connection again (one caller at a time probes it).
+    if let Some(session) = stale.filter(|_| !state.db.worth_trying(OUTAGE_PROBE)) {
+        return Ok(session.at(now));
+    }
     let key = sid.to_owned();
     let read_at = Instant::now();
     let read = state
@@ -118,6 +127,12 @@ pub(crate) async fn cached_user(
         Cached::Stale(user) => Some(user),
         Cached::Miss => None,
     };
+    if let Some(user) = stale
+        .clone()
+        .filter(|_| !state.db.worth_trying(OUTAGE_PROBE))
+    {
+        return Ok(user);
+    }
     let read_at = Instant::now();
     let read = state
         .db

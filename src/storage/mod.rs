@@ -43,9 +43,53 @@ pub enum StorageError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
-    Query(#[from] diesel::result::Error),
+    Query(diesel::result::Error),
     #[error("migrations failed: {0}")]
     Migration(String),
+}
+
+/// Errors that mean "the database is not there" (a dropped connection, a
+/// locked, read-only or missing SQLite file) are `Unavailable` (503, and the
+/// connection is discarded); the rest are query errors.
+impl From<diesel::result::Error> for StorageError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let unavailable = match &e {
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | Error::BrokenTransactionManager => true,
+            Error::DatabaseError(_, info) => {
+                let message = info.message();
+                [
+                    "database is locked",
+                    "readonly database",
+                    "unable to open database",
+                    "disk I/O error",
+                    "database or disk is full",
+                    "terminating connection",
+                    "server closed the connection",
+                    "no connection to the server",
+                ]
+                .iter()
+                .any(|m| message.contains(m))
+            }
+            _ => false,
+        };
+        if unavailable {
+            StorageError::Unavailable(e.to_string())
+        } else {
+            StorageError::Query(e)
+        }
+    }
+}
+
+/// A pooled connection, marked broken when a call on it found the database
+/// gone, so that the pool discards it instead of handing it out again.
+pub struct PooledDb {
+    conn: DbConnection,
+    broken: bool,
 }
 
 /// Opens connections of the backend the URL names (never guessing), and
@@ -56,10 +100,30 @@ struct Manager {
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = DbConnection;
+    type Connection = PooledDb;
     type Error = diesel::ConnectionError;
 
-    fn connect(&self) -> Result<DbConnection, Self::Error> {
+    fn connect(&self) -> Result<PooledDb, Self::Error> {
+        self.open().map(|conn| PooledDb {
+            conn,
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, pooled: &mut PooledDb) -> Result<(), Self::Error> {
+        pooled
+            .conn
+            .batch_execute("SELECT 1")
+            .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+    }
+
+    fn has_broken(&self, pooled: &mut PooledDb) -> bool {
+        pooled.broken
+    }
+}
+
+impl Manager {
+    fn open(&self) -> Result<DbConnection, diesel::ConnectionError> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
                 PgConnection::establish(url).map(DbConnection::Postgresql)
@@ -77,15 +141,6 @@ impl r2d2::ManageConnection for Manager {
             }
         }
     }
-
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
-    }
-
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
-    }
 }
 
 /// The pool plus a semaphore of the same size: requests wait for a
@@ -97,6 +152,11 @@ pub struct Database {
     permits: Arc<Semaphore>,
     timeout: Duration,
     backend: Backend,
+    /// When a call last found the database unavailable (ms since the Unix
+    /// epoch; 0: it answered since).
+    unavailable_at: Arc<std::sync::atomic::AtomicU64>,
+    /// A caller is checking whether the database is back.
+    probing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Database {
@@ -141,6 +201,8 @@ impl Database {
             permits: Arc::new(Semaphore::new(size as usize)),
             timeout,
             backend,
+            unavailable_at: Arc::default(),
+            probing: Arc::default(),
         })
     }
 
@@ -162,7 +224,8 @@ impl Database {
 
     /// Applies the embedded migrations of this backend (blocking).
     pub fn migrate_blocking(&self) -> Result<usize, StorageError> {
-        let mut conn = self.connection()?;
+        let mut pooled = self.connection()?;
+        let conn = &mut pooled.conn;
         let migrations = match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
@@ -179,8 +242,50 @@ impl Database {
         &self,
         f: impl FnOnce(&mut DbConnection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut conn = self.connection()?;
-        f(&mut conn)
+        let result = self.connection().and_then(|mut pooled| {
+            let result = f(&mut pooled.conn);
+            // Discarded by the pool, not handed out again.
+            pooled.broken = matches!(result, Err(StorageError::Unavailable(_)));
+            result
+        });
+        self.note(&result);
+        result
+    }
+
+    fn note<T>(&self, result: &Result<T, StorageError>) {
+        use std::sync::atomic::Ordering;
+        self.probing.store(false, Ordering::Relaxed);
+        match result {
+            Err(StorageError::Unavailable(_)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as u64);
+                self.unavailable_at.store(now.max(1), Ordering::Relaxed);
+            }
+            Ok(_) => self.unavailable_at.store(0, Ordering::Relaxed),
+            Err(_) => {}
+        }
+    }
+
+    /// For callers that have a fallback: whether to ask the database now.
+    /// No while it failed within `window` (answer from the fallback at once
+    /// instead of waiting for a connection); after that, yes for one caller
+    /// at a time (the probe), until a call succeeds.
+    pub fn worth_trying(&self, window: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let at = self.unavailable_at.load(Ordering::Relaxed);
+        if at == 0 {
+            return true;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if now.saturating_sub(at) < window.as_millis() as u64 {
+            return false;
+        }
+        self.probing
+            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Deletes expired and long-revoked rows batch by batch until none is
@@ -213,15 +318,22 @@ impl Database {
         F: FnOnce(&mut DbConnection) -> Result<T, StorageError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| StorageError::Unavailable("no database connection free in time".into()))?
-            .map_err(|_| StorageError::Unavailable("database closed".into()))?;
+        let permit =
+            match tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(StorageError::Unavailable("database closed".into())),
+                Err(_) => {
+                    let result = Err(StorageError::Unavailable(
+                        "no database connection free in time".into(),
+                    ));
+                    self.note(&result);
+                    return result;
+                }
+            };
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut conn = db.connection()?;
-            f(&mut conn)
+            db.run_blocking(f)
         })
         .await
         .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
@@ -251,4 +363,46 @@ pub(crate) fn is_foreign_key_violation(e: &diesel::result::Error) -> bool {
             _
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> StorageError {
+        Error::DatabaseError(kind, Box::new(message.to_owned())).into()
+    }
+
+    #[test]
+    fn lost_databases_are_unavailable_not_query_errors() {
+        for e in [
+            db_error(
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection",
+            ),
+            db_error(
+                DatabaseErrorKind::UnableToSendCommand,
+                "no connection to the server",
+            ),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "attempt to write a readonly database",
+            ),
+            db_error(DatabaseErrorKind::Unknown, "database is locked"),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            Error::BrokenTransactionManager.into(),
+        ] {
+            assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+        }
+        for e in [
+            db_error(DatabaseErrorKind::UniqueViolation, "duplicate key"),
+            Error::NotFound.into(),
+        ] {
+            assert!(matches!(e, StorageError::Query(_)), "{e:?}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod concurrency;
 mod cookies;
 mod downstream;
 mod e2e;
+mod faults;
 mod fuzz;
 mod import;
 mod keys;
