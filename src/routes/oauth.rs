@@ -141,7 +141,7 @@ pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
             let key = sid.clone();
             let revoked = state
                 .db
-                .run(move |conn| {
+                .write(move |conn| {
                     sessions::revoke_session(conn, &key, user_id, RevokeReason::Logout, now)
                 })
                 .await?;

@@ -124,7 +124,7 @@ pub async fn obtain_pair(
         let (id, old) = (user.id, user.password_hash.clone());
         if let Err(e) = state
             .db
-            .run(move |conn| users::upgrade_password_hash(conn, id, &old, &hash))
+            .write(move |conn| users::upgrade_password_hash(conn, id, &old, &hash))
             .await
         {
             tracing::warn!(error = %e, user_id = user.id, "password hash upgrade failed");
@@ -142,7 +142,7 @@ pub async fn obtain_pair(
     let tokens = pair.sign(&state.keys)?;
     match state
         .db
-        .run(move |conn| refresh_tokens::start_session(conn, &pair, session_end))
+        .write(move |conn| refresh_tokens::start_session(conn, &pair, session_end))
         .await?
     {
         IssueOutcome::Issued => {
@@ -187,7 +187,7 @@ pub async fn refresh(
     let (jti, sid) = (presented.token.jti, presented.session_id.clone());
     let outcome = state
         .db
-        .run(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
+        .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
         .await?;
     let refused = || state.metrics.refresh(RefreshOutcome::Refused);
     let pair = match outcome {
@@ -297,7 +297,7 @@ pub async fn blacklist(
     );
     let outcome = state
         .db
-        .run(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, now))
+        .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, now))
         .await?;
     if outcome == RevokeOutcome::Revoked {
         state

@@ -74,7 +74,7 @@ pub async fn register(
     let name = username.as_str().to_owned();
     let created = state
         .db
-        .run(move |conn| users::create(conn, &name, &hash, unix_now()))
+        .write(move |conn| users::create(conn, &name, &hash, unix_now()))
         .await?;
     match created {
         CreateUser::Created { id } => {
@@ -189,7 +189,7 @@ pub async fn logout_everywhere(
     let now = unix_now();
     let revoked = state
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             sessions::revoke_all_for_user(conn, user.id, None, RevokeReason::LogoutEverywhere, now)
         })
         .await?;
@@ -258,7 +258,7 @@ pub async fn change_password(
     let keep = token.sid;
     let revoked = state
         .db
-        .run(move |conn| users::change_password(conn, user.id, &hash, keep.as_deref(), now))
+        .write(move |conn| users::change_password(conn, user.id, &hash, keep.as_deref(), now))
         .await?;
     state.cache.forget_user(user.id);
     tracing::info!(

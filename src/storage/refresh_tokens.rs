@@ -10,7 +10,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{refresh_tokens, users};
+use super::schema::{self, refresh_tokens, users};
 use super::sessions::{self, RevokeReason, SessionState};
 use super::{is_foreign_key_violation, DbConnection, StorageError};
 use crate::auth::sessions::{judge_reuse, PairSpec, Reuse};
@@ -183,13 +183,15 @@ pub fn rotate(
         if spent == 0 {
             return already_spent(conn, jti, session_id, user_id, now, grace_secs);
         }
-        let session_end = match sessions::state_of(conn, session_id, user_id, now)? {
+        // The session and its user in one round trip.
+        let (session, active) = session_and_user(conn, session_id, user_id, now)?;
+        let session_end = match session {
             SessionState::Live { expires_at } => expires_at,
             SessionState::Revoked => return Err(Abort::Outcome(SpendOutcome::AlreadySpent)),
             SessionState::Expired => return Err(Abort::Outcome(SpendOutcome::SessionExpired)),
             SessionState::Missing => return Err(Abort::Outcome(SpendOutcome::NoActiveAccount)),
         };
-        if !user_is_active(conn, user_id)? {
+        if !active {
             return Err(Abort::Outcome(SpendOutcome::NoActiveAccount));
         }
         let successor = successor.clone().capped(session_end);
@@ -324,6 +326,33 @@ pub fn status(
         SessionState::Live { .. } => TokenStatus::Live,
         SessionState::Expired => TokenStatus::Expired,
         SessionState::Revoked | SessionState::Missing => TokenStatus::Revoked,
+    })
+}
+
+/// Session `id` of `user_id` and whether that user is active, in one query
+/// (a missing session or user reads as `Missing`, inactive).
+fn session_and_user(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<(SessionState, bool), diesel::result::Error> {
+    let row: Option<(Option<i64>, i64, bool)> = schema::sessions::table
+        .inner_join(users::table)
+        .filter(schema::sessions::id.eq(id))
+        .filter(schema::sessions::user_id.eq(user_id))
+        .select((
+            schema::sessions::revoked_at,
+            schema::sessions::expires_at,
+            users::is_active,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(match row {
+        None => (SessionState::Missing, false),
+        Some((Some(_), _, active)) => (SessionState::Revoked, active),
+        Some((None, expires_at, active)) if expires_at <= now => (SessionState::Expired, active),
+        Some((None, expires_at, active)) => (SessionState::Live { expires_at }, active),
     })
 }
 
