@@ -59,10 +59,8 @@ pub async fn log_request(
     let mut res = next.call(req).await?;
     let status = res.status().as_u16();
     if let Some(state) = state {
-        // The route pattern, not the path: bounded label values.
-        let route = res.request().match_pattern();
         state.metrics.observe_request(
-            route.as_deref().unwrap_or("unmatched"),
+            crate::routes::route_label(&path),
             method.as_str(),
             status,
             started.elapsed().as_secs_f64(),

@@ -198,37 +198,76 @@ pub(crate) async fn other_method(
     })
 }
 
-fn post_resource<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+/// A POST route, served with and without its trailing slash: two static
+/// resources (one resource with two patterns would be matched with regexes
+/// on every request).
+fn post_routes<F, Args>(cfg: &mut web::ServiceConfig, path: &'static str, handler: F)
 where
-    F: actix_web::Handler<Args>,
+    F: actix_web::Handler<Args> + Clone,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(both_forms(path))
-        .route(web::post().to(handler))
-        .default_service(web::to(|req: HttpRequest| other_method(req, ALLOW_POST)))
+    for form in both_forms(path) {
+        cfg.service(
+            web::resource(form)
+                .route(web::post().to(handler.clone()))
+                .default_service(web::to(|req: HttpRequest| other_method(req, ALLOW_POST))),
+        );
+    }
+}
+
+/// The API's routes, as metrics label them.
+const ROUTES: &[&str] = &[
+    "/api/user/register/",
+    "/api/token/",
+    "/api/token/refresh/",
+    "/api/token/verify/",
+    "/api/token/blacklist/",
+    "/api/user/me/",
+    "/api/token/introspect/",
+    "/api/token/revoke/",
+    "/api/user/logout-all/",
+    "/api/user/password/",
+    "/healthz",
+    "/readyz",
+    "/.well-known/jwks.json",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// A bounded label for a request path: its route (both slash forms map to
+/// the route), `/docs/` for the docs pages, or `unmatched`. Plain string
+/// comparisons: actix's `match_pattern` re-runs the router's regexes.
+pub fn route_label(path: &str) -> &'static str {
+    let bare = path.trim_end_matches('/');
+    if let Some(route) = ROUTES.iter().find(|r| r.trim_end_matches('/') == bare) {
+        return route;
+    }
+    if bare == "/docs" || path.starts_with("/docs/") {
+        return "/docs/";
+    }
+    "unmatched"
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(post_resource("/api/user/register/", users::register))
-        .service(post_resource("/api/token/", tokens::obtain_pair))
-        .service(post_resource("/api/token/refresh/", tokens::refresh))
-        .service(post_resource("/api/token/verify/", tokens::verify))
-        .service(post_resource("/api/token/blacklist/", tokens::blacklist))
-        .service(
-            web::resource(both_forms("/api/user/me/"))
+    post_routes(cfg, "/api/user/register/", users::register);
+    post_routes(cfg, "/api/token/", tokens::obtain_pair);
+    post_routes(cfg, "/api/token/refresh/", tokens::refresh);
+    post_routes(cfg, "/api/token/verify/", tokens::verify);
+    post_routes(cfg, "/api/token/blacklist/", tokens::blacklist);
+    for form in both_forms("/api/user/me/") {
+        cfg.service(
+            web::resource(form)
                 .route(web::get().to(users::me))
                 .route(web::head().to(users::me))
                 .default_service(web::to(users::me_other_method)),
-        )
-        .service(post_resource("/api/token/introspect/", oauth::introspect))
-        .service(post_resource("/api/token/revoke/", oauth::revoke))
-        .service(post_resource(
-            "/api/user/logout-all/",
-            users::logout_everywhere,
-        ))
-        .service(post_resource("/api/user/password/", users::change_password))
-        .route("/healthz", web::get().to(health::healthz))
+        );
+    }
+    post_routes(cfg, "/api/token/introspect/", oauth::introspect);
+    post_routes(cfg, "/api/token/revoke/", oauth::revoke);
+    post_routes(cfg, "/api/user/logout-all/", users::logout_everywhere);
+    post_routes(cfg, "/api/user/password/", users::change_password);
+    cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
         .route("/metrics", web::get().to(health::metrics))
