@@ -91,5 +91,6 @@ run_session postgres "${PG_ADMIN%/*}/$PGDB"
 # signing key from the environment.
 psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null
 psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" || fail "cannot create PostgreSQL database"
-TOKEND_PROFILE=production TOKEND__JWT__SIGNING_KEY="$("$BIN" keys generate 2>/dev/null)" \
+KEY="$("$BIN" keys generate --algorithm HS256)" || fail "tokend keys generate"
+TOKEND_PROFILE=production TOKEND__JWT__SIGNING_KEY="$KEY" \
   run_session postgres-production "${PG_ADMIN%/*}/$PGDB"

@@ -87,6 +87,21 @@ enum UsersCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Making or inspecting a key needs no configuration (e.g. generating
+    // the key a production configuration still lacks).
+    if let Command::Keys(
+        keys_command @ (KeysCommand::Public { .. } | KeysCommand::Generate { .. }),
+    ) = &command
+    {
+        return match offline_keys(keys_command) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tokend: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
@@ -94,7 +109,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
     tokend::telemetry::init(&settings.log, !matches!(command, Command::Serve));
     let result = match command {
         Command::Serve => serve(settings),
@@ -140,22 +154,46 @@ fn check_config(settings: &Settings) -> anyhow::Result<()> {
 }
 
 fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Jwks => {
+            println!("{}", tokend::startup::existing_keys(settings)?.jwks_json());
+        }
+        other => offline_keys(&other)?,
+    }
+    Ok(())
+}
+
+fn generate_key(algorithm: tokend::auth::keys::SigningAlgorithm) -> anyhow::Result<()> {
+    use tokend::auth::keys::{self, KeyMaterial};
+    let key = keys::generate(algorithm)?;
+    println!("{}", key.trim_end());
+    if let Some(kid) = KeyMaterial::signing(algorithm, &key)?.kid() {
+        eprintln!("kid: {kid}");
+    }
+    Ok(())
+}
+
+/// The key commands that need no configuration.
+fn offline_keys(command: &KeysCommand) -> anyhow::Result<()> {
     use tokend::auth::keys::{self, KeyMaterial, SigningAlgorithm};
     match command {
         KeysCommand::Generate { algorithm } => {
+            // Explicit, else the configured one (even when the rest of the
+            // configuration is not valid yet), else HS256.
             let algorithm = match algorithm {
-                Some(name) => SigningAlgorithm::parse(&name)?,
-                None => settings.signing_algorithm()?,
+                Some(name) => SigningAlgorithm::parse(name)?,
+                None => match Settings::load() {
+                    Ok(settings) => settings.signing_algorithm()?,
+                    Err(_) => SigningAlgorithm::parse(
+                        &std::env::var("TOKEND__JWT__ALGORITHM").unwrap_or_default(),
+                    )?,
+                },
             };
-            let key = keys::generate(algorithm)?;
-            println!("{}", key.trim_end());
-            if let Some(kid) = KeyMaterial::signing(algorithm, &key)?.kid() {
-                eprintln!("kid: {kid}");
-            }
+            generate_key(algorithm)?;
         }
         KeysCommand::Public { file } => {
             let text = match file {
-                Some(path) => std::fs::read_to_string(&path)
+                Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
                 None => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
             };
@@ -165,9 +203,7 @@ fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
                 eprintln!("kid: {kid}");
             }
         }
-        KeysCommand::Jwks => {
-            println!("{}", tokend::startup::existing_keys(settings)?.jwks_json());
-        }
+        KeysCommand::Jwks => anyhow::bail!("`keys jwks` needs the configuration"),
     }
     Ok(())
 }

@@ -165,6 +165,13 @@ async fn keys_commands_agree_with_the_server() {
     };
     let (hs, _) = run(&["keys", "generate"], &[], "");
     assert_eq!(hs.trim().len(), 64, "{hs}");
+    // The key a production configuration still lacks can be generated.
+    let (prod, _) = run(
+        &["keys", "generate"],
+        &[("TOKEND_PROFILE", "production")],
+        "",
+    );
+    assert_eq!(prod.trim().len(), 64, "{prod}");
     let (private, stderr) = run(&["keys", "generate", "--algorithm", "EdDSA"], &[], "");
     assert!(
         private.starts_with("-----BEGIN PRIVATE KEY-----"),
