@@ -60,6 +60,7 @@ if image_check:
           "tokend: healthcheck differs from the Dockerfile's")
 check("pgdata" in (doc.get("volumes") or {}), "named volume pgdata missing")
 for line in open(COMPOSE):
+    check(not re.search(r"PASSWORD:?-", line), f"a password with a default value: {line.strip()}")
     check(not re.search(r"(?i)(signing_key|secret)\s*:\s*['\"]?[A-Za-z0-9]{16,}", line), f"literal secret? {line.strip()}")
 
 if problems:

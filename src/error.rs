@@ -95,6 +95,10 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("not found")]
     NotFound,
+    /// Cookie mode: a browser request from an origin that is not allowed
+    /// (cross-site request forgery), as Django's CSRF check words it.
+    #[error("request from a foreign origin: {0}")]
+    CrossOrigin(String),
     /// Over a rate limit or in a login back-off; wait this long.
     #[error("throttled")]
     Throttled(std::time::Duration),
@@ -183,6 +187,9 @@ impl ApiError {
                 json!({ "detail": format!("Method \"{method}\" not allowed.") })
             }
             ApiError::NotFound => json!({ "detail": "Not found." }),
+            ApiError::CrossOrigin(origin) => json!({
+                "detail": format!("CSRF Failed: Origin checking failed - {origin} does not match any trusted origins.")
+            }),
             ApiError::Throttled(wait) => {
                 // DRF's Throttled wording.
                 let secs = retry_after_secs(*wait);
@@ -220,6 +227,7 @@ impl ResponseError for ApiError {
             | ApiError::OAuthInvalidClient => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -184,9 +184,9 @@ fn offline_keys(command: &KeysCommand) -> anyhow::Result<()> {
                 Some(name) => SigningAlgorithm::parse(name)?,
                 None => match Settings::load() {
                     Ok(settings) => settings.signing_algorithm()?,
-                    Err(_) => SigningAlgorithm::parse(
-                        &std::env::var("TOKEND__JWT__ALGORITHM").unwrap_or_default(),
-                    )?,
+                    Err(e) => anyhow::bail!(
+                        "cannot read the configured algorithm ({e}); pass --algorithm HS256|EdDSA|RS256"
+                    ),
                 },
             };
             generate_key(algorithm)?;
@@ -343,6 +343,10 @@ fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
         )
     })?;
     let total = django::count(&mut source).context("cannot read auth_user")?;
+    // Ids above Django's are for new users only: renumbered imports and
+    // registrations during the import never take an id a Django user keeps.
+    let django_max = django::max_id(&mut source)?;
+    db.run_blocking(|conn| user_store::reserve_ids(conn, django_max))?;
     let (mut read, mut imported, mut renumbered, mut skipped, mut unusable) = (0, 0, 0, 0, 0);
     let mut after = 0;
     loop {

@@ -107,6 +107,11 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        // Clients can invent methods: anything else is one label value.
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+            _ => "other",
+        };
         let digits = itoa_status(status);
         let status = std::str::from_utf8(&digits).unwrap_or("000");
         self.requests
@@ -170,6 +175,8 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.observe_request("/api/token/", "POST", 200, 0.2);
         m.observe_request("/api/token/", "POST", 429, 0.001);
+        m.observe_request("unmatched", "FOO1", 405, 0.001);
+        m.observe_request("unmatched", "FOO2", 405, 0.001);
         m.login(LoginOutcome::Ok);
         m.refresh(RefreshOutcome::Replayed);
         m.reuse_detected();
@@ -177,6 +184,7 @@ mod tests {
         for line in [
             r#"tokend_http_requests_total{method="POST",route="/api/token/",status="200"} 1"#,
             r#"tokend_http_requests_total{method="POST",route="/api/token/",status="429"} 1"#,
+            r#"tokend_http_requests_total{method="other",route="unmatched",status="405"} 2"#,
             r#"tokend_http_request_duration_seconds_bucket{route="/api/token/",le="0.25"} 2"#,
             r#"tokend_logins_total{outcome="ok"} 1"#,
             r#"tokend_logins_total{outcome="failed"} 0"#,

@@ -150,6 +150,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 name: settings.cookie.name.clone(),
                 secure: settings.cookie.secure,
                 path: settings.cookie.path.clone(),
+                allowed_origins: settings.cors.origins().unwrap_or_default(),
             }),
         cache: StateCache::new(
             std::time::Duration::from_millis(settings.cache.ttl_ms),

@@ -34,6 +34,53 @@ fn refresh_param(state: &AppState, req: &HttpRequest, fields: &Fields) -> Result
     Ok(refresh)
 }
 
+/// A new pair as simplejwt writes it (`first` names the key that comes
+/// first). In cookie mode the refresh token travels only in the HttpOnly
+/// cookie: never where page scripts (or an injected one) could read it.
+fn pair_body(state: &AppState, first: &str, refresh: &str, access: &str) -> serde_json::Value {
+    match (&state.refresh_cookie, first) {
+        (Some(_), _) => json!({ "access": access }),
+        (None, "refresh") => json!({ "refresh": refresh, "access": access }),
+        (None, _) => json!({ "access": access, "refresh": refresh }),
+    }
+}
+
+/// Cookie mode: login, refresh and logout only from allowed origins.
+fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    match &state.refresh_cookie {
+        Some(cookie) => cookie.check_origin(req).map_err(ApiError::CrossOrigin),
+        None => Ok(()),
+    }
+}
+
+/// Whether this request's refresh token comes from the cookie.
+fn cookie_in_use(state: &AppState, req: &HttpRequest, fields: &Fields) -> bool {
+    !fields.has("refresh")
+        && state
+            .refresh_cookie
+            .as_ref()
+            .is_some_and(|c| c.read(req).is_some())
+}
+
+/// A refusal of a token that came from the cookie also clears the cookie:
+/// page scripts cannot remove an HttpOnly cookie themselves.
+fn clearing_refused_cookie(
+    state: &AppState,
+    from_cookie: bool,
+    result: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    match (result, &state.refresh_cookie) {
+        (Err(e @ (ApiError::Token(_) | ApiError::NoActiveAccountForToken)), Some(cookie))
+            if from_cookie =>
+        {
+            let mut response = actix_web::ResponseError::error_response(&e);
+            let _ = response.add_cookie(&cookie.clear());
+            Ok(response)
+        }
+        (result, _) => result,
+    }
+}
+
 /// In cookie mode, the response also carries the new refresh token.
 fn with_refresh_cookie(
     state: &AppState,
@@ -86,6 +133,7 @@ pub async fn obtain_pair(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    check_origin(&state, &req)?;
     let ip = super::client_ip(&state, &req);
     if let Some(throttle) = &state.throttle {
         throttle.login_attempt(ip).map_err(ApiError::Throttled)?;
@@ -117,10 +165,13 @@ pub async fn obtain_pair(
     if let Some(throttle) = &state.throttle {
         throttle.succeeded(&attempted, ip);
     }
+    // The hashes this login may rely on: the one checked, and its upgrade.
+    let mut checked = vec![user.password_hash.clone()];
     if let Some(hash) = upgraded {
         // An imported Django hash (or a cheaper bcrypt) matched: store
         // tokend's own from now on. Only if the hash is still the one that
         // was checked; a failure here does not fail the login.
+        checked.push(hash.clone());
         let (id, old) = (user.id, user.password_hash.clone());
         if let Err(e) = state
             .db
@@ -142,14 +193,21 @@ pub async fn obtain_pair(
     let tokens = pair.sign(&state.keys)?;
     match state
         .db
-        .write(move |conn| refresh_tokens::start_session(conn, &pair, session_end))
+        .write(move |conn| {
+            let checked: Vec<&str> = checked.iter().map(String::as_str).collect();
+            refresh_tokens::start_session(conn, &pair, session_end, &checked)
+        })
         .await?
     {
         IssueOutcome::Issued => {
             state.metrics.login(LoginOutcome::Ok);
             Ok(
-                with_refresh_cookie(&state, HttpResponse::Ok(), &tokens.refresh)
-                    .json(json!({ "refresh": tokens.refresh, "access": tokens.access })),
+                with_refresh_cookie(&state, HttpResponse::Ok(), &tokens.refresh).json(pair_body(
+                    &state,
+                    "refresh",
+                    &tokens.refresh,
+                    &tokens.access,
+                )),
             )
         }
         IssueOutcome::NoSuchUser => Err(ApiError::BadCredentials),
@@ -173,8 +231,19 @@ pub async fn refresh(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    check_origin(&state, &req)?;
+    let from_cookie = cookie_in_use(&state, &req, &fields);
+    let result = rotate(&state, &req, &fields).await;
+    clearing_refused_cookie(&state, from_cookie, result)
+}
+
+async fn rotate(
+    state: &AppState,
+    req: &HttpRequest,
+    fields: &Fields,
+) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let presented = presented_refresh(&state, &req, &fields, now)?;
+    let presented = presented_refresh(state, req, fields, now)?;
     // Cut to the session's end inside the rotation.
     let successor = PairSpec::new(
         presented.user_id,
@@ -226,8 +295,12 @@ pub async fn refresh(
     };
     let tokens = pair.sign(&state.keys)?;
     Ok(
-        with_refresh_cookie(&state, HttpResponse::Ok(), &tokens.refresh)
-            .json(json!({ "access": tokens.access, "refresh": tokens.refresh })),
+        with_refresh_cookie(state, HttpResponse::Ok(), &tokens.refresh).json(pair_body(
+            state,
+            "access",
+            &tokens.refresh,
+            &tokens.access,
+        )),
     )
 }
 
@@ -288,8 +361,19 @@ pub async fn blacklist(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    check_origin(&state, &req)?;
+    let from_cookie = cookie_in_use(&state, &req, &fields);
+    let result = logout(&state, &req, &fields).await;
+    clearing_refused_cookie(&state, from_cookie, result)
+}
+
+async fn logout(
+    state: &AppState,
+    req: &HttpRequest,
+    fields: &Fields,
+) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let presented = presented_refresh(&state, &req, &fields, now)?;
+    let presented = presented_refresh(state, req, fields, now)?;
     let (jti, sid, user_id) = (
         presented.token.jti,
         presented.session_id.clone(),

@@ -93,11 +93,12 @@ async fn authenticated_user(state: &AppState, req: &HttpRequest) -> Result<UserR
     authenticated(state, req).await.map(|(user, _)| user)
 }
 
-/// The user and the verified access token of a Bearer request.
-async fn authenticated(
+/// The Bearer access token of a request, checked, with its user id and the
+/// instant it was checked at.
+fn bearer_access(
     state: &AppState,
     req: &HttpRequest,
-) -> Result<(UserRecord, VerifiedToken), ApiError> {
+) -> Result<(VerifiedToken, i64, i64), ApiError> {
     let token = bearer_token(req)?;
     let now = unix_now();
     let verified = state
@@ -105,6 +106,15 @@ async fn authenticated(
         .verify(&token, Some(TokenType::Access), now)
         .map_err(ApiError::BearerToken)?;
     let user_id = verified.user_id.ok_or(ApiError::NoUserIdentification)?;
+    Ok((verified, user_id, now))
+}
+
+/// The user and the verified access token of a Bearer request.
+async fn authenticated(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(UserRecord, VerifiedToken), ApiError> {
+    let (verified, user_id, now) = bearer_access(state, req)?;
     let sid = verified.sid.clone();
     // One trip to the blocking pool for both lookups.
     let (user, session) = state
@@ -132,13 +142,7 @@ async fn authenticated(
 /// The user of a Bearer request for read-only answers: user and session
 /// state may come from the per-process cache (see `storage::cache`).
 async fn current_user(state: &AppState, req: &HttpRequest) -> Result<UserSummary, ApiError> {
-    let token = bearer_token(req)?;
-    let now = unix_now();
-    let verified = state
-        .keys
-        .verify(&token, Some(TokenType::Access), now)
-        .map_err(ApiError::BearerToken)?;
-    let user_id = verified.user_id.ok_or(ApiError::NoUserIdentification)?;
+    let (verified, user_id, now) = bearer_access(state, req)?;
     // simplejwt's order: the user first, then (ours) the session.
     let user = super::cached_user(state, user_id)
         .await?

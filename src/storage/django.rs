@@ -56,6 +56,14 @@ pub fn open(url: &str) -> Result<DbConnection, StorageError> {
     }
 }
 
+/// The highest user id in the Django table (0 when empty).
+pub fn max_id(conn: &mut DbConnection) -> Result<i64, StorageError> {
+    let max: Option<i32> = auth_user::table
+        .select(diesel::dsl::max(auth_user::id))
+        .first(conn)?;
+    Ok(max.map_or(0, i64::from))
+}
+
 pub fn count(conn: &mut DbConnection) -> Result<i64, StorageError> {
     Ok(auth_user::table.count().get_result(conn)?)
 }

@@ -54,6 +54,11 @@ pub enum StorageError {
 impl From<diesel::result::Error> for StorageError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
+        if let Error::RollbackErrorOnCommit { commit_error, .. } = e {
+            // The commit failed (and the rollback's fate is secondary):
+            // classify by why the commit failed.
+            return StorageError::from(*commit_error);
+        }
         let unavailable = match &e {
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
@@ -118,7 +123,8 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, pooled: &mut PooledDb) -> bool {
-        pooled.broken
+        // A panic inside a call may have left a transaction open.
+        pooled.broken || std::thread::panicking()
     }
 }
 
@@ -155,8 +161,10 @@ pub struct Database {
     /// When a call last found the database unavailable (ms since the Unix
     /// epoch; 0: it answered since).
     unavailable_at: Arc<std::sync::atomic::AtomicU64>,
-    /// A caller is checking whether the database is back.
-    probing: Arc<std::sync::atomic::AtomicBool>,
+    /// When a caller started checking whether the database is back (ms
+    /// since the Unix epoch; 0: nobody). A claim older than twice the pool
+    /// timeout is void (its caller went away).
+    probing_since: Arc<std::sync::atomic::AtomicU64>,
     /// SQLite: this process's writers take turns here (see `write`).
     writer: Option<Arc<std::sync::Mutex<()>>>,
 }
@@ -204,7 +212,7 @@ impl Database {
             timeout,
             backend,
             unavailable_at: Arc::default(),
-            probing: Arc::default(),
+            probing_since: Arc::default(),
             writer: (backend == Backend::Sqlite).then(Arc::default),
         })
     }
@@ -257,7 +265,7 @@ impl Database {
 
     fn note<T>(&self, result: &Result<T, StorageError>) {
         use std::sync::atomic::Ordering;
-        self.probing.store(false, Ordering::Relaxed);
+        self.probing_since.store(0, Ordering::Relaxed);
         match result {
             Err(StorageError::Unavailable(_)) => {
                 let now = std::time::SystemTime::now()
@@ -286,8 +294,14 @@ impl Database {
         if now.saturating_sub(at) < window.as_millis() as u64 {
             return false;
         }
-        self.probing
-            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+        let claimed = self.probing_since.load(Ordering::Relaxed);
+        let stale_claim =
+            claimed != 0 && now.saturating_sub(claimed) > 2 * self.timeout.as_millis() as u64;
+        if claimed != 0 && !stale_claim {
+            return false;
+        }
+        self.probing_since
+            .compare_exchange(claimed, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
 
@@ -419,6 +433,14 @@ mod tests {
                 "terminating connection due to administrator command",
             ),
             Error::BrokenTransactionManager.into(),
+            Error::RollbackErrorOnCommit {
+                rollback_error: Box::new(Error::BrokenTransactionManager),
+                commit_error: Box::new(Error::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection,
+                    Box::new("server closed the connection".to_owned()),
+                )),
+            }
+            .into(),
         ] {
             assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
         }

@@ -43,8 +43,21 @@ pub fn start_session(
     conn: &mut DbConnection,
     pair: &PairSpec,
     session_expires_at: i64,
+    checked_hashes: &[&str],
 ) -> Result<IssueOutcome, StorageError> {
     let result = conn.transaction::<(), diesel::result::Error, _>(|conn| {
+        // The password was checked against one of these hashes (the stored
+        // one, or its upgrade) while no lock was held: a password change or
+        // a deactivation in the meantime wins over this login.
+        let current: Option<(String, bool)> = users::table
+            .filter(users::id.eq(pair.user_id))
+            .select((users::password_hash, users::is_active))
+            .first(conn)
+            .optional()?;
+        match current {
+            Some((hash, true)) if checked_hashes.contains(&hash.as_str()) => {}
+            _ => return Err(diesel::result::Error::RollbackTransaction),
+        }
         sessions::insert(
             conn,
             &pair.session_id,
@@ -56,6 +69,7 @@ pub fn start_session(
     });
     match result {
         Ok(()) => Ok(IssueOutcome::Issued),
+        Err(diesel::result::Error::RollbackTransaction) => Ok(IssueOutcome::NoSuchUser),
         Err(e) if is_foreign_key_violation(&e) => Ok(IssueOutcome::NoSuchUser),
         Err(e) => Err(e.into()),
     }

@@ -198,6 +198,34 @@ pub fn import(
     })
 }
 
+/// Makes every id tokend hands out from now on larger than `at_least`, so
+/// that imported users can keep their ids: neither a registration during
+/// the import nor a renumbered import takes one of them.
+pub fn reserve_ids(conn: &mut DbConnection, at_least: i64) -> Result<(), StorageError> {
+    let at_least = at_least.max(0);
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            diesel::sql_query(format!(
+                "SELECT setval(pg_get_serial_sequence('users', 'id'), \
+                 GREATEST((SELECT COALESCE(MAX(id), 0) FROM users), {at_least}, 1))"
+            ))
+            .execute(pg)?;
+        }
+        DbConnection::Sqlite(lite) => {
+            diesel::sql_query(format!(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'users', {at_least} \
+                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'users')"
+            ))
+            .execute(lite)?;
+            diesel::sql_query(format!(
+                "UPDATE sqlite_sequence SET seq = MAX(seq, {at_least}) WHERE name = 'users'"
+            ))
+            .execute(lite)?;
+        }
+    }
+    Ok(())
+}
+
 /// After inserting explicit ids: PostgreSQL's identity sequence must move
 /// past them (SQLite's AUTOINCREMENT does so by itself).
 pub fn advance_id_sequence(conn: &mut DbConnection) -> Result<(), StorageError> {

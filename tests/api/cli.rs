@@ -167,7 +167,7 @@ async fn keys_commands_agree_with_the_server() {
     assert_eq!(hs.trim().len(), 64, "{hs}");
     // The key a production configuration still lacks can be generated.
     let (prod, _) = run(
-        &["keys", "generate"],
+        &["keys", "generate", "--algorithm", "HS256"],
         &[("TOKEND_PROFILE", "production")],
         "",
     );

@@ -22,6 +22,15 @@ async fn cookie_app(backend: Backend) -> TestApp {
     .await
 }
 
+/// The refresh token in a Set-Cookie header.
+fn cookie_token(reply: &Reply) -> String {
+    set_cookie(reply)
+        .strip_prefix("tokend_refresh=")
+        .and_then(|rest| rest.split(';').next())
+        .expect("tokend_refresh cookie")
+        .to_owned()
+}
+
 fn set_cookie(reply: &Reply) -> String {
     reply
         .header("set-cookie")
@@ -50,7 +59,11 @@ async fn login_and_refresh_set_the_cookie_and_read_it(backend: Backend) {
     app.register("alice", "pw12345").await;
     let login = app.login("alice", "pw12345").await;
     assert_eq!(login.status, 200, "{}", login.body);
-    let r1 = login.token("refresh");
+    // Only the access token in the body: the refresh token never reaches
+    // page scripts.
+    let keys: Vec<String> = login.json().as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["access"]);
+    let r1 = cookie_token(&login);
     assert_eq!(
         set_cookie(&login),
         format!("tokend_refresh={r1}; HttpOnly; SameSite=Strict; Secure; Path=/api/token; Max-Age=86400")
@@ -58,13 +71,14 @@ async fn login_and_refresh_set_the_cookie_and_read_it(backend: Backend) {
     // No body field: the cookie is used, and the rotated token replaces it.
     let rotated = post_with_cookie(&app, "/api/token/refresh/", &r1, json!({})).await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
-    let r2 = rotated.token("refresh");
+    assert!(rotated.json().get("refresh").is_none(), "{}", rotated.body);
+    let r2 = cookie_token(&rotated);
     assert_ne!(r1, r2);
     assert!(set_cookie(&rotated).starts_with(&format!("tokend_refresh={r2}; HttpOnly;")));
     // A body field wins over the cookie (here: the spent one, a replay).
     let replay = post_with_cookie(&app, "/api/token/refresh/", &r2, json!({ "refresh": r1 })).await;
     assert_eq!(replay.status, 200, "replay of r1 within the grace window");
-    assert_eq!(replay.token("refresh"), r2);
+    assert_eq!(cookie_token(&replay), r2);
     // Logout from the cookie clears it; the token is dead.
     let logout = post_with_cookie(&app, "/api/token/blacklist/", &r2, json!({})).await;
     logout.assert(200, "{}");
@@ -72,9 +86,41 @@ async fn login_and_refresh_set_the_cookie_and_read_it(backend: Backend) {
         set_cookie(&logout),
         "tokend_refresh=; HttpOnly; SameSite=Strict; Secure; Path=/api/token; Max-Age=0"
     );
-    post_with_cookie(&app, "/api/token/refresh/", &r2, json!({}))
-        .await
-        .assert(401, BLACKLISTED);
+    let refused = post_with_cookie(&app, "/api/token/refresh/", &r2, json!({})).await;
+    refused.assert(401, BLACKLISTED);
+    // A refused cookie is cleared (scripts cannot delete an HttpOnly one).
+    assert_eq!(
+        set_cookie(&refused),
+        "tokend_refresh=; HttpOnly; SameSite=Strict; Secure; Path=/api/token; Max-Age=0"
+    );
+    let refused = post_with_cookie(&app, "/api/token/blacklist/", "garbage", json!({})).await;
+    assert_eq!(refused.status, 401);
+    assert!(set_cookie(&refused).ends_with("Max-Age=0"));
+    // A page of another origin cannot use the cookie, nor log in (CORS only
+    // hides responses; the origin check refuses the request itself).
+    let forged = app
+        .send(
+            app.client
+                .post(app.url("/api/token/refresh/"))
+                .header("Origin", "http://evil.example.test")
+                .header("Cookie", format!("tokend_refresh={r1}"))
+                .form(&[("x", "y")]),
+        )
+        .await;
+    forged.assert(
+        403,
+        r#"{"detail":"CSRF Failed: Origin checking failed - http://evil.example.test does not match any trusted origins."}"#,
+    );
+    assert_eq!(forged.header("set-cookie"), None);
+    let forged_login = app
+        .send(
+            app.client
+                .post(app.url("/api/token/"))
+                .header("Sec-Fetch-Site", "cross-site")
+                .form(&[("username", "alice"), ("password", "pw12345")]),
+        )
+        .await;
+    assert_eq!(forged_login.status, 403, "{}", forged_login.body);
     // Neither body nor cookie: DRF's field error, as without cookie mode.
     app.post_json("/api/token/refresh/", json!({}))
         .await

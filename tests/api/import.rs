@@ -119,6 +119,29 @@ async fn django_users_log_in_with_their_old_passwords(backend: Backend) {
         ok && out.contains("0 imported with their ids, 0 with new ids, 3 skipped"),
         "{out}"
     );
+    // Into a tokend that already has a user with id 1: that Django user
+    // gets an id above all of Django's, everyone else keeps theirs, and
+    // later registrations come after them too.
+    let busy = spawn_app(backend).await;
+    assert_eq!(busy.register("admin", "pw12345").await.json()["id"], 1);
+    let (ok, out) = import(&busy, &from);
+    assert!(
+        ok && out.contains("2 imported with their ids, 1 with new ids"),
+        "{out}"
+    );
+    for (name, password, id) in [
+        ("alice", "alice's old password", 4),
+        ("bob", "bob's old password", 2),
+        ("carol", "carol's old password", 3),
+    ] {
+        let reply = busy.login(name, password).await;
+        assert_eq!(
+            claims(&reply.token("access"))["user_id"],
+            id.to_string(),
+            "{name}"
+        );
+    }
+    assert_eq!(busy.register("erin", "pw12345").await.json()["id"], 5);
     // A missing source is a clear error, exit non-zero.
     let (ok, out) = import(&app, "sqlite:///nonexistent/django.sqlite3");
     assert!(
