@@ -84,35 +84,17 @@ pub(crate) async fn cached_session_state(
     user_id: i64,
     now: i64,
 ) -> Result<SessionState, ApiError> {
-    let stale = match state.cache.session(sid, user_id, Instant::now()) {
-        Cached::Fresh(session) => return Ok(session.at(now)),
-        Cached::Stale(session) => Some(session),
-        Cached::Miss => None,
-    };
-    // The database just failed: answer from what we know without waiting
-    // for a connection again (one caller at a time probes it).
-    if let Some(session) = stale.filter(|_| !state.db.worth_trying(OUTAGE_PROBE)) {
-        return Ok(session.at(now));
-    }
     let key = sid.to_owned();
-    let read_at = Instant::now();
-    let read = state
-        .db
-        .run(move |conn| sessions::state(conn, &key, user_id, now))
-        .await;
-    match read {
-        Ok(session) => {
-            state.cache.put_session(sid, user_id, session, read_at);
-            Ok(session)
-        }
-        Err(e) => match stale.filter(|_| matches!(e, StorageError::Unavailable(_))) {
-            Some(session) => {
-                tracing::warn!(error = %e, "database unavailable: using the last known session state");
-                Ok(session.at(now))
-            }
-            None => Err(e.into()),
-        },
-    }
+    read_through(
+        state,
+        state.cache.session(sid, user_id, Instant::now()),
+        move |conn| sessions::state(conn, &key, user_id, now),
+        |session, read_at| state.cache.put_session(sid, user_id, *session, read_at),
+        "session",
+    )
+    .await
+    // A cached "live" may have reached its end since.
+    .map(|session| session.at(now))
 }
 
 /// A user's summary, from the cache when fresh, else from the database;
@@ -122,36 +104,60 @@ pub(crate) async fn cached_user(
     state: &AppState,
     user_id: i64,
 ) -> Result<Option<UserSummary>, ApiError> {
-    let stale = match state.cache.user(user_id, Instant::now()) {
-        Cached::Fresh(user) => return Ok(user),
-        Cached::Stale(user) => Some(user),
-        Cached::Miss => None,
-    };
-    if let Some(user) = stale
-        .clone()
-        .filter(|_| !state.db.worth_trying(OUTAGE_PROBE))
-    {
-        return Ok(user);
-    }
-    let read_at = Instant::now();
-    let read = state
-        .db
-        .run(move |conn| user_store::find_by_id(conn, user_id))
-        .await;
-    match read {
-        Ok(record) => {
-            let user = record.map(|u| UserSummary {
+    read_through(
+        state,
+        state.cache.user(user_id, Instant::now()),
+        move |conn| {
+            Ok(user_store::find_by_id(conn, user_id)?.map(|u| UserSummary {
                 id: u.id,
                 username: u.username,
                 is_active: u.is_active,
-            });
-            state.cache.put_user(user_id, user.clone(), read_at);
-            Ok(user)
+            }))
+        },
+        |user, read_at| state.cache.put_user(user_id, user.clone(), read_at),
+        "user",
+    )
+    .await
+}
+
+/// The cache-then-database policy of the token-check paths, in one place:
+/// a fresh cached value is the answer; otherwise the database is read and
+/// the result stored (`store` gets the instant the read started). A stale
+/// value answers instead when the database just failed (without waiting for
+/// a connection again; one caller at a time probes it) or when this read
+/// finds it unavailable.
+async fn read_through<T, R>(
+    state: &AppState,
+    cached: Cached<T>,
+    read: R,
+    store: impl FnOnce(&T, Instant),
+    what: &'static str,
+) -> Result<T, ApiError>
+where
+    T: Clone + Send + 'static,
+    R: FnOnce(&mut crate::storage::DbConnection) -> Result<T, StorageError> + Send + 'static,
+{
+    let stale = match cached {
+        Cached::Fresh(value) => return Ok(value),
+        Cached::Stale(value) => Some(value),
+        Cached::Miss => None,
+    };
+    if let Some(value) = stale
+        .clone()
+        .filter(|_| !state.db.worth_trying(OUTAGE_PROBE))
+    {
+        return Ok(value);
+    }
+    let read_at = Instant::now();
+    match state.db.run(read).await {
+        Ok(value) => {
+            store(&value, read_at);
+            Ok(value)
         }
         Err(e) => match stale.filter(|_| matches!(e, StorageError::Unavailable(_))) {
-            Some(user) => {
-                tracing::warn!(error = %e, "database unavailable: using the last known user state");
-                Ok(user)
+            Some(value) => {
+                tracing::warn!(error = %e, what, "database unavailable: using the last known state");
+                Ok(value)
             }
             None => Err(e.into()),
         },

@@ -22,16 +22,21 @@ struct PresentedRefresh {
     session_id: String,
 }
 
-/// The refresh token of a request: the body's `refresh` field, or in cookie
-/// mode the cookie when the body has no such field.
-fn refresh_param(state: &AppState, req: &HttpRequest, fields: &Fields) -> Result<String, ApiError> {
+/// The refresh token of a request and whether it came from the cookie: the
+/// body's `refresh` field, or in cookie mode the cookie when the body has no
+/// such field.
+fn refresh_param(
+    state: &AppState,
+    req: &HttpRequest,
+    fields: &Fields,
+) -> Result<(String, bool), ApiError> {
     if !fields.has("refresh") {
         if let Some(token) = state.refresh_cookie.as_ref().and_then(|c| c.read(req)) {
-            return Ok(token);
+            return Ok((token, true));
         }
     }
     let [refresh] = fields.char_fields(["refresh"])?;
-    Ok(refresh)
+    Ok((refresh, false))
 }
 
 /// A new pair as simplejwt writes it (`first` names the key that comes
@@ -51,15 +56,6 @@ fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
         Some(cookie) => cookie.check_origin(req).map_err(ApiError::CrossOrigin),
         None => Ok(()),
     }
-}
-
-/// Whether this request's refresh token comes from the cookie.
-fn cookie_in_use(state: &AppState, req: &HttpRequest, fields: &Fields) -> bool {
-    !fields.has("refresh")
-        && state
-            .refresh_cookie
-            .as_ref()
-            .is_some_and(|c| c.read(req).is_some())
 }
 
 /// A refusal of a token that came from the cookie also clears the cookie:
@@ -95,14 +91,12 @@ fn with_refresh_cookie(
 
 fn presented_refresh(
     state: &AppState,
-    req: &HttpRequest,
-    fields: &Fields,
+    refresh: &str,
     now: i64,
 ) -> Result<PresentedRefresh, ApiError> {
-    let refresh = refresh_param(state, req, fields)?;
     let token = state
         .keys
-        .verify(&refresh, Some(TokenType::Refresh), now)
+        .verify(refresh, Some(TokenType::Refresh), now)
         .map_err(ApiError::Token)?;
     let user_id = token.user_id.ok_or(ApiError::NoActiveAccountForToken)?;
     // tokend's refresh tokens always name their session; others were never
@@ -232,18 +226,14 @@ pub async fn refresh(
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
-    let from_cookie = cookie_in_use(&state, &req, &fields);
-    let result = rotate(&state, &req, &fields).await;
+    let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
+    let result = rotate(&state, &refresh).await;
     clearing_refused_cookie(&state, from_cookie, result)
 }
 
-async fn rotate(
-    state: &AppState,
-    req: &HttpRequest,
-    fields: &Fields,
-) -> Result<HttpResponse, ApiError> {
+async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let presented = presented_refresh(state, req, fields, now)?;
+    let presented = presented_refresh(state, refresh, now)?;
     // Cut to the session's end inside the rotation.
     let successor = PairSpec::new(
         presented.user_id,
@@ -362,18 +352,14 @@ pub async fn blacklist(
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
-    let from_cookie = cookie_in_use(&state, &req, &fields);
-    let result = logout(&state, &req, &fields).await;
+    let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
+    let result = logout(&state, &refresh).await;
     clearing_refused_cookie(&state, from_cookie, result)
 }
 
-async fn logout(
-    state: &AppState,
-    req: &HttpRequest,
-    fields: &Fields,
-) -> Result<HttpResponse, ApiError> {
+async fn logout(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    let presented = presented_refresh(state, req, fields, now)?;
+    let presented = presented_refresh(state, refresh, now)?;
     let (jti, sid, user_id) = (
         presented.token.jti,
         presented.session_id.clone(),
