@@ -15,6 +15,11 @@ const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
 /// shorter than the hash output weaken the MAC (RFC 7518 §3.2).
 pub const MIN_PRODUCTION_KEY_BYTES: usize = 32;
 
+/// Shortest introspection client secret the production profile accepts
+/// (characters): 32 hex characters are 128 random bits, beyond guessing
+/// even without a throttle.
+pub const MIN_PRODUCTION_CLIENT_SECRET_CHARS: usize = 32;
+
 /// Cheapest bcrypt cost the production profile accepts.
 pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
 
@@ -107,6 +112,7 @@ pub struct PasswordSettings {
     pub max_concurrent_hashes: usize,
     pub hashing_nice: i32,
     pub hashing_queue: usize,
+    pub hashing_queue_per_client: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +170,7 @@ pub struct RateLimitSettings {
     pub free_failures: u32,
     pub max_backoff_secs: u64,
     pub client_ip_header: String,
+    pub trusted_hops: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -333,6 +340,15 @@ impl Settings {
         if self.password.hashing_queue < 1 {
             return invalid("password.hashing_queue must be at least 1".into());
         }
+        if !(1..=self.password.hashing_queue).contains(&self.password.hashing_queue_per_client) {
+            return invalid(
+                "password.hashing_queue_per_client must be between 1 and password.hashing_queue"
+                    .into(),
+            );
+        }
+        if !(1..=16).contains(&self.rate_limit.trusted_hops) {
+            return invalid("rate_limit.trusted_hops must be between 1 and 16".into());
+        }
         if self.cookie.enabled {
             if self.cors.origins().is_none() {
                 return invalid(
@@ -389,6 +405,17 @@ impl Settings {
                 return invalid(format!(
                     "TOKEND__PASSWORD__BCRYPT_COST={} is too cheap for production: at least {MIN_PRODUCTION_BCRYPT_COST}",
                     self.password.bcrypt_cost
+                ));
+            }
+            if let Some((id, _)) = self
+                .introspection
+                .clients()
+                .iter()
+                .find(|(_, secret)| secret.chars().count() < MIN_PRODUCTION_CLIENT_SECRET_CHARS)
+            {
+                return invalid(format!(
+                    "introspection client `{id}`: its secret is too short for production, at least \
+                     {MIN_PRODUCTION_CLIENT_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"
                 ));
             }
             if algorithm == SigningAlgorithm::Hs256
@@ -599,6 +626,28 @@ mod tests {
         .unwrap();
         assert_eq!(s.database.url.expose(), "sqlite://x.db");
         assert_eq!(s.server.port, 9001);
+    }
+
+    #[test]
+    fn production_needs_long_introspection_secrets() {
+        let key = "k".repeat(MIN_PRODUCTION_KEY_BYTES);
+        let long = format!("svc:{}", "s".repeat(MIN_PRODUCTION_CLIENT_SECRET_CHARS));
+        for (clients, ok) in [("svc:a", false), (long.as_str(), true)] {
+            let loaded = load(&[
+                ("TOKEND_PROFILE", "production"),
+                ("TOKEND__JWT__SIGNING_KEY", &key),
+                ("TOKEND__INTROSPECTION__CLIENTS", clients),
+            ]);
+            match loaded {
+                Ok(_) => assert!(ok, "{clients} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{clients}: {e}");
+                    assert!(e.to_string().contains("`svc`: its secret is too short"), "{e}");
+                    assert!(!e.to_string().contains(":a"), "the secret is not shown: {e}");
+                }
+            }
+        }
+        assert!(load(&[("TOKEND__INTROSPECTION__CLIENTS", "svc:a")]).is_ok(), "dev allows it");
     }
 
     #[test]

@@ -122,11 +122,14 @@ impl From<StorageError> for ApiError {
     }
 }
 
-impl From<crate::auth::password::PoolError> for ApiError {
-    fn from(e: crate::auth::password::PoolError) -> Self {
+impl From<crate::auth::hashing::PoolError> for ApiError {
+    fn from(e: crate::auth::hashing::PoolError) -> Self {
+        use crate::auth::hashing::PoolError;
         match e {
-            crate::auth::password::PoolError::Busy => ApiError::Unavailable(e.to_string()),
-            crate::auth::password::PoolError::Failed => ApiError::Internal(e.to_string()),
+            PoolError::Busy => ApiError::Unavailable(e.to_string()),
+            // This address's own checks fill its share: its problem, not ours.
+            PoolError::ClientBusy => ApiError::Throttled(std::time::Duration::from_secs(1)),
+            PoolError::Failed => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::auth::jwt::{ClaimPolicy, JwtKeys, TokenLifetimes};
 use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
-use crate::auth::password::{HashingPolicy, HashingPool};
+use crate::auth::hashing::{HashingPolicy, HashingPool};
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
 use crate::routes::{self, AppState};
@@ -126,6 +126,10 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         threads: settings.max_concurrent_hashes(),
         nice: settings.password.hashing_nice,
         queue: settings.password.hashing_queue,
+        per_client: settings
+            .rate_limit
+            .enabled
+            .then_some(settings.password.hashing_queue_per_client),
     });
     Ok(AppState {
         db,
@@ -161,6 +165,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 header::HeaderName::try_from(settings.rate_limit.client_ip_header.as_str()).ok()
             })
             .flatten(),
+        trusted_hops: settings.rate_limit.trusted_hops,
     })
 }
 

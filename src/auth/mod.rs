@@ -1,6 +1,7 @@
 //! Pure authentication logic: no web framework, no database.
 
 pub mod credentials;
+pub mod hashing;
 pub mod jwt;
 pub mod keys;
 pub mod password;

@@ -14,7 +14,7 @@ mod users;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
-use crate::auth::password::HashingPool;
+use crate::auth::hashing::HashingPool;
 use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
 use std::time::Instant;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub throttle: Option<Throttle>,
     /// Trusted proxy header carrying the client address, when configured.
     pub client_ip_header: Option<actix_web::http::header::HeaderName>,
+    /// Proxies in front of tokend that append to that header.
+    pub trusted_hops: usize,
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
     pub metrics: crate::metrics::Metrics,
@@ -42,16 +44,40 @@ pub struct AppState {
     pub refresh_cookie: Option<cookie::RefreshCookie>,
 }
 
-/// The client address for rate limits: the configured proxy header's last
-/// address when present and valid, else the TCP peer.
+/// The client address for rate limits and security logs: from the
+/// configured proxy header when present, else the TCP peer.
 pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> std::net::IpAddr {
-    let from_header = state.client_ip_header.as_ref().and_then(|name| {
-        let value = req.headers().get(name)?.to_str().ok()?;
-        value.rsplit(',').next()?.trim().parse().ok()
-    });
-    from_header
-        .or_else(|| req.peer_addr().map(|addr| addr.ip()))
+    let peer = || req.peer_addr().map(|addr| addr.ip());
+    state
+        .client_ip_header
+        .as_ref()
+        .and_then(|name| forwarded_client(req.headers().get_all(name), state.trusted_hops))
+        .or_else(peer)
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// The client a trusted proxy header names: every line of the header is one
+/// comma list (a client may send its own lines before the proxy's), and the
+/// `hops`-th entry from the right is the one the nearest trusted proxy saw.
+/// Entries further left are the client's to forge. `None` when that entry is
+/// missing or not an address (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`).
+fn forwarded_client<'a>(
+    lines: impl Iterator<Item = &'a actix_web::http::header::HeaderValue>,
+    hops: usize,
+) -> Option<std::net::IpAddr> {
+    let values: Vec<&str> = lines
+        .map(|v| v.to_str().ok())
+        .collect::<Option<Vec<_>>>()?;
+    let entry = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .rev()
+        .nth(hops.checked_sub(1)?)?
+        .trim();
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Why a token is refused because of its session (revoked: logout, reuse,
@@ -294,4 +320,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+    use actix_web::http::header::HeaderValue;
+
+    fn client(lines: &[&'static str], hops: usize) -> Option<String> {
+        let values: Vec<HeaderValue> = lines.iter().map(|l| HeaderValue::from_static(l)).collect();
+        forwarded_client(values.iter(), hops).map(|ip| ip.to_string())
+    }
+
+    #[test]
+    fn every_header_line_counts_and_the_right_most_entry_wins() {
+        assert_eq!(client(&["198.51.100.7"], 1).as_deref(), Some("198.51.100.7"));
+        assert_eq!(
+            client(&["1.1.1.1, 198.51.100.7"], 1).as_deref(),
+            Some("198.51.100.7")
+        );
+        // A client's own line before the proxy's does not choose the address.
+        assert_eq!(
+            client(&["10.9.9.9", "198.51.100.7"], 1).as_deref(),
+            Some("198.51.100.7")
+        );
+        assert_eq!(
+            client(&["10.9.9.9", "198.51.100.7, 192.0.2.1"], 2).as_deref(),
+            Some("198.51.100.7")
+        );
+        assert_eq!(client(&["[2001:db8::1]:443"], 1).as_deref(), Some("2001:db8::1"));
+        assert_eq!(client(&["192.0.2.1:8080"], 1).as_deref(), Some("192.0.2.1"));
+        assert_eq!(client(&["198.51.100.7"], 2), None, "fewer entries than hops");
+        assert_eq!(client(&["unknown"], 1), None);
+    }
 }

@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::fields::Fields;
@@ -22,7 +23,9 @@ fn token_param(fields: &Fields) -> Result<String, ApiError> {
 }
 
 /// True when the request carries HTTP Basic credentials of a configured
-/// introspection client. Secrets are compared in constant time.
+/// introspection client. Compared as SHA-256 digests in constant time, every
+/// configured client every time: neither the length of a secret nor which
+/// id exists shows in the timing.
 fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
     let Some(encoded) = req
         .headers()
@@ -41,16 +44,19 @@ fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
     else {
         return false;
     };
-    // Every configured client is compared, so timing says nothing about ids.
+    let (id, secret) = (Sha256::digest(id), Sha256::digest(secret));
     state
         .introspection_clients
         .iter()
         .fold(false, |found, (client, expected)| {
-            let matches = client.as_bytes().ct_eq(id.as_bytes())
-                & expected.as_bytes().ct_eq(secret.as_bytes());
+            let matches = Sha256::digest(client).ct_eq(&id) & Sha256::digest(expected).ct_eq(&secret);
             found | bool::from(matches)
         })
 }
+
+/// Failed introspection credentials back off per client address as failed
+/// logins do: one subject for every introspection client.
+const INTROSPECTION_SUBJECT: &str = "\0introspection";
 
 /// POST /api/token/introspect/ (RFC 7662), for services: Basic client
 /// credentials; form `token` (and an ignored `token_type_hint`). Answers
@@ -68,9 +74,28 @@ pub async fn introspect(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    // Reserved before the check (a back-off refuses right credentials too,
+    // or it would tell them apart); a right one only frees its place.
+    let guess = match &state.throttle {
+        Some(throttle) => Some(
+            throttle
+                .begin_guess(
+                    INTROSPECTION_SUBJECT,
+                    super::client_ip(&state, &req),
+                    false,
+                    std::time::Instant::now(),
+                )
+                .map_err(ApiError::Throttled)?,
+        ),
+        None => None,
+    };
     if !is_introspection_client(&state, &req) {
+        if let Some(guess) = guess {
+            guess.failed(std::time::Instant::now());
+        }
         return Err(ApiError::OAuthInvalidClient);
     }
+    drop(guess);
     let token = token_param(&fields)?;
     Ok(match introspection(&state, &token).await? {
         Some(claims) => HttpResponse::Ok().json(claims),

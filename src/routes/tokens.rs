@@ -133,35 +133,38 @@ pub async fn obtain_pair(
         throttle.login_attempt(ip).map_err(ApiError::Throttled)?;
     }
     let [username, password] = fields.char_fields(["username", "password"])?;
-    if let Some(throttle) = &state.throttle {
-        // Checked before the password: no guesses while backing off.
-        throttle
-            .may_try(&username, ip, Instant::now())
-            .map_err(ApiError::Throttled)?;
-    }
-    let attempted = username.clone();
+    // Reserved before the password is checked: no guesses while backing
+    // off, and simultaneous guesses count before their outcome is known.
+    let guess = match &state.throttle {
+        Some(throttle) => Some(
+            throttle
+                .begin_guess(&username, ip, false, Instant::now())
+                .map_err(ApiError::Throttled)?,
+        ),
+        None => None,
+    };
     let user = state
         .db
         .run(move |conn| users::find_by_username(conn, &username))
         .await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let (matches, upgraded) = state.hashing.verify_upgrading(password, stored).await?;
+    let outcome = state.hashing.check(ip, password, stored, true).await?;
     let user = match user {
-        Some(user) if matches && user.is_active => user,
+        Some(user) if outcome.matches && user.is_active => user,
         _ => {
-            if let Some(throttle) = &state.throttle {
-                throttle.failed(&attempted, ip, Instant::now());
+            if let Some(guess) = guess {
+                guess.failed(Instant::now());
             }
             state.metrics.login(LoginOutcome::Failed);
             return Err(ApiError::BadCredentials);
         }
     };
-    if let Some(throttle) = &state.throttle {
-        throttle.succeeded(&attempted, ip);
+    if let Some(guess) = guess {
+        guess.succeeded();
     }
     // The hashes this login may rely on: the one checked, and its upgrade.
     let mut checked = vec![user.password_hash.clone()];
-    if let Some(hash) = upgraded {
+    if let Some(hash) = outcome.upgraded {
         // An imported Django hash (or a cheaper bcrypt) matched: store
         // tokend's own from now on. Only if the hash is still the one that
         // was checked; a failure here does not fail the login.

@@ -1,3 +1,5 @@
+use std::time::Instant;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -28,9 +30,10 @@ pub async fn register(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    let ip = super::client_ip(&state, &req);
     if let Some(throttle) = &state.throttle {
         throttle
-            .register_attempt(super::client_ip(&state, &req))
+            .register_attempt(ip)
             .map_err(ApiError::Throttled)?;
     }
     let mut errors = FieldErrors::default();
@@ -70,7 +73,7 @@ pub async fn register(
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    let hash = state.hashing.hash(password.expose().to_owned()).await?;
+    let hash = state.hashing.hash(ip, password.expose().to_owned()).await?;
     let name = username.as_str().to_owned();
     let created = state
         .db
@@ -225,6 +228,7 @@ pub async fn change_password(
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     let (user, token) = authenticated(&state, &req).await?;
+    let ip = super::client_ip(&state, &req);
     let mut errors = FieldErrors::default();
     let old = match fields.char_field("old_password") {
         Ok(old) => Some(old),
@@ -247,17 +251,37 @@ pub async fn change_password(
     let (Some(old), Some(new)) = (old, new) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    let matches = state
+    // A stolen access token must not make the old password guessable: the
+    // same quotas and back-off as login, plus a back-off per user that
+    // counts failures from every address.
+    let guess = match &state.throttle {
+        Some(throttle) => {
+            throttle.login_attempt(ip).map_err(ApiError::Throttled)?;
+            Some(
+                throttle
+                    .begin_guess(&user.username, ip, true, Instant::now())
+                    .map_err(ApiError::Throttled)?,
+            )
+        }
+        None => None,
+    };
+    let checked = state
         .hashing
-        .verify(old, Some(user.password_hash.clone()))
+        .check(ip, old, Some(user.password_hash.clone()), false)
         .await?;
-    if !matches {
+    if !checked.matches {
+        if let Some(guess) = guess {
+            guess.failed(Instant::now());
+        }
         return Err(ApiError::Validation(FieldErrors::single(
             "old_password",
             MSG_WRONG_PASSWORD,
         )));
     }
-    let hash = state.hashing.hash(new.expose().to_owned()).await?;
+    if let Some(guess) = guess {
+        guess.succeeded();
+    }
+    let hash = state.hashing.hash(ip, new.expose().to_owned()).await?;
     let now = unix_now();
     let keep = token.sid;
     let revoked = state

@@ -118,7 +118,243 @@ async fn without_a_trusted_header_the_peer_address_counts(backend: Backend) {
     assert_throttled(&login_from(&app, "198.51.100.3", "alice", "pw").await);
 }
 
+async fn change_password_from(
+    app: &TestApp,
+    ip: &str,
+    access: &str,
+    old: &str,
+) -> Reply {
+    app.send(
+        app.client
+            .post(app.url("/api/user/password/"))
+            .header("X-Forwarded-For", ip)
+            .header("Authorization", format!("Bearer {access}"))
+            .json(&json!({ "old_password": old, "new_password": "a new password" })),
+    )
+    .await
+}
+
+/// A stolen access token does not make the old password guessable: wrong
+/// old passwords back off as failed logins do (per user and address, and
+/// per user from every address), and a guess during the back-off is not
+/// even checked.
+async fn old_password_guesses_back_off(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[ON, PROXY, ("TOKEND__RATE_LIMIT__FREE_FAILURES", "3")],
+    )
+    .await;
+    let (_, access, _) = app.user_with_tokens("alice", "pw").await;
+    let thief = "192.0.2.66";
+    for _ in 0..3 {
+        change_password_from(&app, thief, &access, "guess")
+            .await
+            .assert(400, r#"{"old_password":["Wrong password."]}"#);
+    }
+    // Backing off: even the right old password is refused unchecked.
+    assert_throttled(&change_password_from(&app, thief, &access, "pw").await);
+    // The same user's login guesses from there share that back-off.
+    assert_throttled(&login_from(&app, thief, "alice", "guess").await);
+    // From other addresses: the per-user count is used up as well.
+    assert_throttled(&change_password_from(&app, "198.51.100.20", &access, "pw").await);
+    // Logging in from elsewhere is not affected (no lock-out of the user).
+    assert_eq!(
+        login_from(&app, "198.51.100.21", "alice", "pw").await.status,
+        200
+    );
+    // After the wait, the right password works.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    change_password_from(&app, "198.51.100.20", &access, "pw")
+        .await
+        .assert(200, "{}");
+}
+
+/// Old-password checks count in the per-address quota of password checks.
+async fn old_password_checks_count_in_the_address_quota(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__RATE_LIMIT__LOGIN_PER_IP_PER_MINUTE", "3"),
+            ("TOKEND__RATE_LIMIT__FREE_FAILURES", "100"),
+        ],
+    )
+    .await;
+    let (_, access, _) = app.user_with_tokens("alice", "pw").await;
+    let ip = "192.0.2.77";
+    for _ in 0..3 {
+        assert_eq!(
+            change_password_from(&app, ip, &access, "guess").await.status,
+            400
+        );
+    }
+    assert_throttled(&change_password_from(&app, ip, &access, "guess").await);
+    assert_throttled(&login_from(&app, ip, "alice", "pw").await);
+}
+
+/// Simultaneous guesses cannot skip the back-off: they are counted while
+/// their passwords are being checked, so a burst evaluates no more than the
+/// free failures (plus one).
+async fn simultaneous_guesses_are_counted_in_flight(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__PASSWORD__BCRYPT_COST", "8"),
+            ("TOKEND__PASSWORD__HASHING_QUEUE_PER_CLIENT", "64"),
+        ],
+    )
+    .await;
+    app.register("alice", "pw").await;
+    let attempts = (0..30).map(|i| {
+        let password = if i == 29 { "pw" } else { "guess" };
+        login_from(&app, "192.0.2.66", "alice", password)
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let evaluated = replies
+        .iter()
+        .filter(|r| r.status == 401 || r.status == 200)
+        .count();
+    let throttled = replies.iter().filter(|r| r.status == 429).count();
+    assert!(
+        evaluated <= 6 && evaluated + throttled == 30,
+        "{evaluated} guesses evaluated, {throttled} throttled: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
+
+/// One address cannot take the whole hashing queue: its share is bounded
+/// (429 beyond it), and another address's login still gets a place.
+async fn one_address_cannot_fill_the_hashing_queue(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__PASSWORD__BCRYPT_COST", "10"),
+            ("TOKEND__PASSWORD__MAX_CONCURRENT_HASHES", "1"),
+            ("TOKEND__PASSWORD__HASHING_QUEUE", "4"),
+            ("TOKEND__PASSWORD__HASHING_QUEUE_PER_CLIENT", "2"),
+        ],
+    )
+    .await;
+    app.register("bob", "bobs password").await;
+    let app = &app;
+    let flood = (0..20).map(|i| {
+        let user = format!("nobody{i}");
+        async move { login_from(app, "192.0.2.66", &user, "guess").await }
+    });
+    let victim = async {
+        // While the flood holds its places.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        login_from(&app, "198.51.100.5", "bob", "bobs password").await
+    };
+    let (flooded, bob) = futures::join!(futures::future::join_all(flood), victim);
+    assert_eq!(bob.status, 200, "{}", bob.body);
+    assert!(
+        flooded.iter().any(|r| r.status == 429),
+        "{:?}",
+        flooded.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(flooded.iter().all(|r| r.status == 401 || r.status == 429));
+}
+
+/// The trusted header is read whole: a client's own `X-Forwarded-For` line
+/// before the proxy's does not choose the address that is limited.
+async fn forged_header_lines_do_not_escape_quotas(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__RATE_LIMIT__REGISTER_PER_IP_PER_MINUTE", "2"),
+        ],
+    )
+    .await;
+    let register = |i: u32| {
+        app.send(
+            app.client
+                .post(app.url("/api/user/register/"))
+                .header("X-Forwarded-For", format!("10.0.{}.{}", i / 250, i % 250))
+                .header("X-Forwarded-For", "198.51.100.7")
+                .json(&json!({ "username": format!("u{i}"), "password": "pw" })),
+        )
+    };
+    assert_eq!(register(1).await.status, 201);
+    assert_eq!(register(2).await.status, 201);
+    assert_throttled(&register(3).await);
+}
+
+/// IPv6 clients are limited per /64: a host cannot rotate addresses within
+/// its own prefix to escape a quota.
+async fn ipv6_clients_share_their_64(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__RATE_LIMIT__REGISTER_PER_IP_PER_MINUTE", "2"),
+        ],
+    )
+    .await;
+    let register = |ip: &'static str, name: &'static str| {
+        app.send(
+            app.client
+                .post(app.url("/api/user/register/"))
+                .header("X-Forwarded-For", ip)
+                .json(&json!({ "username": name, "password": "pw" })),
+        )
+    };
+    assert_eq!(register("2001:db8:1:2::1", "a").await.status, 201);
+    assert_eq!(register("2001:db8:1:2:ffff::9", "b").await.status, 201);
+    assert_throttled(&register("2001:db8:1:2::abcd", "c").await);
+    assert_eq!(register("2001:db8:1:3::1", "d").await.status, 201);
+}
+
+/// Wrong introspection credentials back off per address; during the
+/// back-off right ones are refused too (or the answer would tell them
+/// apart), other addresses are not affected.
+async fn introspection_secret_guesses_back_off(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__RATE_LIMIT__FREE_FAILURES", "3"),
+            ("TOKEND__INTROSPECTION__CLIENTS", "svc:the-right-secret"),
+        ],
+    )
+    .await;
+    let introspect = |ip: &'static str, secret: &'static str| {
+        app.send(
+            app.client
+                .post(app.url("/api/token/introspect/"))
+                .header("X-Forwarded-For", ip)
+                .basic_auth("svc", Some(secret))
+                .form(&[("token", "x")]),
+        )
+    };
+    for _ in 0..3 {
+        introspect("192.0.2.66", "guess")
+            .await
+            .assert(401, r#"{"error":"invalid_client"}"#);
+    }
+    assert_throttled(&introspect("192.0.2.66", "the-right-secret").await);
+    introspect("198.51.100.3", "the-right-secret")
+        .await
+        .assert(200, r#"{"active":false}"#);
+}
+
 both_backends!(
+    old_password_guesses_back_off,
+    old_password_checks_count_in_the_address_quota,
+    simultaneous_guesses_are_counted_in_flight,
+    one_address_cannot_fill_the_hashing_queue,
+    forged_header_lines_do_not_escape_quotas,
+    ipv6_clients_share_their_64,
+    introspection_secret_guesses_back_off,
     logins_per_address_are_limited,
     registrations_per_address_are_limited,
     failed_logins_back_off_per_username_and_address,
