@@ -76,6 +76,28 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_connections_per_ip: usize,
+    pub admin_address: String,
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The per-address connection cap in force (`None`: no cap). Behind a
+    /// proxy (`rate_limit.client_ip_header` set) every connection comes
+    /// from the proxy, so there is no cap: the proxy limits its clients.
+    pub fn connection_cap(&self, client_ip_header: &str) -> Option<usize> {
+        (self.max_connections_per_ip > 0 && client_ip_header.is_empty())
+            .then_some(self.max_connections_per_ip)
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn admin_address(&self) -> Option<&str> {
+        Some(self.admin_address.trim()).filter(|a| !a.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +387,18 @@ impl Settings {
         }
         if self.purge.batch_size < 1 {
             return invalid("purge.batch_size must be at least 1".into());
+        }
+        if !(100..=600_000).contains(&self.server.request_timeout_ms) {
+            return invalid(
+                "server.request_timeout_ms must be between 100 and 600000 (ten minutes)".into(),
+            );
+        }
+        if let Some(admin) = self.server.admin_address() {
+            if admin.parse::<std::net::SocketAddr>().is_err() {
+                return invalid(format!(
+                    "server.admin_address `{admin}` is not an address; write ip:port, e.g. 127.0.0.1:9000"
+                ));
+            }
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024".into());
