@@ -725,6 +725,31 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.server.request_timeout_ms, 10_000);
+        assert_eq!(s.server.admin_address(), None);
+        assert_eq!(s.server.connection_cap(""), Some(64));
+        // Behind a proxy every connection is the proxy's: no cap.
+        assert_eq!(s.server.connection_cap("X-Forwarded-For"), None);
+        let s = load(&[
+            ("TOKEND__SERVER__MAX_CONNECTIONS_PER_IP", "0"),
+            ("TOKEND__SERVER__ADMIN_ADDRESS", " 127.0.0.1:9000 "),
+        ])
+        .unwrap();
+        assert_eq!(s.server.connection_cap(""), None);
+        assert_eq!(s.server.admin_address(), Some("127.0.0.1:9000"));
+        for (name, bad) in [
+            ("TOKEND__SERVER__REQUEST_TIMEOUT_MS", "0"),
+            ("TOKEND__SERVER__REQUEST_TIMEOUT_MS", "600001"),
+            ("TOKEND__SERVER__ADMIN_ADDRESS", "localhost"),
+            ("TOKEND__SERVER__ADMIN_ADDRESS", ":9000"),
+        ] {
+            assert!(load(&[(name, bad)]).is_err(), "{name}={bad}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(load(&[("TOKEND__PASSWORD__BCRYPT_COST", "3")]).is_err());
         assert!(load(&[("TOKEND_PROFILE", "staging")]).is_err());

@@ -208,3 +208,31 @@ pub async fn track_requests(
     let _busy = connection.map(Busy::new);
     Ok(next.call(req).await?.map_into_boxed_body())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_per_address_is_capped_and_forgets_closed_addresses() {
+        let limits = ConnectionLimits::new(Some(2), Duration::from_secs(1));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.admit(a, 2);
+        let second = limits.admit(a, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(limits.admit(a, 2).is_none(), "a third is over the cap");
+        let other = limits.admit(b, 2);
+        assert!(other.is_some(), "another address has its own count");
+        assert_eq!(limits.tracked_addresses(), 2);
+        drop(first);
+        let again = limits.admit(a, 2);
+        assert!(again.is_some(), "a closed connection frees its place");
+        drop((second, again, other));
+        assert_eq!(
+            limits.tracked_addresses(),
+            0,
+            "no entry outlives its connections"
+        );
+    }
+}
