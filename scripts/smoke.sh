@@ -49,6 +49,16 @@ run_session() { # run_session LABEL DATABASE_URL
   ready_ms=$(( ($(date +%s%N) - start) / 1000000 ))
   "$BIN" healthcheck || fail "$label: tokend healthcheck"
   expect 200 "$base/readyz"
+  # /metrics: on the admin listener when there is one; never on the API
+  # port in production.
+  if [ -n "${TOKEND__SERVER__ADMIN_ADDRESS:-}" ]; then
+    expect 404 "$base/metrics"
+    expect 200 "http://$TOKEND__SERVER__ADMIN_ADDRESS/metrics"
+  elif [ "${TOKEND_PROFILE:-}" = production ]; then
+    expect 404 "$base/metrics"
+  else
+    expect 200 "$base/metrics"
+  fi
   expect 201 -X POST "$base/api/user/register/" -H 'Content-Type: application/json' \
     -d '{"username":"alice","password":"correct horse battery staple"}'
   expect 200 -X POST "$base/api/token/" -H 'Content-Type: application/json' \
@@ -88,9 +98,14 @@ run_session sqlite "sqlite://$WORK/data/tokend.sqlite3"
 psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" || fail "cannot create PostgreSQL database"
 run_session postgres "${PG_ADMIN%/*}/$PGDB"
 # As docker-compose.yml runs it: the production profile on PostgreSQL with a
-# signing key from the environment.
+# signing key from the environment; then with an admin listener.
 psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null
 psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" || fail "cannot create PostgreSQL database"
 KEY="$("$BIN" keys generate --algorithm HS256)" || fail "tokend keys generate"
 TOKEND_PROFILE=production TOKEND__JWT__SIGNING_KEY="$KEY" \
   run_session postgres-production "${PG_ADMIN%/*}/$PGDB"
+psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null
+psql "$PG_ADMIN" -qc "CREATE DATABASE $PGDB" || fail "cannot create PostgreSQL database"
+ADMIN="127.0.0.1:$(free_port)"
+TOKEND_PROFILE=production TOKEND__JWT__SIGNING_KEY="$KEY" TOKEND__SERVER__ADMIN_ADDRESS="$ADMIN" \
+  run_session postgres-production-admin "${PG_ADMIN%/*}/$PGDB"

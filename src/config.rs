@@ -81,6 +81,28 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub max_connections_per_ip: usize,
+    pub admin_address: String,
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The per-address connection cap in force (`None`: no cap). Behind a
+    /// proxy (`rate_limit.client_ip_header` set) every connection comes
+    /// from the proxy, so there is no cap: the proxy limits its clients.
+    pub fn connection_cap(&self, client_ip_header: &str) -> Option<usize> {
+        (self.max_connections_per_ip > 0 && client_ip_header.is_empty())
+            .then_some(self.max_connections_per_ip)
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn admin_address(&self) -> Option<&str> {
+        Some(self.admin_address.trim()).filter(|a| !a.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -381,6 +403,18 @@ impl Settings {
         }
         if self.purge.batch_size < 1 {
             return invalid("purge.batch_size must be at least 1".into());
+        }
+        if !(100..=600_000).contains(&self.server.request_timeout_ms) {
+            return invalid(
+                "server.request_timeout_ms must be between 100 and 600000 (ten minutes)".into(),
+            );
+        }
+        if let Some(admin) = self.server.admin_address() {
+            if admin.parse::<std::net::SocketAddr>().is_err() {
+                return invalid(format!(
+                    "server.admin_address `{admin}` is not an address; write ip:port, e.g. 127.0.0.1:9000"
+                ));
+            }
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024".into());
@@ -737,6 +771,31 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn connection_settings() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.server.request_timeout_ms, 10_000);
+        assert_eq!(s.server.admin_address(), None);
+        assert_eq!(s.server.connection_cap(""), Some(64));
+        // Behind a proxy every connection is the proxy's: no cap.
+        assert_eq!(s.server.connection_cap("X-Forwarded-For"), None);
+        let s = load(&[
+            ("TOKEND__SERVER__MAX_CONNECTIONS_PER_IP", "0"),
+            ("TOKEND__SERVER__ADMIN_ADDRESS", " 127.0.0.1:9000 "),
+        ])
+        .unwrap();
+        assert_eq!(s.server.connection_cap(""), None);
+        assert_eq!(s.server.admin_address(), Some("127.0.0.1:9000"));
+        for (name, bad) in [
+            ("TOKEND__SERVER__REQUEST_TIMEOUT_MS", "0"),
+            ("TOKEND__SERVER__REQUEST_TIMEOUT_MS", "600001"),
+            ("TOKEND__SERVER__ADMIN_ADDRESS", "localhost"),
+            ("TOKEND__SERVER__ADMIN_ADDRESS", ":9000"),
+        ] {
+            assert!(load(&[(name, bad)]).is_err(), "{name}={bad}");
+        }
     }
 
     #[test]

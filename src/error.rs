@@ -69,6 +69,12 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("could not read the request body")]
     BadBody,
+    /// The body did not arrive within `server.request_timeout_ms`.
+    #[error("request body not received in time")]
+    RequestTimeout,
+    /// Over `server.max_connections_per_ip` open connections.
+    #[error("too many open connections")]
+    TooManyConnections,
     /// Login with wrong credentials, an unknown or an inactive user.
     #[error("bad credentials")]
     BadCredentials,
@@ -152,6 +158,10 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => json!({ "detail": "Request body is too large." }),
             ApiError::BadBody => json!({ "detail": "Could not read the request body." }),
+            ApiError::RequestTimeout => json!({ "detail": "Request body not received in time." }),
+            ApiError::TooManyConnections => {
+                json!({ "detail": "Too many open connections from this address." })
+            }
             ApiError::BadCredentials => {
                 json!({ "detail": "No active account found with the given credentials" })
             }
@@ -218,6 +228,8 @@ impl ResponseError for ApiError {
             | ApiError::OAuthInvalidRequest => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadCredentials
             | ApiError::Token(_)
             | ApiError::NoActiveAccountForToken
@@ -265,6 +277,15 @@ impl ResponseError for ApiError {
             }
             ApiError::Throttled(wait) => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
+            }
+            // The rest of a late body, or the connection over the cap, is
+            // not worth keeping the connection for.
+            ApiError::RequestTimeout => {
+                response.force_close();
+            }
+            ApiError::TooManyConnections => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                response.force_close();
             }
             _ => {}
         }

@@ -17,6 +17,8 @@ use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
 use crate::auth::hashing::{HashingPolicy, HashingPool};
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
+use crate::connections::{self, ConnectionLimits};
+use crate::routes::fields::BodyTimeout;
 use crate::routes::{self, AppState};
 use crate::storage::cache::StateCache;
 use crate::storage::Database;
@@ -25,6 +27,8 @@ use crate::telemetry;
 pub struct Application {
     port: u16,
     server: Server,
+    /// The operational listener (`server.admin_address`), when configured.
+    admin: Option<(u16, Server)>,
 }
 
 impl Application {
@@ -41,43 +45,137 @@ impl Application {
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
+        let admin_listener = match settings.server.admin_address() {
+            Some(admin) => {
+                let listener = TcpListener::bind(admin)
+                    .with_context(|| format!("cannot listen on {admin} (server.admin_address)"))?;
+                Some(listener)
+            }
+            None => None,
+        };
         if settings.purge.interval_secs > 0 {
             spawn_purge_task(state.db.clone(), &settings);
         }
-        let body_limit = settings.server.body_limit_bytes;
-        let cors = settings.cors.clone();
-        let credentials = settings.cookie.enabled;
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
-                .wrap(security_headers())
-                .wrap(cors_middleware(&cors, credentials))
-                .wrap(from_fn(crate::error::json_error_bodies))
-                .wrap(from_fn(telemetry::log_request))
-                .configure(routes::configure)
-        })
-        .workers(settings.workers())
-        .shutdown_timeout(10)
-        .listen(listener)?
-        .run();
+        let cap = settings
+            .server
+            .connection_cap(&settings.rate_limit.client_ip_header);
+        let server = serve(
+            &settings,
+            state.clone(),
+            api_endpoints(&settings, admin_listener.is_some()),
+            listener,
+            settings.workers(),
+            ConnectionLimits::new(cap, settings.server.request_timeout()),
+        )?;
+        let admin = match admin_listener {
+            Some(listener) => {
+                let admin_port = listener.local_addr()?.port();
+                let endpoints = routes::Endpoints {
+                    api: false,
+                    metrics: true,
+                    documents: true,
+                };
+                // Its own worker and connection count: scrapes get through
+                // however busy the API is.
+                let limits = ConnectionLimits::new(cap, settings.server.request_timeout());
+                let server = serve(&settings, state.clone(), endpoints, listener, 1, limits)?;
+                tracing::info!(port = admin_port, "operational endpoints listening");
+                Some((admin_port, server))
+            }
+            None => None,
+        };
         tracing::info!(
             host = %settings.server.host,
             port,
             backend = state_backend(&settings),
             "tokend listening"
         );
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            admin,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The admin listener's port, when `server.admin_address` is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(port, _)| *port)
     }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests. Both
+    /// listeners handle the signal; either one ending stops the other.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Some((_, admin)) = self.admin else {
+            return self.server.await;
+        };
+        let (api_handle, admin_handle) = (self.server.handle(), admin.handle());
+        let api = async move {
+            let ended = self.server.await;
+            drop(admin_handle.stop(true));
+            ended
+        };
+        let admin = async move {
+            let ended = admin.await;
+            drop(api_handle.stop(true));
+            ended
+        };
+        let (api, admin) = tokio::join!(api, admin);
+        api.and(admin)
+    }
+}
+
+/// What the API listener serves besides the API: the operational endpoints
+/// when there is no admin listener, except /metrics in production (it tells
+/// anyone the traffic and failure rates).
+fn api_endpoints(settings: &Settings, admin_listener: bool) -> routes::Endpoints {
+    routes::Endpoints {
+        api: true,
+        metrics: !admin_listener && settings.profile != Profile::Production,
+        documents: !admin_listener,
+    }
+}
+
+/// One HTTP server on `listener` serving `endpoints`.
+fn serve(
+    settings: &Settings,
+    state: web::Data<AppState>,
+    endpoints: routes::Endpoints,
+    listener: TcpListener,
+    workers: usize,
+    limits: ConnectionLimits,
+) -> anyhow::Result<Server> {
+    let body_limit = settings.server.body_limit_bytes;
+    let request_timeout = settings.server.request_timeout();
+    let cors = settings.cors.clone();
+    let credentials = settings.cookie.enabled;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(body_limit))
+            .app_data(BodyTimeout(request_timeout))
+            .wrap(security_headers())
+            .wrap(cors_middleware(&cors, credentials))
+            .wrap(from_fn(crate::error::json_error_bodies))
+            .wrap(from_fn(connections::track_requests))
+            .wrap(from_fn(telemetry::log_request))
+            .configure(routes::configure(endpoints))
+    })
+    .workers(workers)
+    // The first request's head must arrive within the timeout (then 408);
+    // connections::ConnectionLimits bounds the later ones.
+    .client_request_timeout(request_timeout)
+    .keep_alive(connections::KEEP_ALIVE)
+    // A client that does not read the close of its connection.
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .on_connect(move |io, extensions| limits.on_connect(io, extensions))
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok(server)
 }
 
 fn state_backend(settings: &Settings) -> &'static str {

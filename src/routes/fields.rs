@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use serde_json::{Map, Value};
 
 use crate::auth::credentials::char_field_problems;
@@ -17,6 +17,11 @@ pub const MSG_REQUIRED: &str = "This field is required.";
 pub const MSG_NULL: &str = "This field may not be null.";
 pub const MSG_BLANK: &str = "This field may not be blank.";
 pub const MSG_NOT_A_STRING: &str = "Not a valid string.";
+
+/// How long a request's body may take to arrive, counted from its head
+/// (app data; without it bodies are read without a deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
 
 /// The fields of a request body.
 #[derive(Debug, Default)]
@@ -130,11 +135,26 @@ impl FromRequest for Fields {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // A body trickled in would otherwise hold the connection and this
+        // request as long as the client likes.
+        let deadline = req.app_data::<BodyTimeout>().map(|timeout| {
+            let start = req
+                .extensions()
+                .get::<crate::connections::RequestStart>()
+                .map_or_else(std::time::Instant::now, |start| start.0);
+            start + timeout.0
+        });
         // Always reads the body (within the configured limit): an unread
         // body makes actix close the connection.
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
-            let body = body.await.map_err(|e| {
+            let body = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), body)
+                    .await
+                    .map_err(|_| ApiError::RequestTimeout)?,
+                None => body.await,
+            };
+            let body = body.map_err(|e| {
                 if e.as_response_error().status_code()
                     == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
                 {

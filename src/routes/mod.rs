@@ -281,7 +281,38 @@ pub fn route_label(path: &str) -> &'static str {
     "unmatched"
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// What one listener serves: the API, the operational endpoints, or both.
+/// Health checks are served everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The token and user API and the JWKS.
+    pub api: bool,
+    /// `/metrics`.
+    pub metrics: bool,
+    /// `/openapi.json` and the `/docs/` pages.
+    pub documents: bool,
+}
+
+/// The route table of a listener. Anything it does not serve is a 404 as
+/// any unknown path.
+pub fn configure(endpoints: Endpoints) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        if endpoints.api {
+            configure_api(cfg);
+        }
+        cfg.route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz));
+        if endpoints.metrics {
+            cfg.route("/metrics", web::get().to(health::metrics));
+        }
+        if endpoints.documents {
+            configure_documents(cfg);
+        }
+        cfg.default_service(web::to(not_found));
+    }
+}
+
+fn configure_api(cfg: &mut web::ServiceConfig) {
     post_routes(cfg, "/api/user/register/", users::register);
     post_routes(cfg, "/api/token/", tokens::obtain_pair);
     post_routes(cfg, "/api/token/refresh/", tokens::refresh);
@@ -299,23 +330,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     post_routes(cfg, "/api/token/revoke/", oauth::revoke);
     post_routes(cfg, "/api/user/logout-all/", users::logout_everywhere);
     post_routes(cfg, "/api/user/password/", users::change_password);
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/.well-known/jwks.json", web::get().to(jwks::jwks))
-        .route("/metrics", web::get().to(health::metrics))
-        .service(
-            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-                .url("/openapi.json", openapi::document()),
-        )
-        .route(
-            "/docs",
-            web::get().to(|| async {
-                HttpResponse::MovedPermanently()
-                    .insert_header(("Location", "/docs/"))
-                    .finish()
-            }),
-        )
-        .default_service(web::to(not_found));
+    cfg.route("/.well-known/jwks.json", web::get().to(jwks::jwks));
+}
+
+/// The OpenAPI document and the Swagger UI pages (assets bundled).
+fn configure_documents(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()),
+    )
+    .route(
+        "/docs",
+        web::get().to(|| async {
+            HttpResponse::MovedPermanently()
+                .insert_header(("Location", "/docs/"))
+                .finish()
+        }),
+    );
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

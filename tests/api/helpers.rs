@@ -91,6 +91,9 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:port` of the operational listener, when
+    /// `TOKEND__SERVER__ADMIN_ADDRESS` is set.
+    pub admin_address: Option<String>,
     pub client: reqwest::Client,
     /// Direct access to the same database, for arranging test situations.
     pub db: Database,
@@ -160,9 +163,13 @@ async fn start(
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         client: reqwest::Client::new(),
         db,
         database_url,

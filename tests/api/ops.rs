@@ -1,7 +1,7 @@
 //! Operations endpoints: /metrics (Prometheus text), and the health checks.
 
 use crate::both_backends;
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{spawn_app, spawn_app_with, Backend};
 
 async fn metrics_count_requests_logins_refreshes_and_reuse(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -53,6 +53,8 @@ async fn metrics_count_requests_logins_refreshes_and_reuse(backend: Backend) {
 both_backends!(
     metrics_count_requests_logins_refreshes_and_reuse,
     openapi_document_matches_the_routes,
+    operational_endpoints_move_to_the_admin_listener,
+    production_serves_metrics_only_on_the_admin_listener,
 );
 
 /// The OpenAPI document against the running routes: every documented
@@ -129,4 +131,101 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
         .await;
     assert_eq!(bundle.status, 200);
     assert!(bundle.body.len() > 100_000);
+}
+
+/// With `server.admin_address`, /metrics, /openapi.json and /docs/ are served
+/// on the admin listener only: the API port answers 404 as for any unknown
+/// path, and the admin port serves no API.
+async fn operational_endpoints_move_to_the_admin_listener(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TOKEND__SERVER__ADMIN_ADDRESS", "127.0.0.1:0")]).await;
+    let admin = app.admin_address.clone().expect("an admin listener");
+    assert_ne!(admin, app.address);
+    for path in [
+        "/metrics",
+        "/openapi.json",
+        "/docs/",
+        "/docs/swagger-ui-bundle.js",
+    ] {
+        app.send(app.client.get(app.url(path)))
+            .await
+            .assert(404, r#"{"detail":"Not found."}"#);
+    }
+    app.send(app.client.get(app.url("/healthz")))
+        .await
+        .assert(200, r#"{"status":"ok"}"#);
+    let (_, access, _) = app.user_with_tokens("alice", "pw12345").await;
+    let metrics = app.send(app.client.get(format!("{admin}/metrics"))).await;
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        metrics.body.contains(
+            r#"tokend_http_requests_total{method="POST",route="/api/token/",status="200"} 1"#
+        ),
+        "{}",
+        metrics.body
+    );
+    assert!(!metrics.body.contains(&access));
+    let document = app
+        .send(app.client.get(format!("{admin}/openapi.json")))
+        .await;
+    assert_eq!(document.status, 200);
+    assert_eq!(document.json()["openapi"], "3.1.0");
+    assert_eq!(
+        app.send(app.client.get(format!("{admin}/docs/")))
+            .await
+            .status,
+        200
+    );
+    app.send(app.client.get(format!("{admin}/readyz")))
+        .await
+        .assert(200, r#"{"status":"ready"}"#);
+    app.send(
+        app.client
+            .get(format!("{admin}/api/user/me/"))
+            .bearer_auth(&access),
+    )
+    .await
+    .assert(404, r#"{"detail":"Not found."}"#);
+}
+
+const PRODUCTION: [(&str, &str); 2] = [
+    ("TOKEND_PROFILE", "production"),
+    ("TOKEND__PASSWORD__BCRYPT_COST", "10"),
+];
+
+/// The production profile never serves /metrics on the API port: without
+/// an admin listener, nowhere; the API documents stay (they describe the
+/// public API).
+async fn production_serves_metrics_only_on_the_admin_listener(backend: Backend) {
+    let app = spawn_app_with(backend, &PRODUCTION).await;
+    assert_eq!(app.admin_address, None);
+    app.send(app.client.get(app.url("/metrics")))
+        .await
+        .assert(404, r#"{"detail":"Not found."}"#);
+    assert_eq!(
+        app.send(app.client.get(app.url("/openapi.json")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.send(app.client.get(app.url("/docs/"))).await.status,
+        200
+    );
+
+    let mut env = PRODUCTION.to_vec();
+    env.push(("TOKEND__SERVER__ADMIN_ADDRESS", "127.0.0.1:0"));
+    let app = spawn_app_with(backend, &env).await;
+    let admin = app.admin_address.clone().expect("an admin listener");
+    app.send(app.client.get(app.url("/metrics")))
+        .await
+        .assert(404, r#"{"detail":"Not found."}"#);
+    let metrics = app.send(app.client.get(format!("{admin}/metrics"))).await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .body
+        .contains("# TYPE tokend_http_requests_total counter"));
 }

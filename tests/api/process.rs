@@ -24,16 +24,25 @@ impl Drop for Server {
     }
 }
 
-// The child is reaped in Drop, which clippy's local analysis cannot see.
-#[allow(clippy::zombie_processes)]
-async fn start(database: &TestDatabase, bcrypt_cost: &str) -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("tokend.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("free port");
+        .expect("free port")
+}
+
+async fn start(database: &TestDatabase, bcrypt_cost: &str) -> Server {
+    start_with(database, bcrypt_cost, &[]).await
+}
+
+// The child is reaped in Drop, which clippy's local analysis cannot see.
+#[allow(clippy::zombie_processes)]
+async fn start_with(database: &TestDatabase, bcrypt_cost: &str, extra: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("tokend.log");
+    let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .envs(extra.iter().copied())
         .env("TOKEND__DATABASE__URL", database.url())
         .env("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY)
         .env("TOKEND__SERVER__PORT", port.to_string())
@@ -219,7 +228,45 @@ async fn logs_never_contain_secrets(backend: Backend) {
     }
 }
 
+/// With an admin listener, SIGTERM stops both listeners and the process
+/// exits 0.
+async fn sigterm_stops_the_admin_listener_too(backend: Backend) {
+    let database = TestDatabase::create(backend);
+    let admin_port = free_port();
+    let admin_address = format!("127.0.0.1:{admin_port}");
+    let mut server = start_with(
+        &database,
+        "4",
+        &[("TOKEND__SERVER__ADMIN_ADDRESS", &admin_address)],
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{admin_address}/metrics"))
+        .await
+        .expect("admin listener up");
+    assert_eq!(metrics.status().as_u16(), 200);
+    sigterm(&server);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().expect("wait");
+        (status, server)
+    });
+    let (status, server) = tokio::time::timeout(Duration::from_secs(15), status)
+        .await
+        .expect("exits within 15 s")
+        .expect("join");
+    assert!(status.success(), "exit status {status}");
+    for address in [
+        admin_address,
+        server.base.trim_start_matches("http://").to_owned(),
+    ] {
+        assert!(
+            std::net::TcpStream::connect(&address).is_err(),
+            "{address} still listening"
+        );
+    }
+}
+
 both_backends!(
     sigterm_finishes_in_flight_requests,
-    logs_never_contain_secrets
+    logs_never_contain_secrets,
+    sigterm_stops_the_admin_listener_too,
 );
