@@ -92,6 +92,8 @@ impl ConnectionLimits {
     }
 
     fn admit(&self, ip: IpAddr, cap: usize) -> Option<Slot> {
+        // An IPv6 host usually holds its whole /64.
+        let ip = crate::auth::throttle::client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_insert(0);
         if *count >= cap {
