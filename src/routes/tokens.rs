@@ -243,10 +243,14 @@ async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiErro
         i64::MAX,
     );
     let grace = state.reuse_grace_secs;
-    let (jti, sid) = (presented.token.jti, presented.session_id.clone());
+    let (jti, sid, exp) = (
+        presented.token.jti,
+        presented.session_id.clone(),
+        presented.token.exp,
+    );
     let outcome = state
         .db
-        .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
+        .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, exp, successor, grace))
         .await?;
     let refused = || state.metrics.refresh(RefreshOutcome::Refused);
     let pair = match outcome {
@@ -316,10 +320,10 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
                 .user_id
                 .ok_or(ApiError::Token(TokenError::Invalid))?;
             let sid = verified.sid.ok_or(ApiError::Token(TokenError::Invalid))?;
-            let jti = verified.jti;
+            let (jti, exp) = (verified.jti, verified.exp);
             let status = state
                 .db
-                .run(move |conn| refresh_tokens::status(conn, &jti, &sid, user_id, now))
+                .run(move |conn| refresh_tokens::status(conn, &jti, &sid, user_id, exp, now))
                 .await?;
             match status {
                 TokenStatus::Live => {}
@@ -360,14 +364,15 @@ pub async fn blacklist(
 async fn logout(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
     let presented = presented_refresh(state, refresh, now)?;
-    let (jti, sid, user_id) = (
+    let (jti, sid, user_id, exp) = (
         presented.token.jti,
         presented.session_id.clone(),
         presented.user_id,
+        presented.token.exp,
     );
     let outcome = state
         .db
-        .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, now))
+        .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, exp, now))
         .await?;
     if outcome == RevokeOutcome::Revoked {
         state

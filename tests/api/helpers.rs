@@ -368,6 +368,22 @@ impl TestApp {
             .expect("count refresh tokens")
     }
 
+    /// Rows of session `sid` in refresh_tokens (spent or not).
+    pub async fn refresh_tokens_of_session(&self, sid: &str) -> i64 {
+        use diesel::prelude::*;
+        use tokend::storage::schema::refresh_tokens;
+        let sid = sid.to_owned();
+        self.db
+            .run(move |conn| {
+                Ok(refresh_tokens::table
+                    .filter(refresh_tokens::session_id.eq(sid))
+                    .count()
+                    .get_result::<i64>(conn)?)
+            })
+            .await
+            .expect("count refresh tokens of a session")
+    }
+
     pub async fn delete_user(&self, id: i64) {
         let deleted = self
             .db
