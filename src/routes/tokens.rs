@@ -227,11 +227,15 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
-    let result = rotate(&state, &refresh).await;
+    let result = rotate(&state, &req, &refresh).await;
     clearing_refused_cookie(&state, from_cookie, result)
 }
 
-async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
+async fn rotate(
+    state: &AppState,
+    req: &HttpRequest,
+    refresh: &str,
+) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
     let presented = presented_refresh(state, refresh, now)?;
     // Cut to the session's end inside the rotation.
@@ -260,6 +264,15 @@ async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiErro
         }
         SpendOutcome::Replayed(pair) => {
             state.metrics.refresh(RefreshOutcome::Replayed);
+            // Usually a second tab or a retry; also what a thief racing the
+            // owner inside the grace window looks like, hence on record.
+            tracing::warn!(
+                security_event = "refresh_token_replay",
+                user_id = presented.user_id,
+                client_ip = %super::client_ip(state, req),
+                "a just-rotated refresh token was presented again inside the grace window: \
+                 the same successor pair is returned"
+            );
             pair
         }
         SpendOutcome::ReuseDetected => {
@@ -273,6 +286,7 @@ async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiErro
             tracing::warn!(
                 security_event = "refresh_token_reuse",
                 user_id = presented.user_id,
+                client_ip = %super::client_ip(state, req),
                 "a spent refresh token was presented again: its session is revoked"
             );
             return Err(ApiError::Token(TokenError::Blacklisted));
