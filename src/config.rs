@@ -330,6 +330,20 @@ impl Settings {
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
         }
+        // A replay hands out the pair issued at the rotation, up to the grace
+        // later: its access token must still be valid then, or the client
+        // that retried gets a pair it cannot use.
+        let grace = self.jwt.refresh_reuse_grace_secs;
+        if grace > 0 && self.jwt.access_ttl_secs <= grace {
+            return invalid(format!(
+                "TOKEND__JWT__ACCESS_TTL_SECS ({}) must be longer than \
+                 TOKEND__JWT__REFRESH_REUSE_GRACE_SECS ({grace}): a refresh replayed inside the \
+                 grace window returns the access token issued at the rotation, which would \
+                 already have expired; lower the grace below the access lifetime, or set it \
+                 to 0 (no replays)",
+                self.jwt.access_ttl_secs
+            ));
+        }
         let listed = self
             .introspection
             .clients
@@ -804,5 +818,33 @@ mod tests {
         assert!(load(&[("TOKEND_PROFILE", "staging")]).is_err());
         assert!(load(&[("TOKEND__JWT__ACCESS_TTL_SECS", "0")]).is_err());
         assert!(load(&[("TOKEND__JWT__SESSION_MAX_AGE_SECS", "9223372036854775807")]).is_err());
+    }
+
+    #[test]
+    fn access_tokens_must_outlive_the_replay_grace() {
+        for (access, grace) in [("5", "10"), ("10", "10"), ("1", "1")] {
+            let err = load(&[
+                ("TOKEND__JWT__ACCESS_TTL_SECS", access),
+                ("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", grace),
+            ])
+            .expect_err("refused");
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!(
+                    "TOKEND__JWT__ACCESS_TTL_SECS ({access}) must be longer than \
+                     TOKEND__JWT__REFRESH_REUSE_GRACE_SECS ({grace})"
+                )) && message.contains("or set it to 0"),
+                "{message}"
+            );
+        }
+        // Longer than the grace, or no replays at all: accepted.
+        for (access, grace) in [("11", "10"), ("2", "1"), ("1", "0"), ("5", "0")] {
+            let s = load(&[
+                ("TOKEND__JWT__ACCESS_TTL_SECS", access),
+                ("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", grace),
+            ])
+            .unwrap_or_else(|e| panic!("{access}/{grace}: {e}"));
+            assert_eq!(s.jwt.access_ttl_secs.to_string(), access);
+        }
     }
 }

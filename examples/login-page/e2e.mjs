@@ -158,6 +158,8 @@ async function startTokend(mode, pageOrigin, tmp) {
       TOKEND__RATE_LIMIT__ENABLED: 'false',
       TOKEND__CORS__ALLOWED_ORIGINS: pageOrigin,
       TOKEND__JWT__ACCESS_TTL_SECS: String(ACCESS_TTL_SECS),
+      // The replay grace must be shorter than the access lifetime.
+      TOKEND__JWT__REFRESH_REUSE_GRACE_SECS: '1',
       ...MODES[mode].env,
     },
   });

@@ -114,13 +114,14 @@ async fn introspection(
     let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid.clone()) else {
         return Ok(None);
     };
-    let (jti, token_type) = (verified.jti.clone(), verified.token_type);
+    let (jti, token_type, exp) = (verified.jti.clone(), verified.token_type, verified.exp);
     let found = state
         .db
         .run(move |conn| {
             let alive = match token_type {
                 TokenType::Refresh => {
-                    refresh_tokens::status(conn, &jti, &sid, user_id, now)? == TokenStatus::Live
+                    refresh_tokens::status(conn, &jti, &sid, user_id, exp, now)?
+                        == TokenStatus::Live
                 }
                 TokenType::Access => {
                     session_error(sessions::state(conn, &sid, user_id, now)?).is_none()

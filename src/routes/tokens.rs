@@ -230,11 +230,15 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
-    let result = rotate(&state, &refresh).await;
+    let result = rotate(&state, &req, &refresh).await;
     clearing_refused_cookie(&state, from_cookie, result)
 }
 
-async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
+async fn rotate(
+    state: &AppState,
+    req: &HttpRequest,
+    refresh: &str,
+) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
     let presented = presented_refresh(state, refresh, now)?;
     // Cut to the session's end inside the rotation.
@@ -246,10 +250,14 @@ async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiErro
         i64::MAX,
     );
     let grace = state.reuse_grace_secs;
-    let (jti, sid) = (presented.token.jti, presented.session_id.clone());
+    let (jti, sid, exp) = (
+        presented.token.jti,
+        presented.session_id.clone(),
+        presented.token.exp,
+    );
     let outcome = state
         .db
-        .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, successor, grace))
+        .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, exp, successor, grace))
         .await?;
     let refused = || state.metrics.refresh(RefreshOutcome::Refused);
     let pair = match outcome {
@@ -259,6 +267,15 @@ async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiErro
         }
         SpendOutcome::Replayed(pair) => {
             state.metrics.refresh(RefreshOutcome::Replayed);
+            // Usually a second tab or a retry; also what a thief racing the
+            // owner inside the grace window looks like, hence on record.
+            tracing::warn!(
+                security_event = "refresh_token_replay",
+                user_id = presented.user_id,
+                client_ip = %super::client_ip(state, req),
+                "a just-rotated refresh token was presented again inside the grace window: \
+                 the same successor pair is returned"
+            );
             pair
         }
         SpendOutcome::ReuseDetected => {
@@ -272,6 +289,7 @@ async fn rotate(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiErro
             tracing::warn!(
                 security_event = "refresh_token_reuse",
                 user_id = presented.user_id,
+                client_ip = %super::client_ip(state, req),
                 "a spent refresh token was presented again: its session is revoked"
             );
             return Err(ApiError::Token(TokenError::Blacklisted));
@@ -319,10 +337,10 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
                 .user_id
                 .ok_or(ApiError::Token(TokenError::Invalid))?;
             let sid = verified.sid.ok_or(ApiError::Token(TokenError::Invalid))?;
-            let jti = verified.jti;
+            let (jti, exp) = (verified.jti, verified.exp);
             let status = state
                 .db
-                .run(move |conn| refresh_tokens::status(conn, &jti, &sid, user_id, now))
+                .run(move |conn| refresh_tokens::status(conn, &jti, &sid, user_id, exp, now))
                 .await?;
             match status {
                 TokenStatus::Live => {}
@@ -363,14 +381,15 @@ pub async fn blacklist(
 async fn logout(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
     let presented = presented_refresh(state, refresh, now)?;
-    let (jti, sid, user_id) = (
+    let (jti, sid, user_id, exp) = (
         presented.token.jti,
         presented.session_id.clone(),
         presented.user_id,
+        presented.token.exp,
     );
     let outcome = state
         .db
-        .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, now))
+        .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, exp, now))
         .await?;
     if outcome == RevokeOutcome::Revoked {
         state

@@ -2,11 +2,17 @@
 //! reuse detection), revoke (blacklist).
 //!
 //! Spending is one conditional UPDATE whose affected-row count decides who
-//! wins; nothing is read first. On SQLite that UPDATE is the first statement
+//! wins. On SQLite that UPDATE is the first statement
 //! of its transaction, so the write lock is taken (waiting up to the busy
 //! timeout) before any snapshot exists and no stale read can slip in; on
-//! PostgreSQL the row lock serialises concurrent spenders and the loser's
-//! re-checked WHERE clause matches nothing.
+//! PostgreSQL every transaction that changes a session's tokens first locks
+//! the session's row (`sessions::lock_in_tx`): they take turns, and the
+//! loser's spend matches nothing.
+//!
+//! A session keeps at most two rows, whatever its rotation rate: its current
+//! token and the one just spent (replayable inside the grace window). Each
+//! rotation deletes the older spent ancestors; their reuse is still
+//! recognised without a row (see `ancestor_session`).
 
 use diesel::prelude::*;
 
@@ -169,19 +175,47 @@ fn live_pair(
     })
 }
 
-/// Spends refresh token `jti` of session `session_id` and records
-/// `successor`, all or nothing: of any number of concurrent calls for one
-/// jti, exactly one returns `Rotated`; the others replay it (inside the
-/// grace window) or find it spent.
+/// The state of the session a token without a row (`jti` unknown) was
+/// issued in, when that token can be a spent ancestor whose row a later
+/// rotation deleted; `None` when it is unknown here.
+///
+/// Only tokend signs tokens, and it records every token it hands out, so a
+/// token naming a session of its user was issued in that session. Its row
+/// is gone either because a rotation deleted it (an ancestor: spent) or
+/// because the purge took it after its expiry: a token that has not expired
+/// (`token_exp`, its signed `exp`) cannot have been purged. An expired one
+/// (accepted within the clock-skew leeway) stays unknown, as before.
+fn ancestor_session(
+    conn: &mut DbConnection,
+    session_id: &str,
+    user_id: i64,
+    token_exp: i64,
+    now: i64,
+) -> Result<Option<SessionState>, diesel::result::Error> {
+    if token_exp <= now {
+        return Ok(None);
+    }
+    Ok(match sessions::state_of(conn, session_id, user_id, now)? {
+        SessionState::Missing => None,
+        state => Some(state),
+    })
+}
+
+/// Spends refresh token `jti` of session `session_id` (`token_exp`: its
+/// signed expiry) and records `successor`, all or nothing: of any number of
+/// concurrent calls for one jti, exactly one returns `Rotated`; the others
+/// replay it (inside the grace window) or find it spent.
 pub fn rotate(
     conn: &mut DbConnection,
     jti: &str,
     session_id: &str,
+    token_exp: i64,
     successor: PairSpec,
     grace_secs: i64,
 ) -> Result<SpendOutcome, StorageError> {
     let (user_id, now) = (successor.user_id, successor.issued_at);
     let result = conn.transaction::<SpendOutcome, Abort, _>(|conn| {
+        sessions::lock_in_tx(conn, session_id, user_id)?;
         let spent = diesel::update(
             refresh_tokens::table
                 .filter(refresh_tokens::jti.eq(jti))
@@ -195,7 +229,7 @@ pub fn rotate(
         ))
         .execute(conn)?;
         if spent == 0 {
-            return already_spent(conn, jti, session_id, user_id, now, grace_secs);
+            return already_spent(conn, jti, session_id, user_id, token_exp, now, grace_secs);
         }
         // The session and its user in one round trip.
         let (session, active) = session_and_user(conn, session_id, user_id, now)?;
@@ -208,6 +242,18 @@ pub fn rotate(
         if !active {
             return Err(Abort::Outcome(SpendOutcome::NoActiveAccount));
         }
+        // The older spent ancestors can never be replayed again (their
+        // successors are spent); the token just spent can, inside the grace
+        // window, and its row names the successor to replay. Reuse of a
+        // deleted ancestor still revokes the session (`ancestor_session`).
+        diesel::delete(
+            refresh_tokens::table
+                .filter(refresh_tokens::session_id.eq(session_id))
+                .filter(refresh_tokens::user_id.eq(user_id))
+                .filter(refresh_tokens::revoked_at.is_not_null())
+                .filter(refresh_tokens::jti.ne(jti)),
+        )
+        .execute(conn)?;
         let successor = successor.clone().capped(session_end);
         match insert(conn, &successor) {
             Ok(()) => Ok(SpendOutcome::Rotated(successor)),
@@ -231,16 +277,26 @@ fn already_spent(
     jti: &str,
     session_id: &str,
     user_id: i64,
+    token_exp: i64,
     now: i64,
     grace_secs: i64,
 ) -> Result<SpendOutcome, Abort> {
     let Some((_, _, revoked_at, replaced_by, stored_session, _, _)) = lookup(conn, jti, user_id)?
     else {
-        return Ok(if user_is_active(conn, user_id)? {
-            SpendOutcome::Unknown
-        } else {
-            SpendOutcome::NoActiveAccount
-        });
+        // An older ancestor, as if its row were still there: theft in a live
+        // session, a plain refusal in a dead one.
+        return Ok(
+            match ancestor_session(conn, session_id, user_id, token_exp, now)? {
+                Some(SessionState::Live { .. }) => {
+                    sessions::revoke_in_tx(conn, session_id, user_id, RevokeReason::Reuse, now)?;
+                    SpendOutcome::ReuseDetected
+                }
+                Some(SessionState::Expired) => SpendOutcome::SessionExpired,
+                Some(SessionState::Revoked | SessionState::Missing) => SpendOutcome::AlreadySpent,
+                None if user_is_active(conn, user_id)? => SpendOutcome::Unknown,
+                None => SpendOutcome::NoActiveAccount,
+            },
+        );
     };
     if stored_session.as_deref() != Some(session_id) {
         return Ok(SpendOutcome::Unknown);
@@ -279,17 +335,20 @@ pub enum RevokeOutcome {
     Unknown,
 }
 
-/// Logout: revokes refresh token `jti` and its whole session (the session's
-/// access tokens stop working too). Exactly one concurrent call wins.
+/// Logout: revokes refresh token `jti` (`token_exp`: its signed expiry) and
+/// its whole session (the session's access tokens stop working too).
+/// Exactly one concurrent call wins.
 pub fn revoke(
     conn: &mut DbConnection,
     jti: &str,
     session_id: &str,
     user_id: i64,
+    token_exp: i64,
     now: i64,
 ) -> Result<RevokeOutcome, StorageError> {
     Ok(
         conn.transaction::<RevokeOutcome, diesel::result::Error, _>(|conn| {
+            sessions::lock_in_tx(conn, session_id, user_id)?;
             let revoked = diesel::update(
                 refresh_tokens::table
                     .filter(refresh_tokens::jti.eq(jti))
@@ -303,10 +362,12 @@ pub fn revoke(
                 sessions::revoke_in_tx(conn, session_id, user_id, RevokeReason::Logout, now)?;
                 return Ok(RevokeOutcome::Revoked);
             }
-            Ok(match lookup(conn, jti, user_id)? {
-                Some(_) => RevokeOutcome::AlreadyRevoked,
-                None => RevokeOutcome::Unknown,
-            })
+            if lookup(conn, jti, user_id)?.is_some()
+                || ancestor_session(conn, session_id, user_id, token_exp, now)?.is_some()
+            {
+                return Ok(RevokeOutcome::AlreadyRevoked);
+            }
+            Ok(RevokeOutcome::Unknown)
         })?,
     )
 }
@@ -319,16 +380,24 @@ pub enum TokenStatus {
     Unknown,
 }
 
-/// Whether a refresh token (and its session) can still be used.
+/// Whether a refresh token (`token_exp`: its signed expiry) and its session
+/// can still be used.
 pub fn status(
     conn: &mut DbConnection,
     jti: &str,
     session_id: &str,
     user_id: i64,
+    token_exp: i64,
     now: i64,
 ) -> Result<TokenStatus, StorageError> {
     let Some((_, _, revoked_at, _, stored_session, _, _)) = lookup(conn, jti, user_id)? else {
-        return Ok(TokenStatus::Unknown);
+        // A deleted ancestor reads as spent, as its row did.
+        return Ok(
+            match ancestor_session(conn, session_id, user_id, token_exp, now)? {
+                Some(_) => TokenStatus::Revoked,
+                None => TokenStatus::Unknown,
+            },
+        );
     };
     if stored_session.as_deref() != Some(session_id) {
         return Ok(TokenStatus::Unknown);

@@ -97,6 +97,31 @@ pub fn state(
     Ok(state_of(conn, id, user_id, now)?)
 }
 
+/// PostgreSQL: locks session `id`'s row until the end of the caller's
+/// transaction, before any of its tokens. Every change to a session's
+/// tokens locks in that order (session row, then token rows), so concurrent
+/// rotations, logouts and revocations take turns without deadlocking, and a
+/// revocation that waited for a rotation then sees (and revokes) the
+/// successor it inserted: no live token is left in a revoked session.
+/// SQLite needs nothing: its write transactions already take turns.
+pub(crate) fn lock_in_tx(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+) -> Result<(), diesel::result::Error> {
+    if let DbConnection::Postgresql(pg) = conn {
+        // FOR NO KEY UPDATE: the foreign-key checks of inserted tokens
+        // (FOR KEY SHARE) do not wait for it.
+        sessions::table
+            .filter(sessions::id.eq(id))
+            .filter(sessions::user_id.eq(user_id))
+            .select(sessions::id)
+            .for_no_key_update()
+            .load::<String>(pg)?;
+    }
+    Ok(())
+}
+
 /// Revokes session `id` of `user_id` and every refresh token in it, inside
 /// the caller's transaction. True when this call revoked the session.
 pub(crate) fn revoke_in_tx(

@@ -215,3 +215,47 @@ async fn keys_commands_agree_with_the_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HS256, EdDSA or RS256"));
 }
+
+/// A replay grace as long as the access lifetime would hand out expired
+/// access tokens: the server refuses to start, saying what to change.
+#[test]
+fn the_server_refuses_a_grace_not_shorter_than_the_access_lifetime() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .env("TOKEND_CONFIG_DIR", "/nonexistent")
+        .env(
+            "TOKEND__DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("t.sqlite3").display()),
+        )
+        .env("TOKEND__SERVER__PORT", "0")
+        .env("TOKEND__JWT__SIGNING_KEY", crate::helpers::SIGNING_KEY)
+        .env("TOKEND__JWT__ACCESS_TTL_SECS", "5")
+        .env("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", "10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tokend");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tokend started with an access lifetime shorter than the replay grace");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "TOKEND__JWT__ACCESS_TTL_SECS (5) must be longer than \
+             TOKEND__JWT__REFRESH_REUSE_GRACE_SECS (10)"
+        ) && stderr.contains("or set it to 0"),
+        "{stderr}"
+    );
+}

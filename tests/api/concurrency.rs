@@ -80,6 +80,57 @@ async fn racing_refreshes_share_one_rotation(backend: Backend) {
     assert_eq!(app.refresh(successor).await.status, 200);
 }
 
+/// In many sessions at once, rotations of the current token race reuse of
+/// its parent (theft: no grace) and a logout: whatever wins, each session
+/// ends revoked with no token row left live in it, and the winner's refresh
+/// token is refused by refresh and by logout.
+async fn rotation_reuse_and_logout_races_leave_no_live_token(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", "0")]).await;
+    const SESSIONS: usize = 16;
+    app.register("alice", "pw").await;
+    let mut chains = Vec::new();
+    for _ in 0..SESSIONS {
+        let r1 = app.login("alice", "pw").await.token("refresh");
+        let r2 = app.refresh(&r1).await.token("refresh");
+        chains.push((r1, r2));
+    }
+    let requests = chains.iter().flat_map(|(r1, r2)| {
+        [
+            ("/api/token/refresh/", r2),
+            ("/api/token/refresh/", r1),
+            ("/api/token/blacklist/", r2),
+            ("/api/token/refresh/", r2),
+            ("/api/token/refresh/", r1),
+        ]
+        .map(|(path, token)| {
+            let client = reqwest::Client::new();
+            let url = app.url(path);
+            let body = serde_json::json!({ "refresh": token });
+            async move {
+                let response = client.post(url).json(&body).send().await.expect("sent");
+                (
+                    response.status().as_u16(),
+                    response.text().await.expect("body"),
+                )
+            }
+        })
+    });
+    let replies = join_all(requests).await;
+    assert!(
+        replies.iter().all(|(s, _)| *s == 200 || *s == 401),
+        "{replies:?}"
+    );
+    assert_eq!(app.session_count_live().await, 0, "{replies:?}");
+    assert_eq!(app.live_tokens_in_revoked_sessions().await, 0);
+    let blacklisted = r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#;
+    for (_, body) in replies.iter().filter(|(s, b)| *s == 200 && b != "{}") {
+        let pair: serde_json::Value = serde_json::from_str(body).expect("pair");
+        let refresh = pair["refresh"].as_str().expect("refresh");
+        app.refresh(refresh).await.assert(401, blacklisted);
+        app.blacklist(refresh).await.assert(401, blacklisted);
+    }
+}
+
 async fn one_username_is_registered_exactly_once(backend: Backend) {
     let app = spawn_app(backend).await;
     let requests = (0..RACERS).map(|i| {
@@ -114,5 +165,6 @@ async fn one_username_is_registered_exactly_once(backend: Backend) {
 both_backends!(
     one_refresh_token_is_spent_exactly_once,
     racing_refreshes_share_one_rotation,
+    rotation_reuse_and_logout_races_leave_no_live_token,
     one_username_is_registered_exactly_once,
 );

@@ -375,6 +375,42 @@ impl TestApp {
             .expect("count refresh tokens")
     }
 
+    /// Rows of session `sid` in refresh_tokens (spent or not).
+    pub async fn refresh_tokens_of_session(&self, sid: &str) -> i64 {
+        use diesel::prelude::*;
+        use tokend::storage::schema::refresh_tokens;
+        let sid = sid.to_owned();
+        self.db
+            .run(move |conn| {
+                Ok(refresh_tokens::table
+                    .filter(refresh_tokens::session_id.eq(sid))
+                    .count()
+                    .get_result::<i64>(conn)?)
+            })
+            .await
+            .expect("count refresh tokens of a session")
+    }
+
+    /// Refresh tokens not revoked whose session is: must stay 0.
+    pub async fn live_tokens_in_revoked_sessions(&self) -> i64 {
+        use diesel::prelude::*;
+        use tokend::storage::schema::{refresh_tokens, sessions};
+        self.db
+            .run(|conn| {
+                let revoked: Vec<String> = sessions::table
+                    .filter(sessions::revoked_at.is_not_null())
+                    .select(sessions::id)
+                    .load(conn)?;
+                Ok(refresh_tokens::table
+                    .filter(refresh_tokens::revoked_at.is_null())
+                    .filter(refresh_tokens::session_id.eq_any(revoked))
+                    .count()
+                    .get_result::<i64>(conn)?)
+            })
+            .await
+            .expect("count live tokens of revoked sessions")
+    }
+
     pub async fn delete_user(&self, id: i64) {
         let deleted = self
             .db

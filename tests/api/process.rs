@@ -49,6 +49,7 @@ async fn start_with(database: &TestDatabase, bcrypt_cost: &str, extra: &[(&str, 
         .env("TOKEND__PASSWORD__BCRYPT_COST", bcrypt_cost)
         .env("TOKEND__RATE_LIMIT__ENABLED", "false")
         .env("TOKEND_CONFIG_DIR", "/nonexistent")
+        .envs(env.iter().copied())
         // As verbose as it gets: nothing secret may appear even at trace.
         .env("RUST_LOG", "trace")
         // Logs go to stdout (twelve-factor); stderr carries start-up errors.
@@ -265,8 +266,79 @@ async fn sigterm_stops_the_admin_listener_too(backend: Backend) {
     }
 }
 
+/// Replays inside the grace window and reuse of a spent token are security
+/// events in the log, with the user and the client address.
+async fn replays_and_reuse_are_logged_as_security_events(backend: Backend) {
+    let database = TestDatabase::create(backend);
+    let server = start_with(&database, "4", &[("TOKEND__LOG__FORMAT", "json")]).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{}", server.base, path);
+    let post = |path: &str, body: serde_json::Value| {
+        let request = client.post(url(path)).json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    let (status, created) = post(
+        "/api/user/register/",
+        json!({"username": "alice", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["id"].clone();
+    let (_, pair) = post(
+        "/api/token/",
+        json!({"username": "alice", "password": "pw"}),
+    )
+    .await;
+    let r1 = pair["refresh"].clone();
+    let (first, rotated) = post("/api/token/refresh/", json!({ "refresh": r1 })).await;
+    let (second, replayed) = post("/api/token/refresh/", json!({ "refresh": r1 })).await;
+    assert_eq!((first, second), (200, 200));
+    assert_eq!(rotated, replayed, "a replay");
+    let (_, _) = post(
+        "/api/token/refresh/",
+        json!({ "refresh": rotated["refresh"] }),
+    )
+    .await;
+    let (reused, _) = post("/api/token/refresh/", json!({ "refresh": r1 })).await;
+    assert_eq!(reused, 401);
+    sigterm(&server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&server.log).expect("log");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("security_event").is_some())
+        .map(|line| {
+            json!({
+                "level": line["level"],
+                "security_event": line["security_event"],
+                "user_id": line["user_id"],
+                "client_ip": line["client_ip"],
+            })
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            json!({"level": "WARN", "security_event": "refresh_token_replay",
+                   "user_id": id, "client_ip": "127.0.0.1"}),
+            json!({"level": "WARN", "security_event": "refresh_token_reuse",
+                   "user_id": id, "client_ip": "127.0.0.1"}),
+        ],
+        "{log}"
+    );
+}
+
 both_backends!(
     sigterm_finishes_in_flight_requests,
     logs_never_contain_secrets,
     sigterm_stops_the_admin_listener_too,
+    replays_and_reuse_are_logged_as_security_events,
 );

@@ -80,6 +80,68 @@ async fn an_older_ancestor_is_always_theft(backend: Backend) {
     assert_pair_dead(&app, &a3, &r3).await;
 }
 
+/// However fast a session rotates, it keeps at most two rows (its current
+/// token and the one just spent), and reuse of any older ancestor, whose row
+/// is gone, is still theft.
+async fn a_session_keeps_two_rows_and_still_detects_ancestor_reuse(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, _, first) = app.user_with_tokens("alice", "pw").await;
+    let other = app.login("alice", "pw").await;
+    let sid = claims(&first)["sid"].as_str().expect("sid").to_owned();
+    let (mut access, mut current) = (String::new(), first.clone());
+    let mut ancestors = vec![first.clone()];
+    for i in 0..50 {
+        let rotated = app.refresh(&current).await;
+        assert_eq!(rotated.status, 200, "rotation {i}: {}", rotated.body);
+        (access, current) = (rotated.token("access"), rotated.token("refresh"));
+        ancestors.push(current.clone());
+        let rows = app.refresh_tokens_of_session(&sid).await;
+        assert!(rows <= 2, "rotation {i}: {rows} rows for one session");
+    }
+    assert_eq!(ancestors.len(), 51);
+    // Gone from the table, old ancestors answer as spent tokens did, and
+    // neither verify nor blacklist of one touches the session.
+    for old in [&ancestors[0], &ancestors[25]] {
+        app.verify(old).await.assert(401, BLACKLISTED);
+        app.blacklist(old).await.assert(401, BLACKLISTED);
+    }
+    assert_pair_alive(&app, &access, &current).await;
+    // Reuse of the very first token (inside the grace window of nothing):
+    // theft, the session is revoked and its current pair is dead.
+    app.refresh(&ancestors[0]).await.assert(401, BLACKLISTED);
+    assert_pair_dead(&app, &access, &current).await;
+    app.verify(&ancestors[0]).await.assert(401, BLACKLISTED);
+    app.refresh(&ancestors[0]).await.assert(401, BLACKLISTED);
+    app.blacklist(&ancestors[0]).await.assert(401, BLACKLISTED);
+    let metrics = app.send(app.client.get(app.url("/metrics"))).await;
+    assert!(
+        metrics
+            .body
+            .contains("tokend_refresh_reuse_detections_total 1\n"),
+        "{}",
+        metrics.body
+    );
+    // The user's other session is untouched.
+    assert_pair_alive(&app, &other.token("access"), &other.token("refresh")).await;
+    assert_eq!(app.session_count_live().await, 1);
+}
+
+/// A middle ancestor (its row deleted long ago) is theft too; afterwards the
+/// current token is refused.
+async fn reuse_of_a_middle_ancestor_is_theft(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, _, r1) = app.user_with_tokens("alice", "pw").await;
+    let mut chain = vec![r1];
+    for _ in 0..5 {
+        let next = app.refresh(&chain[chain.len() - 1]).await.token("refresh");
+        chain.push(next);
+    }
+    app.refresh(&chain[2]).await.assert(401, BLACKLISTED);
+    app.refresh(&chain[5]).await.assert(401, BLACKLISTED);
+    app.verify(&chain[5]).await.assert(401, BLACKLISTED);
+    assert_eq!(app.session_count_live().await, 0);
+}
+
 async fn racing_rotation_and_reuse_leave_no_live_token(backend: Backend) {
     let app = spawn_app_with(backend, &[NO_GRACE]).await;
     let (_, _, r1) = app.user_with_tokens("alice", "pw").await;
@@ -230,6 +292,8 @@ both_backends!(
     replay_inside_the_grace_window_gives_the_same_pair,
     theft_after_the_grace_window_revokes_the_session,
     an_older_ancestor_is_always_theft,
+    a_session_keeps_two_rows_and_still_detects_ancestor_reuse,
+    reuse_of_a_middle_ancestor_is_theft,
     racing_rotation_and_reuse_leave_no_live_token,
     logout_revokes_the_session_and_its_access_tokens,
     logout_everywhere_revokes_every_session_of_the_user_only,
