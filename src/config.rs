@@ -690,12 +690,21 @@ mod tests {
                 Ok(_) => assert!(ok, "{clients} accepted"),
                 Err(e) => {
                     assert!(!ok, "{clients}: {e}");
-                    assert!(e.to_string().contains("`svc`: its secret is too short"), "{e}");
-                    assert!(!e.to_string().contains(":a"), "the secret is not shown: {e}");
+                    assert!(
+                        e.to_string().contains("`svc`: its secret is too short"),
+                        "{e}"
+                    );
+                    assert!(
+                        !e.to_string().contains(":a"),
+                        "the secret is not shown: {e}"
+                    );
                 }
             }
         }
-        assert!(load(&[("TOKEND__INTROSPECTION__CLIENTS", "svc:a")]).is_ok(), "dev allows it");
+        assert!(
+            load(&[("TOKEND__INTROSPECTION__CLIENTS", "svc:a")]).is_ok(),
+            "dev allows it"
+        );
     }
 
     #[test]
@@ -792,7 +801,7 @@ mod tests {
         let s = load(&[]).unwrap();
         assert_eq!(s.server.request_timeout_ms, 10_000);
         assert_eq!(s.server.admin_address(), None);
-        assert_eq!(s.server.connection_cap(""), Some(64));
+        assert_eq!(s.server.connection_cap(""), Some(256));
         // Behind a proxy every connection is the proxy's: no cap.
         assert_eq!(s.server.connection_cap("X-Forwarded-For"), None);
         let s = load(&[

@@ -42,14 +42,13 @@ async fn start_with(database: &TestDatabase, bcrypt_cost: &str, extra: &[(&str, 
     let log = dir.path().join("tokend.log");
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
-        .envs(extra.iter().copied())
         .env("TOKEND__DATABASE__URL", database.url())
         .env("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY)
         .env("TOKEND__SERVER__PORT", port.to_string())
         .env("TOKEND__PASSWORD__BCRYPT_COST", bcrypt_cost)
         .env("TOKEND__RATE_LIMIT__ENABLED", "false")
         .env("TOKEND_CONFIG_DIR", "/nonexistent")
-        .envs(env.iter().copied())
+        .envs(extra.iter().copied())
         // As verbose as it gets: nothing secret may appear even at trace.
         .env("RUST_LOG", "trace")
         // Logs go to stdout (twelve-factor); stderr carries start-up errors.
