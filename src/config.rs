@@ -18,6 +18,20 @@ pub const MIN_PRODUCTION_KEY_BYTES: usize = 32;
 /// Cheapest bcrypt cost the production profile accepts.
 pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
 
+/// How far ahead `jwt.accept_sessionless_until` may lie when the
+/// configuration is loaded. The legacy window only has to cover a cut-over:
+/// the old service stops issuing, its access tokens (minutes to hours) run
+/// out, clients log in here. 30 days is ample for that, and bounds how long
+/// tokens that nothing here can revoke stay usable; a restart cannot push
+/// the end out either, the instant is absolute.
+pub const MAX_SESSIONLESS_WINDOW_SECS: i64 = 30 * 86400;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Dev,
@@ -99,6 +113,8 @@ pub struct JwtSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: i64,
+    /// Unix seconds; 0 = never. See `MAX_SESSIONLESS_WINDOW_SECS`.
+    pub accept_sessionless_until: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +316,15 @@ impl Settings {
         }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
+        }
+        let until = self.jwt.accept_sessionless_until;
+        let latest = unix_now().saturating_add(MAX_SESSIONLESS_WINDOW_SECS);
+        if until < 0 || until > latest {
+            return invalid(format!(
+                "jwt.accept_sessionless_until must be 0 (never) or a unix time in seconds at most \
+                 {} days ahead (at most {latest}), not {until}",
+                MAX_SESSIONLESS_WINDOW_SECS / 86400
+            ));
         }
         let listed = self
             .introspection

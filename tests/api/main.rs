@@ -12,6 +12,7 @@ mod faults;
 mod fuzz;
 mod import;
 mod keys;
+mod legacy;
 mod oauth;
 mod ops;
 mod process;
