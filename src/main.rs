@@ -415,7 +415,9 @@ fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
         }
         eprintln!("import-django: {}/{total} read", counts.read);
     }
-    db.run_blocking(user_store::advance_id_sequence)?;
+    // Django users created during the import may have larger ids.
+    let highest = django_max.max(i64::from(after));
+    db.run_blocking(|conn| user_store::advance_id_sequence(conn, highest))?;
     let c = &counts;
     println!(
         "import-django done: {} read, {} imported with their ids, {} skipped (username exists), \

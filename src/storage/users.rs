@@ -241,13 +241,16 @@ pub fn reserve_ids(conn: &mut DbConnection, at_least: i64) -> Result<(), Storage
 }
 
 /// After inserting explicit ids: PostgreSQL's identity sequence must move
-/// past them (SQLite's AUTOINCREMENT does so by itself).
-pub fn advance_id_sequence(conn: &mut DbConnection) -> Result<(), StorageError> {
+/// past them (SQLite's AUTOINCREMENT does so by itself), and stay at or
+/// above `at_least` (ids kept for refused or skipped imports are not handed
+/// to new users either).
+pub fn advance_id_sequence(conn: &mut DbConnection, at_least: i64) -> Result<(), StorageError> {
     if let DbConnection::Postgresql(pg) = conn {
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "SELECT setval(pg_get_serial_sequence('users', 'id'), \
-             GREATEST((SELECT MAX(id) FROM users), 1))",
-        )
+             GREATEST((SELECT COALESCE(MAX(id), 0) FROM users), {}, 1))",
+            at_least.max(0)
+        ))
         .execute(pg)?;
     }
     Ok(())
