@@ -9,6 +9,7 @@ mod cookies;
 mod downstream;
 mod e2e;
 mod faults;
+mod files;
 mod fuzz;
 mod import;
 mod keys;
