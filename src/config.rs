@@ -658,6 +658,25 @@ mod tests {
     }
 
     #[test]
+    fn the_sessionless_window_is_off_by_default_and_must_end_soon() {
+        assert_eq!(load(&[]).unwrap().jwt.accept_sessionless_until, 0);
+        let key = "TOKEND__JWT__ACCEPT_SESSIONLESS_UNTIL";
+        let now = unix_now();
+        for ok in [now - 1, now + 3600, now + MAX_SESSIONLESS_WINDOW_SECS - 60] {
+            let s = load(&[(key, &ok.to_string())]).unwrap();
+            assert_eq!(s.jwt.accept_sessionless_until, ok);
+        }
+        for bad in [
+            (now + MAX_SESSIONLESS_WINDOW_SECS + 60).to_string(),
+            i64::MAX.to_string(),
+            "-1".to_owned(),
+        ] {
+            let err = load(&[(key, &bad)]).unwrap_err().to_string();
+            assert!(err.contains("jwt.accept_sessionless_until"), "{err}");
+        }
+    }
+
+    #[test]
     fn secrets_are_masked_in_debug_output() {
         let s = load(&[("TOKEND__JWT__SIGNING_KEY", "super-secret-key-value")]).unwrap();
         let dump = format!("{s:?}");
