@@ -23,6 +23,20 @@ pub const MIN_PRODUCTION_CLIENT_SECRET_CHARS: usize = 32;
 /// Cheapest bcrypt cost the production profile accepts.
 pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
 
+/// How far ahead `jwt.accept_sessionless_until` may lie when the
+/// configuration is loaded. The legacy window only has to cover a cut-over:
+/// the old service stops issuing, its access tokens (minutes to hours) run
+/// out, clients log in here. 30 days is ample for that, and bounds how long
+/// tokens that nothing here can revoke stay usable; a restart cannot push
+/// the end out either, the instant is absolute.
+pub const MAX_SESSIONLESS_WINDOW_SECS: i64 = 30 * 86400;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Dev,
@@ -126,6 +140,8 @@ pub struct JwtSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: i64,
+    /// Unix seconds; 0 = never. See `MAX_SESSIONLESS_WINDOW_SECS`.
+    pub accept_sessionless_until: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +358,15 @@ impl Settings {
                  already have expired; lower the grace below the access lifetime, or set it \
                  to 0 (no replays)",
                 self.jwt.access_ttl_secs
+            ));
+        }
+        let until = self.jwt.accept_sessionless_until;
+        let latest = unix_now().saturating_add(MAX_SESSIONLESS_WINDOW_SECS);
+        if until < 0 || until > latest {
+            return invalid(format!(
+                "jwt.accept_sessionless_until must be 0 (never) or a unix time in seconds at most \
+                 {} days ahead (at most {latest}), not {until}",
+                MAX_SESSIONLESS_WINDOW_SECS / 86400
             ));
         }
         let listed = self
@@ -736,6 +761,25 @@ mod tests {
         assert_eq!(s.profile, Profile::Production);
         assert_eq!(s.server.host, "0.0.0.0");
         assert_eq!(s.log.format, "json");
+    }
+
+    #[test]
+    fn the_sessionless_window_is_off_by_default_and_must_end_soon() {
+        assert_eq!(load(&[]).unwrap().jwt.accept_sessionless_until, 0);
+        let key = "TOKEND__JWT__ACCEPT_SESSIONLESS_UNTIL";
+        let now = unix_now();
+        for ok in [now - 1, now + 3600, now + MAX_SESSIONLESS_WINDOW_SECS - 60] {
+            let s = load(&[(key, &ok.to_string())]).unwrap();
+            assert_eq!(s.jwt.accept_sessionless_until, ok);
+        }
+        for bad in [
+            (now + MAX_SESSIONLESS_WINDOW_SECS + 60).to_string(),
+            i64::MAX.to_string(),
+            "-1".to_owned(),
+        ] {
+            let err = load(&[(key, &bad)]).unwrap_err().to_string();
+            assert!(err.contains("jwt.accept_sessionless_until"), "{err}");
+        }
     }
 
     #[test]

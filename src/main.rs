@@ -74,7 +74,12 @@ enum UsersCommand {
     /// postgres:// URL), keeping ids and password hashes (pbkdf2_sha256,
     /// bcrypt_sha256, bcrypt); those users log in with their old passwords
     /// and are re-hashed on success. Existing usernames are skipped, so it
-    /// can be re-run.
+    /// can be re-run. Rows are refused, reported on stderr and counted in
+    /// the summary, never renumbered: a Django id that belongs to a
+    /// different user here (the old service's tokens for that id must never
+    /// name someone else), and a username registration would refuse. Every
+    /// other row is imported, and the exit status is non-zero when any row
+    /// was refused.
     ImportDjango {
         /// The Django database URL (read only).
         #[arg(long = "from")]
@@ -333,6 +338,18 @@ fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows of an import: why a row was refused is reported per row; the
+/// summary counts each outcome.
+#[derive(Default)]
+struct ImportCounts {
+    read: u64,
+    imported: u64,
+    skipped: u64,
+    id_taken: u64,
+    bad_username: u64,
+    unusable: u64,
+}
+
 fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
     use tokend::storage::django;
     use tokend::storage::users::ImportUser;
@@ -343,20 +360,31 @@ fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
         )
     })?;
     let total = django::count(&mut source).context("cannot read auth_user")?;
-    // Ids above Django's are for new users only: renumbered imports and
-    // registrations during the import never take an id a Django user keeps.
+    // Ids up to Django's highest are Django's: registrations during and
+    // after the import get larger ones.
     let django_max = django::max_id(&mut source)?;
     db.run_blocking(|conn| user_store::reserve_ids(conn, django_max))?;
-    let (mut read, mut imported, mut renumbered, mut skipped, mut unusable) = (0, 0, 0, 0, 0);
+    let mut counts = ImportCounts::default();
     let mut after = 0;
     loop {
         let page = django::page(&mut source, after, batch.max(1))?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for user in page {
-            read += 1;
-            if !tokend::auth::password::is_checkable_hash(&user.password) {
-                unusable += 1;
+            counts.read += 1;
+            // As registration: a name it would refuse (control characters,
+            // spaces, too long, not NFKC) would reach listings and logs.
+            match NewUsername::parse(&user.username) {
+                Ok(name) if !name.as_str().is_empty() && name.as_str() == user.username => {}
+                _ => {
+                    counts.bad_username += 1;
+                    eprintln!(
+                        "import-django: id {} refused: invalid username \"{}\"",
+                        user.id,
+                        user.username.escape_debug().take(200).collect::<String>()
+                    );
+                    continue;
+                }
             }
             let outcome = db.run_blocking(|conn| {
                 user_store::import(
@@ -369,28 +397,44 @@ fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
                 )
             })?;
             match outcome {
-                ImportUser::Imported => imported += 1,
-                ImportUser::Renumbered { id } => {
-                    renumbered += 1;
+                ImportUser::Imported => {
+                    counts.imported += 1;
+                    if !tokend::auth::password::is_checkable_hash(&user.password) {
+                        counts.unusable += 1;
+                    }
+                }
+                ImportUser::IdTaken => {
+                    counts.id_taken += 1;
                     eprintln!(
-                        "import-django: id {} is taken here; {:?} imported as id {id}",
+                        "import-django: id {} refused: it belongs to another user here; {:?} not imported",
                         user.id, user.username
                     );
                 }
-                ImportUser::UsernameTaken => skipped += 1,
+                ImportUser::UsernameTaken => counts.skipped += 1,
             }
         }
-        eprintln!("import-django: {read}/{total} read");
+        eprintln!("import-django: {}/{total} read", counts.read);
     }
-    db.run_blocking(user_store::advance_id_sequence)?;
+    // Django users created during the import may have larger ids.
+    let highest = django_max.max(i64::from(after));
+    db.run_blocking(|conn| user_store::advance_id_sequence(conn, highest))?;
+    let c = &counts;
     println!(
-        "import-django done: {read} read, {imported} imported with their ids, {renumbered} with new ids, \
-         {skipped} skipped (username exists)"
+        "import-django done: {} read, {} imported with their ids, {} skipped (username exists), \
+         {} refused (id belongs to another user), {} refused (invalid username)",
+        c.read, c.imported, c.skipped, c.id_taken, c.bad_username
     );
-    if unusable > 0 {
+    if c.unusable > 0 {
         println!(
-            "{unusable} imported user(s) have a password hash tokend cannot check (unusable, \
-             argon2, scrypt, ...): they need `tokend users set-password`"
+            "{} imported user(s) have a password hash tokend cannot check (unusable, \
+             argon2, scrypt, ...): they need `tokend users set-password`",
+            c.unusable
+        );
+    }
+    if c.id_taken + c.bad_username > 0 {
+        anyhow::bail!(
+            "{} row(s) refused (see above): fix them in either database and re-run",
+            c.id_taken + c.bad_username
         );
     }
     Ok(())

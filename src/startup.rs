@@ -235,6 +235,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         hashing,
         session_max_age_secs: settings.jwt.session_max_age_secs,
         reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
+        accept_sessionless_until: settings.jwt.accept_sessionless_until,
         introspection_clients: settings.introspection.clients(),
         throttle: settings.rate_limit.enabled.then(|| {
             Throttle::new(ThrottleSettings {
@@ -346,7 +347,17 @@ pub fn resolve_signing_key(
         return Ok(settings.jwt.signing_key.expose().to_owned());
     }
     let path = settings.signing_key_path();
-    if let Some(key) = read_key_file(&path)? {
+    // The dev profile generates this file and trusts it from then on: one
+    // that another user made or can replace is someone else's key.
+    // (Production keys are provisioned, e.g. as root-owned mounted secrets.)
+    let read = |path: &Path| {
+        if settings.profile == Profile::Production {
+            read_key_file(path)
+        } else {
+            read_own_key_file(path)
+        }
+    };
+    if let Some(key) = read(&path)? {
         warn_if_readable_by_others(&path);
         return Ok(key);
     }
@@ -371,19 +382,14 @@ pub fn resolve_signing_key(
     // Written to a private temporary file, then linked into place: another
     // process starting at the same moment sees either no file or the whole
     // key, never a half-written one; if it won the race, its key is used.
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.write_all(key.trim_end().as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()
-        })
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    // The random name cannot be planted ahead (nor left behind by a crashed
+    // start with the same pid, as pid 1 in a container).
+    let temporary = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        crate::auth::sessions::new_session_id()
+    ));
+    write_new_key_file(&temporary, &key)?;
     let linked = std::fs::hard_link(&temporary, &path);
     let _ = std::fs::remove_file(&temporary);
     match linked {
@@ -397,7 +403,7 @@ pub fn resolve_signing_key(
             Ok(key.trim_end().to_owned())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_key_file(&path)?.with_context(|| format!("{} is empty", path.display()))
+            read(&path)?.with_context(|| format!("{} is empty", path.display()))
         }
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
@@ -416,6 +422,70 @@ fn warn_if_readable_by_others(path: &Path) {
             );
         }
     }
+}
+
+/// Writes `key` to a new file at `path`, readable by its owner only. Never
+/// opens an existing file or follows a symbolic link planted there.
+fn write_new_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let written = file
+        .write_all(key.trim_end().as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all());
+    if written.is_err() {
+        // This call created the file: no half-written key stays behind.
+        let _ = std::fs::remove_file(path);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `read_key_file` for a key file tokend trusts because it made it: the
+/// file (and a link to it) must belong to this process's user, checked on
+/// the opened file so that it cannot be swapped in between.
+#[cfg(unix)]
+fn read_own_key_file(path: &Path) -> anyhow::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let link = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let opened = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    for owner in [link.uid(), opened.uid()] {
+        if owner != euid {
+            anyhow::bail!(
+                "signing key file {} belongs to uid {owner}, not to this process's user \
+                 (uid {euid}): another user may know or replace that key. Remove it (a new \
+                 key is generated) or chown it to uid {euid}",
+                path.display()
+            );
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+#[cfg(not(unix))]
+fn read_own_key_file(path: &Path) -> anyhow::Result<Option<String>> {
+    read_key_file(path)
 }
 
 fn read_key_file(path: &Path) -> anyhow::Result<Option<String>> {
@@ -502,6 +572,74 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_temporary_key_file_never_follows_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let dangling = dir.path().join("nowhere");
+        for target in [&victim, &dangling] {
+            let link = dir.path().join("tokend.tmp-planted");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let err = format!("{:#}", write_new_key_file(&link, "key").unwrap_err());
+            assert!(err.contains("cannot create"), "{err}");
+            assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dangling.exists());
+        // Where the temporary file used to be (named after the pid alone,
+        // so it could be planted ahead): a link there is left alone too.
+        let s = settings(dir.path(), None);
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        let old_name = s
+            .signing_key_path()
+            .with_extension(format!("tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+        let key = resolve_signing_key(&s, SigningAlgorithm::Hs256, true).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(s.signing_key_path())
+                .unwrap()
+                .trim(),
+            key
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_of_another_user_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: only root can give a file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), None);
+        let path = s.signing_key_path();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "k".repeat(64)).unwrap();
+        std::os::unix::fs::chown(&path, Some(12345), None).unwrap();
+        let err = format!(
+            "{:#}",
+            resolve_signing_key(&s, SigningAlgorithm::Hs256, true).unwrap_err()
+        );
+        assert!(err.contains("belongs to uid 12345"), "{err}");
+        // Nor through a link of ours to it.
+        let theirs = dir.path().join("theirs");
+        std::fs::rename(&path, &theirs).unwrap();
+        std::os::unix::fs::symlink(&theirs, &path).unwrap();
+        let err = format!("{:#}", build_keys(&s).err().unwrap());
+        assert!(err.contains("belongs to uid 12345"), "{err}");
+        // Ours again: accepted.
+        std::os::unix::fs::chown(&theirs, Some(0), None).unwrap();
+        assert_eq!(
+            resolve_signing_key(&s, SigningAlgorithm::Hs256, true).unwrap(),
+            "k".repeat(64)
+        );
     }
 
     #[test]

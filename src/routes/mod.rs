@@ -14,7 +14,7 @@ mod users;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::auth::hashing::HashingPool;
-use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
+use crate::auth::jwt::{JwtKeys, TokenError, TokenType, VerifiedToken};
 use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
 use std::time::Instant;
@@ -29,6 +29,10 @@ pub struct AppState {
     pub hashing: HashingPool,
     pub session_max_age_secs: i64,
     pub reuse_grace_secs: i64,
+    /// Until this instant (unix seconds; 0: never), sessionless access
+    /// tokens of the legacy service identify imported users (see
+    /// `session_check`).
+    pub accept_sessionless_until: i64,
     /// (id, secret) of the services allowed to introspect.
     pub introspection_clients: Vec<(String, String)>,
     /// Brute-force limits; `None` when disabled.
@@ -78,21 +82,80 @@ fn forwarded_client<'a>(
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
+/// What an endpoint does with the token it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenUse {
+    /// Says who the bearer is (me, verify).
+    Identify,
+    /// Acts on or reports the token's session (logout-all, password
+    /// change, introspection, revocation).
+    Session,
+}
+
+/// What must hold before a well-signed token is honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionCheck<'a> {
+    /// tokend's own token: its session must be live.
+    Live(&'a str),
+    /// A sessionless access token inside the legacy acceptance window: its
+    /// user must be one imported with the legacy service's id.
+    LegacyUser,
+    /// Answered as an invalid token.
+    Refused,
+}
+
+/// The policy for tokens with and without a session, in one place.
+/// tokend's tokens always name their session (`sid`). A token without one
+/// was minted elsewhere with the same key (the Django/simplejwt service
+/// tokend replaces): no logout or revocation here can end it, and its
+/// `user_id` is that service's numbering, not tokend's. Such tokens are
+/// refused, except access tokens that only identify their bearer while
+/// `jwt.accept_sessionless_until` is ahead (a migration window), and then
+/// only for users imported with that service's id. Sessionless refresh
+/// tokens are refused everywhere.
+pub(crate) fn session_check<'a>(
+    state: &AppState,
+    token: &'a VerifiedToken,
+    purpose: TokenUse,
+    now: i64,
+) -> SessionCheck<'a> {
+    match token.sid.as_deref() {
+        Some(sid) => SessionCheck::Live(sid),
+        None if purpose == TokenUse::Identify
+            && token.token_type == TokenType::Access
+            && now < state.accept_sessionless_until =>
+        {
+            SessionCheck::LegacyUser
+        }
+        None => SessionCheck::Refused,
+    }
+}
+
 /// Why a token is refused because of its session (revoked: logout, reuse,
-/// password change…; ended; gone with its user), or `None` when the session
-/// is live. Tokens without a session (minted elsewhere with the shared key)
-/// have nothing to check.
+/// password change…; ended; gone with its user; none: see
+/// `session_check`), or `None` when it may be honoured.
 pub(crate) async fn session_problem(
     state: &AppState,
     token: &VerifiedToken,
+    purpose: TokenUse,
     now: i64,
 ) -> Result<Option<TokenError>, ApiError> {
-    let (Some(user_id), Some(sid)) = (token.user_id, token.sid.as_deref()) else {
-        return Ok(None);
+    // A session belongs to a user: a token naming none is not tokend's.
+    let Some(user_id) = token.user_id else {
+        return Ok(Some(TokenError::Invalid));
     };
-    Ok(session_error(
-        cached_session_state(state, sid, user_id, now).await?,
-    ))
+    match session_check(state, token, purpose, now) {
+        SessionCheck::Live(sid) => Ok(session_error(
+            cached_session_state(state, sid, user_id, now).await?,
+        )),
+        SessionCheck::LegacyUser => {
+            let imported = cached_user(state, user_id)
+                .await?
+                .is_some_and(|user| user.kept_legacy_id);
+            Ok((!imported).then_some(TokenError::Invalid))
+        }
+        SessionCheck::Refused => Ok(Some(TokenError::Invalid)),
+    }
 }
 
 /// After a failed database call, how long cached-state readers skip the
@@ -136,6 +199,7 @@ pub(crate) async fn cached_user(
                 id: u.id,
                 username: u.username,
                 is_active: u.is_active,
+                kept_legacy_id: u.kept_legacy_id,
             }))
         },
         |user, read_at| state.cache.put_user(user_id, user.clone(), read_at),

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::fields::Fields;
-use super::{session_error, unix_now, AppState};
+use super::{session_check, session_error, unix_now, AppState, SessionCheck, TokenUse};
 use crate::auth::jwt::TokenType;
 use crate::error::ApiError;
 use crate::storage::refresh_tokens::{self, TokenStatus};
@@ -112,9 +112,13 @@ async fn introspection(
     let Ok(verified) = state.keys.verify(token, None, now) else {
         return Ok(None);
     };
-    let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid.clone()) else {
+    let Some(user_id) = verified.user_id else {
         return Ok(None);
     };
+    let SessionCheck::Live(sid) = session_check(state, &verified, TokenUse::Session, now) else {
+        return Ok(None);
+    };
+    let sid = sid.to_owned();
     let (jti, token_type, exp) = (verified.jti.clone(), verified.token_type, verified.exp);
     let found = state
         .db
@@ -164,8 +168,11 @@ pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
     let token = token_param(&fields)?;
     let now = unix_now();
     if let Ok(verified) = state.keys.verify(&token, None, now) {
-        if let (Some(user_id), Some(sid)) = (verified.user_id, verified.sid) {
-            let key = sid.clone();
+        if let (Some(user_id), SessionCheck::Live(sid)) = (
+            verified.user_id,
+            session_check(&state, &verified, TokenUse::Session, now),
+        ) {
+            let (key, sid) = (sid.to_owned(), sid.to_owned());
             let revoked = state
                 .db
                 .write(move |conn| {

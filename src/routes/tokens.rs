@@ -101,10 +101,12 @@ fn presented_refresh(
     let user_id = token.user_id.ok_or(ApiError::NoActiveAccountForToken)?;
     // tokend's refresh tokens always name their session; others were never
     // recorded here and cannot be spent or revoked.
-    let session_id = token
-        .sid
-        .clone()
-        .ok_or(ApiError::Token(TokenError::Invalid))?;
+    let super::SessionCheck::Live(sid) =
+        super::session_check(state, &token, super::TokenUse::Session, now)
+    else {
+        return Err(ApiError::Token(TokenError::Invalid));
+    };
+    let session_id = sid.to_owned();
     Ok(PresentedRefresh {
         token,
         user_id,
@@ -336,7 +338,12 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
             let user_id = verified
                 .user_id
                 .ok_or(ApiError::Token(TokenError::Invalid))?;
-            let sid = verified.sid.ok_or(ApiError::Token(TokenError::Invalid))?;
+            let super::SessionCheck::Live(sid) =
+                super::session_check(&state, &verified, super::TokenUse::Identify, now)
+            else {
+                return Err(ApiError::Token(TokenError::Invalid));
+            };
+            let sid = sid.to_owned();
             let (jti, exp) = (verified.jti, verified.exp);
             let status = state
                 .db
@@ -350,7 +357,9 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
             }
         }
         TokenType::Access => {
-            if let Some(problem) = super::session_problem(&state, &verified, now).await? {
+            if let Some(problem) =
+                super::session_problem(&state, &verified, super::TokenUse::Identify, now).await?
+            {
                 return Err(ApiError::Token(problem));
             }
         }

@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::bearer::bearer_token;
 use super::fields::Fields;
-use super::{unix_now, AppState};
+use super::{unix_now, AppState, SessionCheck, TokenUse};
 use crate::auth::credentials::{NewPassword, NewUsername};
-use crate::auth::jwt::{TokenType, VerifiedToken};
+use crate::auth::jwt::{TokenError, TokenType, VerifiedToken};
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::cache::UserSummary;
 use crate::storage::sessions::{self, RevokeReason};
@@ -95,10 +95,12 @@ async fn authenticated_user(state: &AppState, req: &HttpRequest) -> Result<UserR
 }
 
 /// The Bearer access token of a request, checked, with its user id and the
-/// instant it was checked at.
+/// instant it was checked at. A token the session policy refuses outright
+/// (see `session_check`) is refused here, before any lookup.
 fn bearer_access(
     state: &AppState,
     req: &HttpRequest,
+    purpose: TokenUse,
 ) -> Result<(VerifiedToken, i64, i64), ApiError> {
     let token = bearer_token(req)?;
     let now = unix_now();
@@ -107,25 +109,30 @@ fn bearer_access(
         .verify(&token, Some(TokenType::Access), now)
         .map_err(ApiError::BearerToken)?;
     let user_id = verified.user_id.ok_or(ApiError::NoUserIdentification)?;
+    if super::session_check(state, &verified, purpose, now) == SessionCheck::Refused {
+        return Err(ApiError::BearerToken(TokenError::Invalid));
+    }
     Ok((verified, user_id, now))
 }
 
-/// The user and the verified access token of a Bearer request.
+/// The user and the verified access token of a Bearer request that acts
+/// on its session: the token must name a live one.
 async fn authenticated(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<(UserRecord, VerifiedToken), ApiError> {
-    let (verified, user_id, now) = bearer_access(state, req)?;
-    let sid = verified.sid.clone();
+    let (verified, user_id, now) = bearer_access(state, req, TokenUse::Session)?;
+    let SessionCheck::Live(sid) = super::session_check(state, &verified, TokenUse::Session, now)
+    else {
+        return Err(ApiError::BearerToken(TokenError::Invalid));
+    };
+    let sid = sid.to_owned();
     // One trip to the blocking pool for both lookups.
     let (user, session) = state
         .db
         .run(move |conn| {
             let user = users::find_by_id(conn, user_id)?;
-            let session = match sid {
-                Some(sid) => Some(sessions::state(conn, &sid, user_id, now)?),
-                None => None,
-            };
+            let session = sessions::state(conn, &sid, user_id, now)?;
             Ok((user, session))
         })
         .await?;
@@ -134,7 +141,7 @@ async fn authenticated(
     if !user.is_active {
         return Err(ApiError::UserInactive);
     }
-    if let Some(problem) = session.and_then(super::session_error) {
+    if let Some(problem) = super::session_error(session) {
         return Err(ApiError::BearerToken(problem));
     }
     Ok((user, verified))
@@ -143,7 +150,7 @@ async fn authenticated(
 /// The user of a Bearer request for read-only answers: user and session
 /// state may come from the per-process cache (see `storage::cache`).
 async fn current_user(state: &AppState, req: &HttpRequest) -> Result<UserSummary, ApiError> {
-    let (verified, user_id, now) = bearer_access(state, req)?;
+    let (verified, user_id, now) = bearer_access(state, req, TokenUse::Identify)?;
     // simplejwt's order: the user first, then (ours) the session.
     let user = super::cached_user(state, user_id)
         .await?
@@ -151,7 +158,8 @@ async fn current_user(state: &AppState, req: &HttpRequest) -> Result<UserSummary
     if !user.is_active {
         return Err(ApiError::UserInactive);
     }
-    if let Some(problem) = super::session_problem(state, &verified, now).await? {
+    if let Some(problem) = super::session_problem(state, &verified, TokenUse::Identify, now).await?
+    {
         return Err(ApiError::BearerToken(problem));
     }
     Ok(user)
@@ -281,6 +289,7 @@ pub async fn change_password(
     }
     let hash = state.hashing.hash(ip, new.expose().to_owned()).await?;
     let now = unix_now();
+    // `authenticated` made sure the token names its (live) session.
     let keep = token.sid;
     let revoked = state
         .db

@@ -32,6 +32,8 @@ pub struct UserSummary {
     pub id: i64,
     pub username: String,
     pub is_active: bool,
+    /// See `UserRecord::kept_legacy_id`.
+    pub kept_legacy_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +287,7 @@ mod tests {
             id: 1,
             username: "alice".into(),
             is_active: true,
+            kept_legacy_id: false,
         };
         c.put_user(1, Some(alice.clone()), t0);
         assert_eq!(c.user(1, t0), Cached::Fresh(Some(alice)));

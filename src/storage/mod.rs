@@ -149,6 +149,24 @@ impl Manager {
     }
 }
 
+/// Creates the SQLite file, if missing, readable by its owner only: SQLite
+/// would create it with the umask's mode (typically 0644), and its -wal and
+/// -shm files take the main file's mode. An existing file is left as it is
+/// (never truncated). In-memory and `file:` URI databases are not files here.
+fn create_private_file(path: &str) -> Result<(), StorageError> {
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|e| StorageError::Unavailable(format!("cannot create {path}: {e}")))
+}
+
 /// The pool plus a semaphore of the same size: requests wait for a
 /// connection asynchronously (bounded by the pool timeout) and only then take
 /// a blocking thread, so a burst never parks hundreds of threads on the pool.
@@ -187,6 +205,7 @@ impl Database {
                         })?;
                     }
                 }
+                create_private_file(path)?;
                 Backend::Sqlite
             }
             DatabaseUrl::Postgres(_) => Backend::Postgres,

@@ -10,6 +10,8 @@ diesel::table! {
         created_at -> BigInt,
         // Unused since sessions carry revocation (kept by migration 1).
         tokens_valid_after -> BigInt,
+        // Imported with the legacy service's id for the same user.
+        kept_legacy_id -> Bool,
     }
 }
 

@@ -11,6 +11,9 @@ pub struct UserRecord {
     pub username: String,
     pub password_hash: String,
     pub is_active: bool,
+    /// Imported with the id the legacy (Django) service gave this same
+    /// user: that service's sessionless tokens name this user.
+    pub kept_legacy_id: bool,
 }
 
 /// Never prints the password hash.
@@ -20,6 +23,7 @@ impl std::fmt::Debug for UserRecord {
             .field("id", &self.id)
             .field("username", &self.username)
             .field("is_active", &self.is_active)
+            .field("kept_legacy_id", &self.kept_legacy_id)
             .finish_non_exhaustive()
     }
 }
@@ -29,12 +33,14 @@ type UserColumns = (
     users::username,
     users::password_hash,
     users::is_active,
+    users::kept_legacy_id,
 );
 const USER_COLUMNS: UserColumns = (
     users::id,
     users::username,
     users::password_hash,
     users::is_active,
+    users::kept_legacy_id,
 );
 
 pub fn find_by_username(
@@ -150,15 +156,17 @@ pub fn upgrade_password_hash(
 pub enum ImportUser {
     /// Imported with the same id.
     Imported,
-    /// The id was taken: imported with a new one.
-    Renumbered {
-        id: i64,
-    },
+    /// The username exists here already (a re-run, or a namesake
+    /// registered here): not imported.
     UsernameTaken,
+    /// The id belongs to a different user here: refused. Renumbering would
+    /// leave the legacy service's tokens for this id naming that other user.
+    IdTaken,
 }
 
-/// Inserts a user imported from elsewhere, keeping its id when free (so
-/// that `user_id` claims and other services' references stay the same).
+/// Inserts a user imported from elsewhere with its id (so that `user_id`
+/// claims and other services' references name the same person), or
+/// refuses when the id is someone else's here.
 pub fn import(
     conn: &mut DbConnection,
     id: i64,
@@ -168,39 +176,45 @@ pub fn import(
     now: i64,
 ) -> Result<ImportUser, StorageError> {
     conn.transaction(|conn| {
-        if diesel::select(diesel::dsl::exists(
-            users::table.filter(users::username.eq(name)),
-        ))
-        .get_result::<bool>(conn)?
-        {
+        let by_name: Option<(i64, String)> = users::table
+            .filter(users::username.eq(name))
+            .select((users::id, users::password_hash))
+            .first(conn)
+            .optional()?;
+        if let Some((existing, hash)) = by_name {
+            if existing == id && hash == password_hash {
+                // This very row was imported before the marker existed
+                // (same id, name and hash): the legacy service's tokens for
+                // this id are this user's. Anything less (a namesake
+                // registered here) proves nothing.
+                diesel::update(users::table.filter(users::id.eq(id)))
+                    .set(users::kept_legacy_id.eq(true))
+                    .execute(conn)?;
+            }
             return Ok(ImportUser::UsernameTaken);
         }
         let id_taken = diesel::select(diesel::dsl::exists(users::table.filter(users::id.eq(id))))
             .get_result::<bool>(conn)?;
-        let values = (
-            users::username.eq(name),
-            users::password_hash.eq(password_hash),
-            users::is_active.eq(is_active),
-            users::created_at.eq(now),
-        );
         if id_taken {
-            let id = diesel::insert_into(users::table)
-                .values(values)
-                .returning(users::id)
-                .get_result::<i64>(conn)?;
-            Ok(ImportUser::Renumbered { id })
-        } else {
-            diesel::insert_into(users::table)
-                .values((users::id.eq(id), values))
-                .execute(conn)?;
-            Ok(ImportUser::Imported)
+            return Ok(ImportUser::IdTaken);
         }
+        diesel::insert_into(users::table)
+            .values((
+                users::id.eq(id),
+                users::username.eq(name),
+                users::password_hash.eq(password_hash),
+                users::is_active.eq(is_active),
+                users::created_at.eq(now),
+                users::kept_legacy_id.eq(true),
+            ))
+            .execute(conn)?;
+        Ok(ImportUser::Imported)
     })
 }
 
 /// Makes every id tokend hands out from now on larger than `at_least`, so
-/// that imported users can keep their ids: neither a registration during
-/// the import nor a renumbered import takes one of them.
+/// that imported users can keep their ids: no registration during the
+/// import takes one of them.
 pub fn reserve_ids(conn: &mut DbConnection, at_least: i64) -> Result<(), StorageError> {
     let at_least = at_least.max(0);
     match conn {
@@ -227,13 +241,16 @@ pub fn reserve_ids(conn: &mut DbConnection, at_least: i64) -> Result<(), Storage
 }
 
 /// After inserting explicit ids: PostgreSQL's identity sequence must move
-/// past them (SQLite's AUTOINCREMENT does so by itself).
-pub fn advance_id_sequence(conn: &mut DbConnection) -> Result<(), StorageError> {
+/// past them (SQLite's AUTOINCREMENT does so by itself), and stay at or
+/// above `at_least` (ids kept for refused or skipped imports are not handed
+/// to new users either).
+pub fn advance_id_sequence(conn: &mut DbConnection, at_least: i64) -> Result<(), StorageError> {
     if let DbConnection::Postgresql(pg) = conn {
-        diesel::sql_query(
+        diesel::sql_query(format!(
             "SELECT setval(pg_get_serial_sequence('users', 'id'), \
-             GREATEST((SELECT MAX(id) FROM users), 1))",
-        )
+             GREATEST((SELECT COALESCE(MAX(id), 0) FROM users), {}, 1))",
+            at_least.max(0)
+        ))
         .execute(pg)?;
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::both_backends;
 use crate::compat::{peer_source, Peer};
-use crate::helpers::{claims, spawn_app, Backend, TestApp};
+use crate::helpers::{claims, now, sign, spawn_app, spawn_app_with, Backend, TestApp};
 
 fn register_on_peer(peer: &Peer, username: &str, password: &str) {
     let status = Command::new("curl")
@@ -82,7 +82,8 @@ async fn django_users_log_in_with_their_old_passwords(backend: Backend) {
     assert!(out.contains("import-django: 2/3 read"), "progress: {out}");
     assert!(
         out.contains(
-            "import-django done: 3 read, 3 imported with their ids, 0 with new ids, 0 skipped"
+            "import-django done: 3 read, 3 imported with their ids, 0 skipped (username exists), \
+             0 refused (id belongs to another user), 0 refused (invalid username)"
         ),
         "{out}"
     );
@@ -116,21 +117,24 @@ async fn django_users_log_in_with_their_old_passwords(backend: Backend) {
     // Re-running skips everyone: idempotent.
     let (ok, out) = import(&app, &from);
     assert!(
-        ok && out.contains("0 imported with their ids, 0 with new ids, 3 skipped"),
+        ok && out.contains("0 imported with their ids, 3 skipped (username exists)"),
         "{out}"
     );
-    // Into a tokend that already has a user with id 1: that Django user
-    // gets an id above all of Django's, everyone else keeps theirs, and
-    // later registrations come after them too.
+    // Into a tokend that already has a user with id 1: that Django user is
+    // refused (never renumbered), everyone else keeps their id, and later
+    // registrations come after Django's ids.
     let busy = spawn_app(backend).await;
     assert_eq!(busy.register("admin", "pw12345").await.json()["id"], 1);
     let (ok, out) = import(&busy, &from);
     assert!(
-        ok && out.contains("2 imported with their ids, 1 with new ids"),
+        !ok && out.contains("2 imported with their ids, 0 skipped (username exists), 1 refused (id belongs to another user)"),
         "{out}"
     );
+    assert_eq!(
+        busy.login("alice", "alice's old password").await.status,
+        401
+    );
     for (name, password, id) in [
-        ("alice", "alice's old password", 4),
         ("bob", "bob's old password", 2),
         ("carol", "carol's old password", 3),
     ] {
@@ -141,7 +145,7 @@ async fn django_users_log_in_with_their_old_passwords(backend: Backend) {
             "{name}"
         );
     }
-    assert_eq!(busy.register("erin", "pw12345").await.json()["id"], 5);
+    assert_eq!(busy.register("erin", "pw12345").await.json()["id"], 4);
     // A missing source is a clear error, exit non-zero.
     let (ok, out) = import(&app, "sqlite:///nonexistent/django.sqlite3");
     assert!(
@@ -150,4 +154,122 @@ async fn django_users_log_in_with_their_old_passwords(backend: Backend) {
     );
 }
 
-both_backends!(django_users_log_in_with_their_old_passwords);
+/// A Django `auth_user` table (the columns Django creates) holding `rows`
+/// of (id, username, password hash), in a new SQLite file.
+fn django_database(path: &std::path::Path, rows: &[(i64, &str, &str)]) {
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).expect("sqlite");
+    diesel::sql_query(
+        "CREATE TABLE auth_user (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, \
+         password varchar(128) NOT NULL, last_login datetime NULL, is_superuser bool NOT NULL, \
+         username varchar(150) NOT NULL UNIQUE, last_name varchar(150) NOT NULL, \
+         email varchar(254) NOT NULL, is_staff bool NOT NULL, is_active bool NOT NULL, \
+         date_joined datetime NOT NULL, first_name varchar(150) NOT NULL)",
+    )
+    .execute(&mut conn)
+    .expect("create auth_user");
+    for (id, username, hash) in rows {
+        diesel::sql_query(
+            "INSERT INTO auth_user (id, password, is_superuser, username, last_name, email, \
+             is_staff, is_active, date_joined, first_name) \
+             VALUES (?, ?, 0, ?, '', '', 0, 1, '2025-01-01 00:00:00', '')",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(id)
+        .bind::<diesel::sql_types::Text, _>(hash)
+        .bind::<diesel::sql_types::Text, _>(username)
+        .execute(&mut conn)
+        .expect("insert Django user");
+    }
+}
+
+/// A Django id held here by someone else is refused, never renumbered, so
+/// the old service's tokens for that id never name another user; usernames
+/// registration would refuse are refused too. Both are reported without
+/// hashes, the rest imported, and the exit status says rows were refused.
+async fn import_refuses_id_clashes_and_invalid_usernames(backend: Backend) {
+    let until = (now() + 3600).to_string();
+    let app = spawn_app_with(
+        backend,
+        &[("TOKEND__JWT__ACCEPT_SESSIONLESS_UNTIL", until.as_str())],
+    )
+    .await;
+    assert_eq!(
+        app.register("admin", "admin password").await.json()["id"],
+        1
+    );
+    let alice = tokend::auth::password::hash_password("alice password", 4).expect("hash");
+    let carol = tokend::auth::password::hash_password("carol password", 4).expect("hash");
+    let long = "x".repeat(151);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let django_db = dir.path().join("django.sqlite3");
+    django_database(
+        &django_db,
+        &[
+            (1, "alice", &alice),
+            (2, "bob\nroot 1 true", &carol),
+            (3, "carol", &carol),
+            (4, "", &carol),
+            (5, &long, &carol),
+            (6, "admin", &carol),
+            (7, "eve il", &carol),
+        ],
+    );
+    let (ok, out) = import(&app, &format!("sqlite://{}", django_db.display()));
+    assert!(!ok, "refused rows must fail the command: {out}");
+    assert!(
+        out.contains(
+            "import-django done: 7 read, 1 imported with their ids, 1 skipped (username exists), \
+             1 refused (id belongs to another user), 4 refused (invalid username)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("id 1 refused: it belongs to another user here"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"id 2 refused: invalid username "bob\nroot 1 true""#),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&alice) && !out.contains(&carol) && !out.contains("$2b$"),
+        "no hashes in the output: {out}"
+    );
+    // Only carol came in, with her id; the admin is still user 1.
+    let names: Vec<(i64, String)> = app
+        .db
+        .run(tokend::storage::users::list)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    assert_eq!(names, [(1, "admin".to_owned()), (3, "carol".to_owned())]);
+    assert_eq!(app.login("alice", "alice password").await.status, 401);
+    let carol_login = app.login("carol", "carol password").await;
+    assert_eq!(claims(&carol_login.token("access"))["user_id"], "3");
+    // Inside the legacy window, the old service's token for its user 1
+    // (alice) does not act as tokend's user 1; its token for carol does.
+    let legacy = |id: i64| {
+        sign(
+            &serde_json::json!({"token_type":"access","exp":now()+600,"iat":now(),
+            "jti":"l".repeat(32),"user_id":id.to_string()}),
+        )
+    };
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {}", legacy(1))))
+            .await
+            .status,
+        401
+    );
+    app.get_me(Some(&format!("Bearer {}", legacy(3))))
+        .await
+        .assert(200, r#"{"id":3,"username":"carol"}"#);
+    // New registrations come after Django's ids.
+    assert_eq!(app.register("dave", "pw12345").await.json()["id"], 8);
+}
+
+both_backends!(
+    django_users_log_in_with_their_old_passwords,
+    import_refuses_id_clashes_and_invalid_usernames,
+);
