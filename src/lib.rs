@@ -1,5 +1,5 @@
 //! tokend: users and the access/refresh token lifecycle, wire-compatible with
-//! djangorestframework-simplejwt. See README.md and DESIGN.md.
+//! djangorestframework-simplejwt. See README.md and docs/architecture.md.
 
 pub mod auth;
 pub mod config;

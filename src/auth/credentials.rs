@@ -1,5 +1,5 @@
 //! Username and password rules, as Django's `User` model and DRF's
-//! `CharField` apply them (the wire contract of DESIGN §1).
+//! `CharField` apply them (the wire contract in docs/api.md).
 
 use unicode_normalization::UnicodeNormalization;
 
