@@ -9,7 +9,9 @@
 //! - every check takes at least as long as the costliest kind of stored hash
 //!   seen (`TimingFloor`), so login time does not tell unknown, native,
 //!   imported or older-cost accounts apart (Django's `harden_runtime` idea,
-//!   with an idle wait instead of extra CPU).
+//!   with an idle wait instead of extra CPU). Kinds are timed in thread CPU
+//!   time, so a load on the machine (which an attacker can cause) does not
+//!   raise every login's wait.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -156,9 +158,12 @@ impl HashingPool {
         // so it also seeds the floor.
         let (preparing, seeding) = (dummy.clone(), timing.clone());
         std::thread::spawn(move || {
-            let started = Instant::now();
+            let started = thread_cpu_time();
             let hash = dummy_hash(cost).unwrap_or_default();
-            seeding.record(HashKind::Bcrypt(cost), started.elapsed());
+            seeding.record(
+                HashKind::Bcrypt(cost),
+                thread_cpu_time().saturating_sub(started),
+            );
             let _ = preparing.set(hash);
         });
         HashingPool {
@@ -240,6 +245,7 @@ impl HashingPool {
         let (checked, took) = self
             .run(client, move || {
                 let started = Instant::now();
+                let cpu_started = thread_cpu_time();
                 let (kind, matches) = match &stored {
                     Some(hash) => (hash_kind(hash), verify_password(&password, hash, max_cost)),
                     None => {
@@ -252,7 +258,7 @@ impl HashingPool {
                 // Hashes tokend would not check at full cost do not set the
                 // floor (a bcrypt above the cap was refused unchecked).
                 if !matches!(kind, HashKind::Bcrypt(c) if c > max_cost) {
-                    timing.record(kind, took);
+                    timing.record(kind, thread_cpu_time().saturating_sub(cpu_started));
                 }
                 let upgraded = match stored {
                     Some(hash) if matches && upgrade && needs_rehash(&hash, cost) => {
@@ -274,6 +280,24 @@ impl HashingPool {
     pub fn timing_floor(&self) -> Duration {
         self.timing.floor()
     }
+}
+
+/// CPU time the calling thread has used: what a hash costs, whatever else
+/// the machine is doing (wall time where the clock is not available).
+fn thread_cpu_time() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec owned by this frame.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        }
+    }
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
 }
 
 /// Lowers the calling thread's scheduling priority (Linux: niceness is per
@@ -434,7 +458,7 @@ mod tests {
         let p = pool(1, 8, None);
         // As if a costlier kind (an imported PBKDF2 hash) had been seen.
         p.timing
-            .record(HashKind::Pbkdf2, Duration::from_millis(150));
+            .record(HashKind::Pbkdf2(1_000_000), Duration::from_millis(150));
         let started = Instant::now();
         assert!(!verify(&p, A, "pw", Some("!unusable")).await);
         assert!(started.elapsed() >= Duration::from_millis(100));

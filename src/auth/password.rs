@@ -71,7 +71,8 @@ pub fn verify_password(password: &str, stored: &str, max_cost: u32) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashKind {
     Bcrypt(u32),
-    Pbkdf2,
+    /// By iteration count: Django's default changed with every release.
+    Pbkdf2(u32),
     /// Malformed or unusable: checked at no cost.
     Other,
 }
@@ -83,8 +84,12 @@ pub fn hash_kind(stored: &str) -> HashKind {
     {
         return bcrypt_cost(inner).map_or(HashKind::Other, HashKind::Bcrypt);
     }
-    if stored.starts_with("pbkdf2_sha256$") {
-        return HashKind::Pbkdf2;
+    if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
+        return rest
+            .split('$')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .map_or(HashKind::Other, HashKind::Pbkdf2);
     }
     HashKind::Other
 }
@@ -217,7 +222,7 @@ mod tests {
         assert!(!verify_password("pw", &plain, 5));
         assert_eq!(hash_kind(&h), HashKind::Bcrypt(6));
         assert_eq!(hash_kind(&plain), HashKind::Bcrypt(6));
-        assert_eq!(hash_kind("pbkdf2_sha256$1$s$h"), HashKind::Pbkdf2);
+        assert_eq!(hash_kind("pbkdf2_sha256$1000$s$h"), HashKind::Pbkdf2(1000));
         assert_eq!(hash_kind("!unusable"), HashKind::Other);
     }
 

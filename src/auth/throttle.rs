@@ -10,7 +10,15 @@
 //! simultaneous guesses evaluates no more than the free ones.
 //!
 //! Addresses are keyed as clients are allocated them: IPv4 by address, IPv6
-//! by /64 (one host usually holds a whole /64).
+//! by /64 (one host usually holds a whole /64, and a /64 is to IPv6 what one
+//! NAT address is to IPv4: per-host keys would hand an IPv6 attacker 2^64
+//! fresh back-offs).
+//!
+//! Memory stays bounded whatever the attacker sends: subjects are kept as
+//! SHA-256 digests (a 64 kB username costs 32 bytes), entries leave the map
+//! when their count is back to zero or they have been idle for
+//! `max_backoff_secs`, and failures reach the map only as fast as passwords
+//! can be checked.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -21,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleSettings {
@@ -62,14 +71,22 @@ struct Failures {
     last: Instant,
 }
 
-/// Entries beyond this many are pruned of idle ones (bounded memory under a
-/// spray of usernames or addresses).
+/// Entries beyond this many are pruned of idle ones, at most once a second
+/// (bounded memory under a spray of usernames or addresses, without a full
+/// scan on every guess).
 const PRUNE_ABOVE: usize = 50_000;
+/// Beyond this many even after pruning, only entries that hold something
+/// (a guess under way, a lock) are kept.
+const HARD_CAP: usize = 200_000;
 /// Rate-limiter state is pruned of addresses back at a full quota every
 /// this many checks.
 const LIMITER_PRUNE_EVERY: u64 = 4096;
 
-type Key = (String, IpAddr);
+type Key = ([u8; 32], IpAddr);
+
+fn key(subject: &str, ip: IpAddr) -> Key {
+    (Sha256::digest(subject.as_bytes()).into(), ip)
+}
 
 pub struct Throttle {
     settings: ThrottleSettings,
@@ -77,7 +94,13 @@ pub struct Throttle {
     register: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
     checks: AtomicU64,
-    failures: Mutex<HashMap<Key, Failures>>,
+    failures: Mutex<Failed>,
+}
+
+#[derive(Default)]
+struct Failed {
+    entries: HashMap<Key, Failures>,
+    pruned_at: Option<Instant>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -96,10 +119,11 @@ pub struct Guess<'a> {
 impl Guess<'_> {
     /// A wrong guess: after `free_failures` of them, each further failure
     /// locks every key of this guess for 1, 2, 4… seconds, at most
-    /// `max_backoff_secs`.
-    pub fn failed(mut self, now: Instant) {
+    /// `max_backoff_secs`. True when the `also` subject of `begin_guess`
+    /// has used up its free failures with this one.
+    pub fn failed(mut self, now: Instant) -> bool {
         let keys = std::mem::take(&mut self.keys);
-        self.throttle.judge(&keys, Some(now));
+        self.throttle.judge(&keys, Some(now))
     }
 
     /// A right guess: clears the back-off of its keys.
@@ -114,10 +138,13 @@ impl Drop for Guess<'_> {
         if self.keys.is_empty() {
             return;
         }
-        let mut map = self.throttle.lock();
+        let mut failed = self.throttle.lock();
         for key in &self.keys {
-            if let Some(entry) = map.get_mut(key) {
+            if let Some(entry) = failed.entries.get_mut(key) {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
+                if entry.in_flight == 0 && entry.count == 0 {
+                    failed.entries.remove(key);
+                }
             }
         }
     }
@@ -133,7 +160,7 @@ impl Throttle {
             )),
             clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Failed::default()),
         }
     }
 
@@ -171,37 +198,38 @@ impl Throttle {
         self.check(&self.register, ip)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failed> {
         // A poisoned map only holds counters: keep using it.
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves one guess for `subject` from `ip` (the user's own address
-    /// entry) and, with `per_subject`, also for `subject` from anywhere.
-    /// Refused while any of these is backing off, or when the guesses
-    /// already in flight would use up the free ones: beyond them, one guess
-    /// at a time.
+    /// Reserves one guess for `subject` from `ip` and, with `also`, one for
+    /// that subject from any address (e.g. the session a password change is
+    /// made in). Refused while any of these is backing off, or when the
+    /// guesses already in flight would use up the free ones: beyond them, one
+    /// guess at a time. Failures older than `max_backoff_secs` are forgotten.
     pub fn begin_guess(
         &self,
         subject: &str,
         ip: IpAddr,
-        per_subject: bool,
+        also: Option<&str>,
         now: Instant,
     ) -> Result<Guess<'_>, Duration> {
-        let mut keys = vec![(subject.to_owned(), client_key(ip))];
-        if per_subject {
-            keys.push((subject.to_owned(), ANY_ADDRESS));
-        }
-        let mut map = self.lock();
-        if map.len() > PRUNE_ABOVE {
-            let idle = Duration::from_secs(self.settings.max_backoff_secs.max(60));
-            map.retain(|_, f| f.in_flight > 0 || now.saturating_duration_since(f.last) < idle);
-        }
+        let mut keys = vec![key(subject, client_key(ip))];
+        keys.extend(also.map(|other| key(other, ANY_ADDRESS)));
+        let idle = Duration::from_secs(self.settings.max_backoff_secs.max(60));
+        let mut failed = self.lock();
+        failed.prune(now, idle);
         let free = self.settings.free_failures;
         for key in &keys {
-            if let Some(f) = map.get(key) {
+            if let Some(f) = failed.entries.get_mut(key) {
                 if let Some(until) = f.locked_until.filter(|until| *until > now) {
                     return Err(until - now);
+                }
+                if f.in_flight == 0 && now.saturating_duration_since(f.last) >= idle {
+                    // A quiet spell as long as the longest lock: start afresh.
+                    f.count = 0;
+                    f.locked_until = None;
                 }
                 if f.in_flight > 0 && f.count.saturating_add(f.in_flight) >= free {
                     // The outcome of the guesses under way decides the next wait.
@@ -210,7 +238,7 @@ impl Throttle {
             }
         }
         for key in &keys {
-            let entry = map.entry(key.clone()).or_insert(Failures {
+            let entry = failed.entries.entry(*key).or_insert(Failures {
                 count: 0,
                 in_flight: 0,
                 locked_until: None,
@@ -219,7 +247,7 @@ impl Throttle {
             entry.in_flight += 1;
             entry.last = now;
         }
-        drop(map);
+        drop(failed);
         Ok(Guess {
             throttle: self,
             keys,
@@ -227,11 +255,13 @@ impl Throttle {
     }
 
     /// Records the verdict of a reserved guess: `Some(now)` a failure,
-    /// `None` a success.
-    fn judge(&self, keys: &[Key], failed_at: Option<Instant>) {
-        let mut map = self.lock();
+    /// `None` a success. True when a failure brought the last key (the
+    /// `also` subject, when given) to its free failures.
+    fn judge(&self, keys: &[Key], failed_at: Option<Instant>) -> bool {
+        let mut failed = self.lock();
+        let mut exhausted = false;
         for key in keys {
-            let Some(entry) = map.get_mut(key) else {
+            let Some(entry) = failed.entries.get_mut(key) else {
                 continue;
             };
             entry.in_flight = entry.in_flight.saturating_sub(1);
@@ -239,7 +269,8 @@ impl Throttle {
                 Some(now) => {
                     entry.count = entry.count.saturating_add(1);
                     entry.last = now;
-                    if entry.count >= self.settings.free_failures {
+                    exhausted = entry.count >= self.settings.free_failures;
+                    if exhausted {
                         let exponent = (entry.count - self.settings.free_failures).min(30);
                         let secs = (1u64 << exponent).min(self.settings.max_backoff_secs.max(1));
                         entry.locked_until = Some(now + Duration::from_secs(secs));
@@ -251,9 +282,38 @@ impl Throttle {
                 }
             }
             if entry.in_flight == 0 && entry.count == 0 {
-                map.remove(key);
+                failed.entries.remove(key);
             }
         }
+        exhausted
+    }
+
+    /// Entries in the back-off map.
+    pub fn tracked_guessers(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+impl Failed {
+    fn prune(&mut self, now: Instant, idle: Duration) {
+        if self.entries.len() <= PRUNE_ABOVE
+            || self
+                .pruned_at
+                .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.pruned_at = Some(now);
+        self.entries.retain(|_, f| {
+            f.in_flight > 0
+                || f.locked_until.is_some_and(|until| until > now)
+                || now.saturating_duration_since(f.last) < idle
+        });
+        if self.entries.len() > HARD_CAP {
+            self.entries
+                .retain(|_, f| f.in_flight > 0 || f.locked_until.is_some_and(|until| until > now));
+        }
+        self.entries.shrink_to_fit();
     }
 }
 
@@ -281,13 +341,13 @@ mod tests {
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     fn fail(t: &Throttle, who: &str, ip: IpAddr, now: Instant) {
-        t.begin_guess(who, ip, false, now)
+        t.begin_guess(who, ip, None, now)
             .expect("may guess")
             .failed(now);
     }
 
     fn may_try(t: &Throttle, who: &str, ip: IpAddr, now: Instant) -> Verdict {
-        t.begin_guess(who, ip, false, now).map(drop)
+        t.begin_guess(who, ip, None, now).map(drop)
     }
 
     #[test]
@@ -376,7 +436,7 @@ mod tests {
         );
         assert!(may_try(&t, "bob", A, now).is_ok());
         let later = now + Duration::from_secs(1);
-        t.begin_guess("alice", A, false, later)
+        t.begin_guess("alice", A, None, later)
             .expect("lock over")
             .succeeded();
         assert!(may_try(&t, "alice", A, later).is_ok());
@@ -389,7 +449,7 @@ mod tests {
         let t = throttle(5, 900);
         let now = Instant::now();
         let reserved: Vec<Guess> = (0..30)
-            .filter_map(|_| t.begin_guess("alice", A, false, now).ok())
+            .filter_map(|_| t.begin_guess("alice", A, None, now).ok())
             .collect();
         assert_eq!(reserved.len(), 5, "a burst gets the free guesses only");
         for guess in reserved {
@@ -398,8 +458,8 @@ mod tests {
         assert!(may_try(&t, "alice", A, now).is_err(), "then the back-off");
         // Past the free ones, one guess at a time.
         let later = now + Duration::from_secs(1);
-        let one = t.begin_guess("alice", A, false, later).expect("lock over");
-        assert!(t.begin_guess("alice", A, false, later).is_err());
+        let one = t.begin_guess("alice", A, None, later).expect("lock over");
+        assert!(t.begin_guess("alice", A, None, later).is_err());
         drop(one);
         assert!(
             may_try(&t, "alice", A, later).is_ok(),
@@ -408,23 +468,67 @@ mod tests {
     }
 
     #[test]
-    fn per_subject_guesses_count_from_every_address() {
+    fn also_subjects_count_from_every_address() {
         let t = throttle(2, 900);
         let now = Instant::now();
-        for ip in [A, B] {
-            t.begin_guess("user:1", ip, true, now)
-                .expect("free")
-                .failed(now);
-        }
+        let session = Some("session:s1");
+        let first = t.begin_guess("alice", A, session, now).expect("free");
+        assert!(!first.failed(now));
+        let second = t.begin_guess("alice", B, session, now).expect("free");
+        assert!(
+            second.failed(now),
+            "the session's free failures are used up"
+        );
         let c = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
         assert!(
-            t.begin_guess("user:1", c, true, now).is_err(),
+            t.begin_guess("alice", c, session, now).is_err(),
             "a third address is slowed too"
         );
         assert!(
-            t.begin_guess("user:1", c, false, now).is_ok(),
+            t.begin_guess("alice", c, None, now).is_ok(),
             "the per-address entry alone is clean"
         );
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_a_quiet_spell() {
+        let t = throttle(2, 60);
+        let now = Instant::now();
+        fail(&t, "svc", A, now);
+        fail(&t, "svc", A, now);
+        let later = now + Duration::from_secs(61);
+        fail(&t, "svc", A, later);
+        assert!(
+            may_try(&t, "svc", A, later).is_ok(),
+            "one failure after a quiet minute is a first failure again"
+        );
+    }
+
+    #[test]
+    fn memory_does_not_depend_on_what_the_attacker_sends() {
+        let t = throttle(5, 900);
+        let now = Instant::now();
+        let long = "x".repeat(60_000);
+        fail(&t, &long, A, now);
+        assert_eq!(t.tracked_guessers(), 1);
+        // Keys are digests: the 60 kB name is not kept.
+        assert_eq!(
+            std::mem::size_of::<Key>(),
+            32 + std::mem::size_of::<IpAddr>()
+        );
+        // A reservation dropped without a verdict leaves nothing behind.
+        drop(
+            t.begin_guess("bob", A, Some("session:x"), now)
+                .expect("free"),
+        );
+        assert_eq!(t.tracked_guessers(), 1);
+        // Past the pruning threshold, idle entries go.
+        for i in 0..(PRUNE_ABOVE as u32 + 10) {
+            fail(&t, &format!("u{i}"), A, now);
+        }
+        let later = now + Duration::from_secs(901);
+        drop(t.begin_guess("trigger", A, None, later));
+        assert!(t.tracked_guessers() <= 2, "{}", t.tracked_guessers());
     }
 
     #[test]

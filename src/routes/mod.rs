@@ -69,13 +69,16 @@ fn forwarded_client<'a>(
     lines: impl Iterator<Item = &'a actix_web::http::header::HeaderValue>,
     hops: usize,
 ) -> Option<std::net::IpAddr> {
-    let values: Vec<&str> = lines.map(|v| v.to_str().ok()).collect::<Option<Vec<_>>>()?;
-    let entry = values
-        .iter()
-        .flat_map(|v| v.split(','))
+    // Bytes, not strings: a line of the client's with a non-ASCII byte must
+    // not make the proxy's own entry unreadable (the fallback, the proxy's
+    // address, is a bucket every client shares).
+    let entry = lines
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .collect::<Vec<_>>()
+        .into_iter()
         .rev()
-        .nth(hops.checked_sub(1)?)?
-        .trim();
+        .nth(hops.checked_sub(1)?)?;
+    let entry = std::str::from_utf8(entry).ok()?.trim();
     entry
         .parse()
         .ok()
@@ -454,5 +457,14 @@ mod tests {
             "fewer entries than hops"
         );
         assert_eq!(client(&["unknown"], 1), None);
+        // A client's line with a non-ASCII byte before the proxy's.
+        let values = [
+            HeaderValue::from_bytes(b"10.0.0.1\xff").unwrap(),
+            HeaderValue::from_static("198.51.100.7"),
+        ];
+        assert_eq!(
+            forwarded_client(values.iter(), 1).map(|ip| ip.to_string()),
+            Some("198.51.100.7".to_owned())
+        );
     }
 }

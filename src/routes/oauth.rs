@@ -22,28 +22,26 @@ fn token_param(fields: &Fields) -> Result<String, ApiError> {
         .map_err(|_| ApiError::OAuthInvalidRequest)
 }
 
-/// True when the request carries HTTP Basic credentials of a configured
-/// introspection client. Compared as SHA-256 digests in constant time, every
-/// configured client every time: neither the length of a secret nor which
-/// id exists shows in the timing.
-fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
-    let Some(encoded) = req
+/// The (id, secret) of a request's HTTP Basic credentials.
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let encoded = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Some((id, secret)) = std::str::from_utf8(&decoded)
-        .ok()
-        .and_then(|s| s.split_once(':'))
-    else {
-        return false;
-    };
+        .and_then(|v| v.strip_prefix("Basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// True when `id`/`secret` are the credentials of a configured
+/// introspection client. Compared as SHA-256 digests in constant time, every
+/// configured client every time: neither the length of a secret nor which
+/// id matched shows in the timing.
+fn is_introspection_client(state: &AppState, id: &str, secret: &str) -> bool {
     let (id, secret) = (Sha256::digest(id), Sha256::digest(secret));
     state
         .introspection_clients
@@ -55,9 +53,19 @@ fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
         })
 }
 
-/// Failed introspection credentials back off per client address as failed
-/// logins do: one subject for every introspection client.
-const INTROSPECTION_SUBJECT: &str = "\0introspection";
+/// Failed introspection credentials back off per client id and address, as
+/// failed logins do per username: one client's misconfigured replica (or a
+/// guesser of its secret) does not lock out another client behind the same
+/// address. Ids that are not configured share one subject, so made-up ids
+/// are no way around it.
+fn introspection_subject(state: &AppState, id: Option<&str>) -> String {
+    match id {
+        Some(id) if state.introspection_clients.iter().any(|(c, _)| c == id) => {
+            format!("\0introspection:{id}")
+        }
+        _ => "\0introspection".to_owned(),
+    }
+}
 
 /// POST /api/token/introspect/ (RFC 7662), for services: Basic client
 /// credentials; form `token` (and an ignored `token_type_hint`). Answers
@@ -75,28 +83,35 @@ pub async fn introspect(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
+    let credentials = basic_credentials(&req);
     // Reserved before the check (a back-off refuses right credentials too,
-    // or it would tell them apart); a right one only frees its place.
+    // or it would tell them apart).
     let guess = match &state.throttle {
         Some(throttle) => Some(
             throttle
                 .begin_guess(
-                    INTROSPECTION_SUBJECT,
+                    &introspection_subject(&state, credentials.as_ref().map(|c| c.0.as_str())),
                     super::client_ip(&state, &req),
-                    false,
+                    None,
                     std::time::Instant::now(),
                 )
                 .map_err(ApiError::Throttled)?,
         ),
         None => None,
     };
-    if !is_introspection_client(&state, &req) {
-        if let Some(guess) = guess {
+    let valid = credentials
+        .as_ref()
+        .is_some_and(|(id, secret)| is_introspection_client(&state, id, secret));
+    match guess {
+        Some(guess) if valid => guess.succeeded(),
+        Some(guess) => {
             guess.failed(std::time::Instant::now());
         }
+        None => {}
+    }
+    if !valid {
         return Err(ApiError::OAuthInvalidClient);
     }
-    drop(guess);
     let token = token_param(&fields)?;
     Ok(match introspection(&state, &token).await? {
         Some(claims) => HttpResponse::Ok().json(claims),

@@ -140,7 +140,7 @@ pub async fn obtain_pair(
     let guess = match &state.throttle {
         Some(throttle) => Some(
             throttle
-                .begin_guess(&username, ip, false, Instant::now())
+                .begin_guess(&username, ip, None, Instant::now())
                 .map_err(ApiError::Throttled)?,
         ),
         None => None,

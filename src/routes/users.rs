@@ -218,6 +218,33 @@ pub async fn logout_everywhere(
 
 const MSG_WRONG_PASSWORD: &str = "Wrong password.";
 
+/// Ends a session whose access token keeps guessing the old password.
+async fn revoke_guessing_session(
+    state: &AppState,
+    user_id: i64,
+    session: String,
+    ip: std::net::IpAddr,
+) -> Result<(), ApiError> {
+    let now = unix_now();
+    let sid = session.clone();
+    state
+        .db
+        .write(move |conn| {
+            sessions::revoke_session(conn, &sid, user_id, RevokeReason::PasswordGuessing, now)
+        })
+        .await?;
+    state
+        .cache
+        .session_revoked(&session, user_id, std::time::Instant::now());
+    tracing::warn!(
+        security_event = "password_guessing",
+        user_id,
+        client_ip = %ip,
+        "wrong old passwords: the session is revoked"
+    );
+    Ok(())
+}
+
 /// POST /api/user/password/ (Bearer) {old_password, new_password} -> {}:
 /// changes the password and revokes every other session of the user; the
 /// calling session stays signed in.
@@ -258,14 +285,22 @@ pub async fn change_password(
         return Err(ApiError::Internal("validated fields missing".into()));
     };
     // A stolen access token must not make the old password guessable: the
-    // same quotas and back-off as login, plus a back-off per user that
-    // counts failures from every address.
+    // same quotas and back-off as login, and a count per session from every
+    // address; when the session has used up its free failures, it is
+    // revoked (a per-user lock would let the thief keep the owner from
+    // changing the password; a new login starts a clean session).
+    let session = token.sid.clone().unwrap_or_default();
     let guess = match &state.throttle {
         Some(throttle) => {
             throttle.login_attempt(ip).map_err(ApiError::Throttled)?;
             Some(
                 throttle
-                    .begin_guess(&user.username, ip, true, Instant::now())
+                    .begin_guess(
+                        &user.username,
+                        ip,
+                        Some(&format!("\0session:{session}")),
+                        Instant::now(),
+                    )
                     .map_err(ApiError::Throttled)?,
             )
         }
@@ -276,8 +311,8 @@ pub async fn change_password(
         .check(ip, old, Some(user.password_hash.clone()), false)
         .await?;
     if !checked.matches {
-        if let Some(guess) = guess {
-            guess.failed(Instant::now());
+        if guess.is_some_and(|guess| guess.failed(Instant::now())) {
+            revoke_guessing_session(&state, user.id, session, ip).await?;
         }
         return Err(ApiError::Validation(FieldErrors::single(
             "old_password",

@@ -185,6 +185,12 @@ fn live_pair(
 /// because the purge took it after its expiry: a token that has not expired
 /// (`token_exp`, its signed `exp`) cannot have been purged. An expired one
 /// (accepted within the clock-skew leeway) stays unknown, as before.
+///
+/// A purge on a replica whose clock runs ahead, or a restored backup, can
+/// also lose a row; so the session must hold a later token too (one expiring
+/// no earlier: lifetimes only move forward within a session, and only a
+/// rotation adds a token to one). Otherwise the token stays unknown rather
+/// than costing its owner the session.
 fn ancestor_session(
     conn: &mut DbConnection,
     session_id: &str,
@@ -193,6 +199,16 @@ fn ancestor_session(
     now: i64,
 ) -> Result<Option<SessionState>, diesel::result::Error> {
     if token_exp <= now {
+        return Ok(None);
+    }
+    let superseded: bool = diesel::select(diesel::dsl::exists(
+        refresh_tokens::table
+            .filter(refresh_tokens::session_id.eq(session_id))
+            .filter(refresh_tokens::user_id.eq(user_id))
+            .filter(refresh_tokens::expires_at.ge(token_exp)),
+    ))
+    .get_result(conn)?;
+    if !superseded {
         return Ok(None);
     }
     Ok(match sessions::state_of(conn, session_id, user_id, now)? {

@@ -14,6 +14,9 @@ pub enum RevokeReason {
     LogoutEverywhere,
     PasswordChange,
     AccountDisabled,
+    /// Too many wrong old passwords in a password change: the access token
+    /// is likely stolen.
+    PasswordGuessing,
 }
 
 impl RevokeReason {
@@ -24,6 +27,7 @@ impl RevokeReason {
             RevokeReason::LogoutEverywhere => "logout_everywhere",
             RevokeReason::PasswordChange => "password_change",
             RevokeReason::AccountDisabled => "account_disabled",
+            RevokeReason::PasswordGuessing => "password_guessing",
         }
     }
 }
