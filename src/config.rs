@@ -642,12 +642,21 @@ mod tests {
                 Ok(_) => assert!(ok, "{clients} accepted"),
                 Err(e) => {
                     assert!(!ok, "{clients}: {e}");
-                    assert!(e.to_string().contains("`svc`: its secret is too short"), "{e}");
-                    assert!(!e.to_string().contains(":a"), "the secret is not shown: {e}");
+                    assert!(
+                        e.to_string().contains("`svc`: its secret is too short"),
+                        "{e}"
+                    );
+                    assert!(
+                        !e.to_string().contains(":a"),
+                        "the secret is not shown: {e}"
+                    );
                 }
             }
         }
-        assert!(load(&[("TOKEND__INTROSPECTION__CLIENTS", "svc:a")]).is_ok(), "dev allows it");
+        assert!(
+            load(&[("TOKEND__INTROSPECTION__CLIENTS", "svc:a")]).is_ok(),
+            "dev allows it"
+        );
     }
 
     #[test]

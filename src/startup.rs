@@ -12,9 +12,9 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
+use crate::auth::hashing::{HashingPolicy, HashingPool};
 use crate::auth::jwt::{ClaimPolicy, JwtKeys, TokenLifetimes};
 use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
-use crate::auth::hashing::{HashingPolicy, HashingPool};
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
 use crate::routes::{self, AppState};

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::password::{
-    dummy_hash, hash_kind, hash_password, max_accepted_bcrypt_cost, needs_rehash,
-    verify_password, HashKind,
+    dummy_hash, hash_kind, hash_password, max_accepted_bcrypt_cost, needs_rehash, verify_password,
+    HashKind,
 };
 use super::throttle::client_key;
 
@@ -339,7 +339,11 @@ mod tests {
     }
 
     /// Polled together: every job is offered before any finishes.
-    async fn burst(p: &HashingPool, clients: &[IpAddr], hash: &str) -> Vec<Result<bool, PoolError>> {
+    async fn burst(
+        p: &HashingPool,
+        clients: &[IpAddr],
+        hash: &str,
+    ) -> Vec<Result<bool, PoolError>> {
         futures::future::join_all(clients.iter().map(|c| async move {
             p.check(*c, "pw".into(), Some(hash.to_owned()), false)
                 .await

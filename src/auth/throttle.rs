@@ -347,7 +347,10 @@ mod tests {
         fail(&t, "alice", A, now);
         assert_eq!(may_try(&t, "alice", A, now), Err(Duration::from_secs(1)));
         let later = now + Duration::from_secs(1);
-        assert!(may_try(&t, "alice", A, later).is_ok(), "not a permanent lock");
+        assert!(
+            may_try(&t, "alice", A, later).is_ok(),
+            "not a permanent lock"
+        );
         fail(&t, "alice", A, later);
         assert_eq!(may_try(&t, "alice", A, later), Err(Duration::from_secs(2)));
         let later = later + Duration::from_secs(2);

@@ -13,8 +13,8 @@ mod users;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
 use crate::auth::hashing::HashingPool;
+use crate::auth::jwt::{JwtKeys, TokenError, VerifiedToken};
 use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
 use std::time::Instant;
@@ -65,9 +65,7 @@ fn forwarded_client<'a>(
     lines: impl Iterator<Item = &'a actix_web::http::header::HeaderValue>,
     hops: usize,
 ) -> Option<std::net::IpAddr> {
-    let values: Vec<&str> = lines
-        .map(|v| v.to_str().ok())
-        .collect::<Option<Vec<_>>>()?;
+    let values: Vec<&str> = lines.map(|v| v.to_str().ok()).collect::<Option<Vec<_>>>()?;
     let entry = values
         .iter()
         .flat_map(|v| v.split(','))
@@ -334,7 +332,10 @@ mod tests {
 
     #[test]
     fn every_header_line_counts_and_the_right_most_entry_wins() {
-        assert_eq!(client(&["198.51.100.7"], 1).as_deref(), Some("198.51.100.7"));
+        assert_eq!(
+            client(&["198.51.100.7"], 1).as_deref(),
+            Some("198.51.100.7")
+        );
         assert_eq!(
             client(&["1.1.1.1, 198.51.100.7"], 1).as_deref(),
             Some("198.51.100.7")
@@ -348,9 +349,16 @@ mod tests {
             client(&["10.9.9.9", "198.51.100.7, 192.0.2.1"], 2).as_deref(),
             Some("198.51.100.7")
         );
-        assert_eq!(client(&["[2001:db8::1]:443"], 1).as_deref(), Some("2001:db8::1"));
+        assert_eq!(
+            client(&["[2001:db8::1]:443"], 1).as_deref(),
+            Some("2001:db8::1")
+        );
         assert_eq!(client(&["192.0.2.1:8080"], 1).as_deref(), Some("192.0.2.1"));
-        assert_eq!(client(&["198.51.100.7"], 2), None, "fewer entries than hops");
+        assert_eq!(
+            client(&["198.51.100.7"], 2),
+            None,
+            "fewer entries than hops"
+        );
         assert_eq!(client(&["unknown"], 1), None);
     }
 }

@@ -49,7 +49,8 @@ fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
         .introspection_clients
         .iter()
         .fold(false, |found, (client, expected)| {
-            let matches = Sha256::digest(client).ct_eq(&id) & Sha256::digest(expected).ct_eq(&secret);
+            let matches =
+                Sha256::digest(client).ct_eq(&id) & Sha256::digest(expected).ct_eq(&secret);
             found | bool::from(matches)
         })
 }

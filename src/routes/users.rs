@@ -32,9 +32,7 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let ip = super::client_ip(&state, &req);
     if let Some(throttle) = &state.throttle {
-        throttle
-            .register_attempt(ip)
-            .map_err(ApiError::Throttled)?;
+        throttle.register_attempt(ip).map_err(ApiError::Throttled)?;
     }
     let mut errors = FieldErrors::default();
     let username = match fields

@@ -118,12 +118,7 @@ async fn without_a_trusted_header_the_peer_address_counts(backend: Backend) {
     assert_throttled(&login_from(&app, "198.51.100.3", "alice", "pw").await);
 }
 
-async fn change_password_from(
-    app: &TestApp,
-    ip: &str,
-    access: &str,
-    old: &str,
-) -> Reply {
+async fn change_password_from(app: &TestApp, ip: &str, access: &str, old: &str) -> Reply {
     app.send(
         app.client
             .post(app.url("/api/user/password/"))
@@ -159,7 +154,9 @@ async fn old_password_guesses_back_off(backend: Backend) {
     assert_throttled(&change_password_from(&app, "198.51.100.20", &access, "pw").await);
     // Logging in from elsewhere is not affected (no lock-out of the user).
     assert_eq!(
-        login_from(&app, "198.51.100.21", "alice", "pw").await.status,
+        login_from(&app, "198.51.100.21", "alice", "pw")
+            .await
+            .status,
         200
     );
     // After the wait, the right password works.
@@ -185,7 +182,9 @@ async fn old_password_checks_count_in_the_address_quota(backend: Backend) {
     let ip = "192.0.2.77";
     for _ in 0..3 {
         assert_eq!(
-            change_password_from(&app, ip, &access, "guess").await.status,
+            change_password_from(&app, ip, &access, "guess")
+                .await
+                .status,
             400
         );
     }
