@@ -182,24 +182,40 @@ def start_tokend(db, workdir, extra_env=None):
     return Target("tokend", db, base, proc, (time.time() - started) * 1000, cleanup)
 
 
+def reference_venv(app):
+    """The reference app's virtualenv, shared with the tests (same place, same
+    stamp): built once under target/tmp, rebuilt when requirements.txt changes."""
+    venv = os.path.join(ROOT, "target", "tmp", "reference-django-venv")
+    with open(os.path.join(app, "requirements.txt")) as f:
+        wanted = f.read()
+    stamp = os.path.join(venv, "requirements.installed")
+    if not os.path.exists(stamp) or open(stamp).read() != wanted:
+        shutil.rmtree(venv, ignore_errors=True)
+        if subprocess.run(["python3", "-m", "venv", venv]).returncode != 0:
+            # Debian splits ensurepip (which venv needs) off into python3-venv.
+            raise SystemExit("--peer: python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)")
+        pip = [os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check"]
+        subprocess.run(pip + ["-r", os.path.join(app, "requirements.txt")], check=True)
+        with open(stamp, "w") as f:
+            f.write(wanted)
+    return venv
+
+
 def start_peer(workdir):
-    source = os.environ.get("TOKEND_PEER_DIR") or next(
-        (p for p in (os.path.join(ROOT, "..", "shared", "peer"), "/work/shared/peer") if os.path.exists(os.path.join(p, "run.sh"))),
-        None,
-    )
-    if source is None:
-        raise SystemExit("--peer: the simplejwt peer was not found (set TOKEND_PEER_DIR)")
-    peer = os.path.join(workdir, "peer")
-    shutil.copytree(source, peer, ignore=shutil.ignore_patterns(".venv", ".run", "__pycache__", "db.sqlite3*"))
-    venv = os.path.join(ROOT, "target", "tmp", "peer-venv")
-    if not os.path.exists(os.path.join(venv, "bin", "gunicorn")):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "-r", os.path.join(peer, "requirements.txt")], check=True)
-    os.symlink(venv, os.path.join(peer, ".venv"))
+    app = os.path.join(ROOT, "tests", "reference-django")
+    run_dir = os.path.join(workdir, "peer")
     port = free_port()
-    env = dict(os.environ, PEER_SQLITE_PATH=os.path.join(workdir, "peer.sqlite3"), PEER_SIGNING_KEY=KEY, PEER_HASHER="bcrypt", PEER_BCRYPT_ROUNDS="12")
-    subprocess.run(["bash", os.path.join(peer, "run.sh"), str(port)], env=env, check=True, stdout=subprocess.DEVNULL)
-    pid = int(open(os.path.join(peer, ".run", f"gunicorn-{port}.pid")).read())
+    env = dict(
+        os.environ,
+        PEER_VENV=reference_venv(app),
+        PEER_RUN_DIR=run_dir,
+        PEER_SQLITE_PATH=os.path.join(workdir, "peer.sqlite3"),
+        PEER_SIGNING_KEY=KEY,
+        PEER_HASHER="bcrypt",
+        PEER_BCRYPT_ROUNDS="12",
+    )
+    subprocess.run(["bash", os.path.join(app, "run.sh"), str(port)], env=env, check=True, stdout=subprocess.DEVNULL)
+    pid = int(open(os.path.join(run_dir, f"gunicorn-{port}.pid")).read())
 
     class Master:  # the gunicorn master, started by run.sh in the background
         def __init__(self, pid):

@@ -1,14 +1,12 @@
-//! Differential test against the original Django/simplejwt service
-//! (`../shared/peer`): one scripted sequence of requests goes to the peer and
-//! to tokend, and status, content type, `WWW-Authenticate` and body are
-//! compared, with token strings masked. Every deliberate difference is listed
-//! in `DIFFERENCES` with its reason, and pinned on both sides.
+//! Differential test against a real Django/simplejwt service, the reference
+//! app in tests/reference-django (the peer): one scripted sequence of requests
+//! goes to the peer and to tokend, and status, content type,
+//! `WWW-Authenticate` and body are compared, with token strings masked. Every
+//! deliberate difference is listed in `DIFFERENCES` with its reason, and
+//! pinned on both sides.
 //!
-//! The peer is found at $TOKEND_PEER_DIR, ../shared/peer or /work/shared/peer,
-//! copied to a temporary directory (its own directory may be read-only) and
-//! started by its own run.sh with a virtualenv cached in target/tmp. Under CI
-//! (CI=true) or TOKEND_REQUIRE_PEER=1 a missing peer fails the test; on a
-//! developer machine without it the test says so and passes.
+//! The peer is started by its own run.sh, with the virtualenv cached in
+//! target/tmp and its database, pidfile and log in a temporary directory.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -353,16 +351,9 @@ async fn run_step(client: &reqwest::Client, side: &mut Side<'_>, step: &Step) ->
     })
 }
 
-pub(crate) fn peer_source() -> Option<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::env::var_os("TOKEND_PEER_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            manifest.join("../shared/peer"),
-            PathBuf::from("/work/shared/peer"),
-        ])
-        .find(|p| p.join("run.sh").is_file())
+/// The reference Django/simplejwt app, part of the repository.
+fn reference_app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference-django")
 }
 
 fn free_port() -> u16 {
@@ -372,34 +363,14 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read peer dir").flatten() {
-        let name = entry.file_name();
-        let name_str = name.to_string_lossy();
-        if matches!(name_str.as_ref(), ".venv" | ".run" | "__pycache__" | ".env")
-            || name_str.starts_with("db.sqlite3")
-        {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy peer file");
-        }
-    }
-}
-
 pub(crate) struct Peer {
     dir: tempfile::TempDir,
     pub(crate) port: u16,
 }
 
 impl Peer {
-    fn start(source: &Path) -> Peer {
+    fn start() -> Peer {
         Self::start_with(
-            source,
             None,
             &[("PEER_HASHER", "bcrypt"), ("PEER_BCRYPT_ROUNDS", "4")],
         )
@@ -407,21 +378,18 @@ impl Peer {
 
     /// The peer on `database` (a SQLite file; default: its own), with extra
     /// environment (e.g. `PEER_HASHER`).
-    pub(crate) fn start_with(source: &Path, database: Option<&Path>, env: &[(&str, &str)]) -> Peer {
+    pub(crate) fn start_with(database: Option<&Path>, env: &[(&str, &str)]) -> Peer {
+        let app = reference_app();
+        let venv = python_venv("reference-django-venv", &app.join("requirements.txt"));
         let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("peer");
-        copy_tree(source, &root);
-        std::os::unix::fs::symlink(
-            python_venv("peer-venv", &source.join("requirements.txt")),
-            root.join(".venv"),
-        )
-        .expect("link venv");
         let port = free_port();
         let database = database.map_or_else(|| dir.path().join("db.sqlite3"), Path::to_path_buf);
         let mut command = Command::new("bash");
         command
-            .arg(root.join("run.sh"))
+            .arg(app.join("run.sh"))
             .arg(port.to_string())
+            .env("PEER_VENV", venv)
+            .env("PEER_RUN_DIR", dir.path())
             .env("PEER_SQLITE_PATH", database)
             .env("PEER_SIGNING_KEY", SIGNING_KEY)
             .env("PEER_WORKERS", "2");
@@ -449,8 +417,9 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = Command::new("bash")
-            .arg(self.dir.path().join("peer/stop.sh"))
+            .arg(reference_app().join("stop.sh"))
             .arg(self.port.to_string())
+            .env("PEER_RUN_DIR", self.dir.path())
             .status();
     }
 }
@@ -475,19 +444,7 @@ fn tokend_delete_user(app: &TestApp, username: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matches_simplejwt_peer() {
-    let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
-        || std::env::var("TOKEND_REQUIRE_PEER").is_ok_and(|v| v == "1");
-    let Some(source) = peer_source() else {
-        assert!(
-            !required,
-            "the simplejwt peer (../shared/peer) is required here but was not found"
-        );
-        eprintln!(
-            "SKIPPED: simplejwt peer not found (set TOKEND_PEER_DIR to run the differential test)"
-        );
-        return;
-    };
-    let peer = tokio::task::spawn_blocking(move || Peer::start(&source))
+    let peer = tokio::task::spawn_blocking(Peer::start)
         .await
         .expect("peer start");
     let app = spawn_app(Backend::Sqlite).await;

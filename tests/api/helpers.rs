@@ -490,7 +490,19 @@ pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
     let stamp = venv.join("requirements.installed");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        let created = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        // Debian splits ensurepip (which venv needs) off into python3-venv.
+        assert!(
+            created,
+            "python3 -m venv {} failed: python3 with its venv module is needed \
+             (Debian/Ubuntu: apt-get install python3-venv)",
+            venv.display()
+        );
         run(Command::new(venv.join("bin/pip"))
             .args(["install", "-q", "--disable-pip-version-check", "-r"])
             .arg(requirements));

@@ -1,12 +1,12 @@
-//! `tokend users import-django` against a database made by the real Django
-//! peer (../shared/peer): users registered there with Django's default
-//! PBKDF2 hasher and with BCryptSHA256 log in to tokend with their old
-//! passwords, keep their ids, and are re-hashed to tokend's bcrypt.
+//! `tokend users import-django` against a database made by a real Django, the
+//! reference app (tests/reference-django): users registered there with
+//! Django's default PBKDF2 hasher and with BCryptSHA256 log in to tokend with
+//! their old passwords, keep their ids, and are re-hashed to tokend's bcrypt.
 
 use std::process::Command;
 
 use crate::both_backends;
-use crate::compat::{peer_source, Peer};
+use crate::compat::Peer;
 use crate::helpers::{claims, now, sign, spawn_app, spawn_app_with, Backend, TestApp};
 
 fn register_on_peer(peer: &Peer, username: &str, password: &str) {
@@ -52,23 +52,16 @@ async fn stored_hash(app: &TestApp, username: &'static str) -> String {
 }
 
 async fn django_users_log_in_with_their_old_passwords(backend: Backend) {
-    let required = std::env::var("CI").is_ok();
-    let Some(source) = peer_source() else {
-        assert!(!required, "the simplejwt peer is required in CI");
-        eprintln!("SKIPPED: simplejwt peer not found");
-        return;
-    };
     let dir = tempfile::tempdir().expect("temp dir");
     let django_db = dir.path().join("django.sqlite3");
     {
         // Django's default hasher (PBKDF2, 1,000,000 iterations).
-        let peer = Peer::start_with(&source, Some(&django_db), &[]);
+        let peer = Peer::start_with(Some(&django_db), &[]);
         register_on_peer(&peer, "alice", "alice's old password");
         register_on_peer(&peer, "bob", "bob's old password");
     }
     {
         let peer = Peer::start_with(
-            &source,
             Some(&django_db),
             &[("PEER_HASHER", "bcrypt"), ("PEER_BCRYPT_ROUNDS", "4")],
         );
