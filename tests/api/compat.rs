@@ -23,7 +23,7 @@ use crate::helpers::{now, python_venv, run, sign, spawn_app, Backend, TestApp, S
 const DIFFERENCES: &[(&str, &str, u16, u16, &str)] = &[
     (
         "refresh spent token",
-        "DESIGN §2 (sessions): re-presenting the just-spent token inside the grace window \
+        "docs/sessions.md: re-presenting the just-spent token inside the grace window \
          (TOKEND__JWT__REFRESH_REUSE_GRACE_SECS, default 10 s; two tabs, a retry) replays the \
          rotation: the same successor pair, no second branch. simplejwt refuses it",
         401,
@@ -32,7 +32,7 @@ const DIFFERENCES: &[(&str, &str, u16, u16, &str)] = &[
     ),
     (
         "me after logout",
-        "DESIGN §2: blacklisting a refresh token logs its session out, so the session's access \
+        "docs/sessions.md: blacklisting a refresh token logs its session out, so the session's access \
          tokens stop working at once; simplejwt leaves them valid until they expire",
         200,
         401,
@@ -40,7 +40,7 @@ const DIFFERENCES: &[(&str, &str, u16, u16, &str)] = &[
     ),
     (
         "verify a blacklisted refresh token",
-        "DESIGN §1: every token error of refresh/verify/blacklist is 401 token_not_valid; \
+        "docs/api.md: every token error of refresh/verify/blacklist is 401 token_not_valid; \
          simplejwt's verify view alone raises a plain ValidationError (400 non_field_errors) here",
         400,
         401,
@@ -48,7 +48,7 @@ const DIFFERENCES: &[(&str, &str, u16, u16, &str)] = &[
     ),
     (
         "refresh for a deleted user",
-        "simplejwt 5.5 crashes (500) when the token's user is gone; DESIGN §1: never a 500, \
+        "simplejwt 5.5 crashes (500) when the token's user is gone; docs/api.md: never a 500, \
          tokend answers simplejwt's own no_active_account error",
         500,
         401,
@@ -56,7 +56,7 @@ const DIFFERENCES: &[(&str, &str, u16, u16, &str)] = &[
     ),
     (
         "unknown path",
-        "Django answers its HTML 404 page; DESIGN §1: unknown paths are 404 JSON",
+        "Django answers its HTML 404 page; docs/api.md: unknown paths are 404 JSON",
         404,
         404,
         r#"{"detail":"Not found."}"#,
