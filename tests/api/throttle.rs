@@ -248,7 +248,7 @@ async fn one_address_cannot_fill_the_hashing_queue(backend: Backend) {
     let victim = async {
         // While the flood holds its places.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        login_from(&app, "198.51.100.5", "bob", "bobs password").await
+        login_from(app, "198.51.100.5", "bob", "bobs password").await
     };
     let (flooded, bob) = futures::join!(futures::future::join_all(flood), victim);
     assert_eq!(bob.status, 200, "{}", bob.body);
