@@ -11,6 +11,8 @@ use prometheus::{
 };
 
 pub struct Metrics {
+    /// The route table's paths: the `route` label values.
+    routes: Vec<String>,
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -38,7 +40,9 @@ pub enum RefreshOutcome {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// `routes`: the paths of the route table, the only `route` labels
+    /// besides `/docs/` and `unmatched`.
+    pub fn new(routes: Vec<String>) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("tokend".to_owned()), None)?;
         let requests = IntCounterVec::new(
             Opts::new(
@@ -94,6 +98,7 @@ impl Metrics {
             refreshes.with_label_values(&[outcome]);
         }
         Ok(Metrics {
+            routes,
             registry,
             requests,
             latency,
@@ -104,6 +109,21 @@ impl Metrics {
             pool_connections,
             pool_idle,
         })
+    }
+
+    /// A bounded label for a request path: its route (both slash forms map
+    /// to the route), `/docs/` for the docs pages, or `unmatched`. Plain
+    /// string comparisons: actix's `match_pattern` re-runs the router's
+    /// regexes.
+    pub fn route_label(&self, path: &str) -> &str {
+        let bare = path.trim_end_matches('/');
+        if let Some(route) = self.routes.iter().find(|r| r.trim_end_matches('/') == bare) {
+            return route;
+        }
+        if bare == "/docs" || path.starts_with("/docs/") {
+            return "/docs/";
+        }
+        "unmatched"
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
@@ -172,7 +192,7 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text_with_bounded_labels() {
-        let m = Metrics::new().unwrap();
+        let m = Metrics::new(vec!["/api/token/".into()]).unwrap();
         m.observe_request("/api/token/", "POST", 200, 0.2);
         m.observe_request("/api/token/", "POST", 429, 0.001);
         m.observe_request("unmatched", "FOO1", 405, 0.001);
@@ -197,6 +217,18 @@ mod tests {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         assert!(text.contains("# TYPE tokend_http_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn route_labels_are_the_routes() {
+        let m = Metrics::new(vec!["/api/token/".into(), "/healthz".into()]).unwrap();
+        assert_eq!(m.route_label("/api/token/"), "/api/token/");
+        assert_eq!(m.route_label("/api/token"), "/api/token/");
+        assert_eq!(m.route_label("/healthz"), "/healthz");
+        assert_eq!(m.route_label("/docs"), "/docs/");
+        assert_eq!(m.route_label("/docs/swagger-ui.css"), "/docs/");
+        assert_eq!(m.route_label("/api/token/x/"), "unmatched");
+        assert_eq!(m.route_label("/alice"), "unmatched");
     }
 
     #[test]

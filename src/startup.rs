@@ -155,6 +155,8 @@ fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // The request log counts requests in the metrics.
+            .app_data(web::Data::from(state.metrics.clone()))
             .app_data(web::PayloadConfig::new(body_limit))
             .app_data(BodyTimeout(request_timeout))
             .wrap(security_headers())
@@ -245,7 +247,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 max_backoff_secs: settings.rate_limit.max_backoff_secs,
             })
         }),
-        metrics: crate::metrics::Metrics::new()?,
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::new(routes::paths())?),
         refresh_cookie: settings
             .cookie
             .enabled

@@ -13,7 +13,7 @@ use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
-use crate::routes::AppState;
+use crate::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -55,12 +55,12 @@ pub async fn log_request(
     let request_id = new_request_id();
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let state = req.app_data::<actix_web::web::Data<AppState>>().cloned();
+    let metrics = req.app_data::<actix_web::web::Data<Metrics>>().cloned();
     let mut res = next.call(req).await?;
     let status = res.status().as_u16();
-    if let Some(state) = state {
-        state.metrics.observe_request(
-            crate::routes::route_label(&path),
+    if let Some(metrics) = metrics {
+        metrics.observe_request(
+            metrics.route_label(&path),
             method.as_str(),
             status,
             started.elapsed().as_secs_f64(),

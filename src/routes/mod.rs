@@ -12,6 +12,7 @@ mod tokens;
 mod users;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa::openapi::path::{HttpMethod, Operation};
 
 use crate::auth::hashing::HashingPool;
 use crate::auth::jwt::{JwtKeys, TokenError, TokenType, VerifiedToken};
@@ -43,7 +44,7 @@ pub struct AppState {
     pub trusted_hops: usize,
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Browser mode: the refresh token as a cookie too (`cookie.enabled`).
     pub refresh_cookie: Option<cookie::RefreshCookie>,
 }
@@ -273,12 +274,6 @@ pub fn unix_now() -> i64 {
 const ALLOW_POST: &str = "POST, OPTIONS";
 pub(crate) const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
 
-/// Every API path answers with and without its trailing slash (simplejwt
-/// clients use the slash; Django would redirect the other form).
-fn both_forms(path: &'static str) -> [&'static str; 2] {
-    [path, path.trim_end_matches('/')]
-}
-
 /// Other methods on a route: 405 as DRF words it; OPTIONS: 200 with `Allow`.
 pub(crate) async fn other_method(
     req: HttpRequest,
@@ -295,55 +290,160 @@ pub(crate) async fn other_method(
     })
 }
 
-/// A POST route, served with and without its trailing slash: two static
-/// resources (one resource with two patterns would be matched with regexes
-/// on every request).
-fn post_routes<F, Args>(cfg: &mut web::ServiceConfig, path: &'static str, handler: F)
-where
-    F: actix_web::Handler<Args> + Clone,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    for form in both_forms(path) {
-        cfg.service(
-            web::resource(form)
-                .route(web::post().to(handler.clone()))
-                .default_service(web::to(|req: HttpRequest| other_method(req, ALLOW_POST))),
-        );
+/// Which `Endpoints` switch serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Api,
+    /// Served on every listener.
+    Health,
+    Metrics,
+    Documents,
+}
+
+type Registration = Box<dyn Fn(actix_web::Resource) -> actix_web::Resource>;
+
+/// One route of the table. Its path and method are those of its OpenAPI
+/// operation (the handler's `#[utoipa::path]`): the route table, the
+/// document and the metrics labels are all derived from `routes()` and
+/// cannot disagree.
+pub struct Route {
+    path: String,
+    group: Group,
+    method: HttpMethod,
+    operation: fn() -> Operation,
+    handler: Registration,
+    other_methods: Registration,
+}
+
+impl Route {
+    /// GET routes also answer HEAD; every other method is answered by
+    /// `other_method` (405 with `Allow`, OPTIONS 200).
+    fn new<P, F, Args>(group: Group, _operation: P, handler: F) -> Self
+    where
+        P: utoipa::Path,
+        F: actix_web::Handler<Args> + Clone + 'static,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        let method = match P::methods().as_slice() {
+            [method @ (HttpMethod::Get | HttpMethod::Post)] => method.clone(),
+            // A programming error in the table, caught by every test.
+            _ => panic!(
+                "{}: only single GET or POST operations are served",
+                P::path()
+            ),
+        };
+        let allow = allow_header(&method);
+        let get = method == HttpMethod::Get;
+        Route {
+            path: P::path(),
+            group,
+            method,
+            operation: P::operation,
+            handler: Box::new(move |resource| {
+                if get {
+                    resource
+                        .route(web::get().to(handler.clone()))
+                        .route(web::head().to(handler.clone()))
+                } else {
+                    resource.route(web::post().to(handler.clone()))
+                }
+            }),
+            other_methods: Box::new(move |resource| {
+                resource.default_service(web::to(move |req: HttpRequest| other_method(req, allow)))
+            }),
+        }
+    }
+
+    /// A handler of its own for the methods the route does not serve.
+    fn other_methods<F, Args>(mut self, handler: F) -> Self
+    where
+        F: actix_web::Handler<Args> + Clone + 'static,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.other_methods =
+            Box::new(move |resource| resource.default_service(web::to(handler.clone())));
+        self
+    }
+
+    /// The forms the route is served at: API paths with and without their
+    /// trailing slash (simplejwt clients use the slash; Django would
+    /// redirect the other form), each its own static resource (one resource
+    /// with two patterns would be matched with regexes on every request).
+    fn forms(&self) -> Vec<&str> {
+        match self.path.strip_suffix('/') {
+            Some(bare) if !bare.is_empty() => vec![&self.path, bare],
+            _ => vec![&self.path],
+        }
+    }
+
+    fn register(&self, cfg: &mut web::ServiceConfig) {
+        for form in self.forms() {
+            let resource = (self.handler)(web::resource(form));
+            cfg.service((self.other_methods)(resource));
+        }
     }
 }
 
-/// The API's routes, as metrics label them.
-const ROUTES: &[&str] = &[
-    "/api/user/register/",
-    "/api/token/",
-    "/api/token/refresh/",
-    "/api/token/verify/",
-    "/api/token/blacklist/",
-    "/api/user/me/",
-    "/api/token/introspect/",
-    "/api/token/revoke/",
-    "/api/user/logout-all/",
-    "/api/user/password/",
-    "/healthz",
-    "/readyz",
-    "/.well-known/jwks.json",
-    "/metrics",
-    "/openapi.json",
-];
+fn allow_header(method: &HttpMethod) -> &'static str {
+    if *method == HttpMethod::Get {
+        ALLOW_GET
+    } else {
+        ALLOW_POST
+    }
+}
 
-/// A bounded label for a request path: its route (both slash forms map to
-/// the route), `/docs/` for the docs pages, or `unmatched`. Plain string
-/// comparisons: actix's `match_pattern` re-runs the router's regexes.
-pub fn route_label(path: &str) -> &'static str {
-    let bare = path.trim_end_matches('/');
-    if let Some(route) = ROUTES.iter().find(|r| r.trim_end_matches('/') == bare) {
-        return route;
-    }
-    if bare == "/docs" || path.starts_with("/docs/") {
-        return "/docs/";
-    }
-    "unmatched"
+/// Every route, once: which listener switch serves it, its OpenAPI
+/// operation (path and method) and its handler.
+fn routes() -> Vec<Route> {
+    use Group::{Api, Documents, Health, Metrics};
+    vec![
+        Route::new(Api, users::__path_register, users::register),
+        Route::new(Api, tokens::__path_obtain_pair, tokens::obtain_pair),
+        Route::new(Api, tokens::__path_refresh, tokens::refresh),
+        Route::new(Api, tokens::__path_verify, tokens::verify),
+        Route::new(Api, tokens::__path_blacklist, tokens::blacklist),
+        Route::new(Api, users::__path_me, users::me).other_methods(users::me_other_method),
+        Route::new(Api, oauth::__path_introspect, oauth::introspect),
+        Route::new(Api, oauth::__path_revoke, oauth::revoke),
+        Route::new(
+            Api,
+            users::__path_logout_everywhere,
+            users::logout_everywhere,
+        ),
+        Route::new(Api, users::__path_change_password, users::change_password),
+        Route::new(Api, jwks::__path_jwks, jwks::jwks),
+        Route::new(Health, health::__path_healthz, health::healthz),
+        Route::new(Health, health::__path_readyz, health::readyz),
+        Route::new(Metrics, health::__path_metrics, health::metrics),
+        Route::new(Documents, __path_openapi_json, openapi_json),
+    ]
+}
+
+/// The path of every route (the metrics labels; tests use it too).
+pub fn paths() -> Vec<String> {
+    routes().into_iter().map(|route| route.path).collect()
+}
+
+/// The OpenAPI document: every route's operation.
+pub fn document() -> utoipa::openapi::OpenApi {
+    openapi::document(
+        routes()
+            .into_iter()
+            .map(|route| (route.path, route.method, (route.operation)())),
+    )
+}
+
+/// The OpenAPI 3.1 document of the API (this route included).
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document", body = Object)))]
+async fn openapi_json() -> HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| serde_json::to_string(&document()).unwrap_or_default());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json.as_str())
 }
 
 /// What one listener serves: the API, the operational endpoints, or both.
@@ -358,50 +458,36 @@ pub struct Endpoints {
     pub documents: bool,
 }
 
+impl Endpoints {
+    fn serves(&self, group: Group) -> bool {
+        match group {
+            Group::Api => self.api,
+            Group::Health => true,
+            Group::Metrics => self.metrics,
+            Group::Documents => self.documents,
+        }
+    }
+}
+
 /// The route table of a listener. Anything it does not serve is a 404 as
 /// any unknown path.
 pub fn configure(endpoints: Endpoints) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        if endpoints.api {
-            configure_api(cfg);
-        }
-        cfg.route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz));
-        if endpoints.metrics {
-            cfg.route("/metrics", web::get().to(health::metrics));
+        for route in routes().iter().filter(|r| endpoints.serves(r.group)) {
+            route.register(cfg);
         }
         if endpoints.documents {
-            configure_documents(cfg);
+            configure_docs_pages(cfg);
         }
         cfg.default_service(web::to(not_found));
     }
 }
 
-fn configure_api(cfg: &mut web::ServiceConfig) {
-    post_routes(cfg, "/api/user/register/", users::register);
-    post_routes(cfg, "/api/token/", tokens::obtain_pair);
-    post_routes(cfg, "/api/token/refresh/", tokens::refresh);
-    post_routes(cfg, "/api/token/verify/", tokens::verify);
-    post_routes(cfg, "/api/token/blacklist/", tokens::blacklist);
-    for form in both_forms("/api/user/me/") {
-        cfg.service(
-            web::resource(form)
-                .route(web::get().to(users::me))
-                .route(web::head().to(users::me))
-                .default_service(web::to(users::me_other_method)),
-        );
-    }
-    post_routes(cfg, "/api/token/introspect/", oauth::introspect);
-    post_routes(cfg, "/api/token/revoke/", oauth::revoke);
-    post_routes(cfg, "/api/user/logout-all/", users::logout_everywhere);
-    post_routes(cfg, "/api/user/password/", users::change_password);
-    cfg.route("/.well-known/jwks.json", web::get().to(jwks::jwks));
-}
-
-/// The OpenAPI document and the Swagger UI pages (assets bundled).
-fn configure_documents(cfg: &mut web::ServiceConfig) {
+/// The Swagger UI pages (assets bundled), reading `/openapi.json`.
+fn configure_docs_pages(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()),
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
     )
     .route(
         "/docs",

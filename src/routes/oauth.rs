@@ -75,8 +75,14 @@ fn introspection_subject(state: &AppState, id: Option<&str>) -> String {
     request_body(content((super::openapi::TokenForm = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Claims of a live token, or {\"active\":false}", body = super::openapi::Introspection),
-        (status = 400, description = "No token", body = super::openapi::OAuthError),
-        (status = 401, description = "Missing or wrong service credentials", body = super::openapi::OAuthError),
+        (status = 400, description = "No token (`invalid_request`), or a body that cannot be parsed", body = super::openapi::OAuthBadRequest),
+        (status = 401, description = "Missing or wrong service credentials", body = super::openapi::OAuthError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 429, description = "A back-off after wrong service credentials", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn introspect(
     state: web::Data<AppState>,
@@ -177,7 +183,10 @@ async fn introspection(
     request_body(content((super::openapi::TokenForm = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Revoked (also for invalid or unknown tokens, as RFC 7009 requires); empty body"),
-        (status = 400, description = "No token", body = super::openapi::OAuthError),
+        (status = 400, description = "No token (`invalid_request`), or a body that cannot be parsed", body = super::openapi::OAuthBadRequest),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let token = token_param(&fields)?;

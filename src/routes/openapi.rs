@@ -4,23 +4,90 @@
 //! into the binary at build time (nothing is downloaded).
 //!
 //! The types here describe the wire format for the document only; the
-//! handlers write the same shapes (tests/api/ops.rs checks the document
-//! against the running routes).
+//! handlers write the same shapes (scripts/schemathesis.sh checks the
+//! running server against the document). The paths come from the route
+//! table (`routes::routes`): nothing here names a handler.
 #![allow(dead_code)]
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use utoipa::openapi::content::Content;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{Object, ObjectBuilder, OneOfBuilder, Ref, Schema, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// Username and password (JSON or form-encoded).
+/// What Rust's `str::trim` (and Python's `str.strip`, for these) removes:
+/// the Unicode White_Space characters.
+const SPACE: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// A DRF `CharField` value: a string (numbers are taken as their decimal
+/// text), trimmed, then matched by `inner` (which must start and end with
+/// a non-space).
+fn char_field(inner: &str, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::String, Type::Number]))
+        .pattern(Some(format!("^[{SPACE}]*{inner}[{SPACE}]*$")))
+        .description(Some(description))
+        .build()
+}
+
+/// Not blank after trimming, no NUL character (DRF's `CharField`).
+fn text() -> Object {
+    let c = format!("[^{SPACE}\\x00]");
+    char_field(
+        &format!("{c}(?:[^\\x00]*{c})?"),
+        "Not blank once trimmed; no NUL character. A number is taken as its decimal text.",
+    )
+}
+
+/// Not blank after trimming (the OAuth endpoints take any other value).
+fn non_blank() -> Object {
+    let c = format!("[^{SPACE}]");
+    char_field(
+        &format!("{c}(?:[\\s\\S]*{c})?"),
+        "Not blank once trimmed. A number is taken as its decimal text.",
+    )
+}
+
+/// Django's username rules: at most 150 characters once trimmed, letters,
+/// digits and `@.+-_` only.
+fn username() -> Object {
+    char_field(
+        r"[\w.@+-]{1,150}",
+        "At most 150 characters once trimmed: Unicode letters and digits, and `@.+-_`.",
+    )
+}
+
+/// A new password: at most 128 characters once trimmed, no NUL.
+fn new_password() -> Object {
+    let c = format!("[^{SPACE}\\x00]");
+    char_field(
+        &format!("{c}(?:[^\\x00]{{0,126}}{c})?"),
+        "At most 128 characters once trimmed, not blank; no NUL character.",
+    )
+}
+
+/// Login credentials (JSON or form-encoded). Wrong ones are a 401, whatever
+/// their length.
 #[derive(ToSchema)]
 pub struct Credentials {
-    /// At most 150 characters: letters, digits and `@.+-_`.
-    #[schema(example = "alice")]
+    #[schema(schema_with = text)]
     username: String,
-    /// At most 128 characters.
-    #[schema(example = "correct horse battery staple")]
+    #[schema(schema_with = text)]
+    password: String,
+}
+
+/// A new user (JSON or form-encoded).
+#[derive(ToSchema)]
+pub struct Registration {
+    #[schema(schema_with = username)]
+    username: String,
+    #[schema(schema_with = new_password)]
     password: String,
 }
 
@@ -47,47 +114,70 @@ pub struct RotatedPair {
     refresh: String,
 }
 
+/// Cookie mode (`cookie.enabled`): the access token only; the refresh token
+/// travels in the HttpOnly cookie.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessOnly {
+    access: String,
+}
+
+/// A new pair: without the cookie mode both tokens, with it the access
+/// token only.
+pub struct IssuedPair;
+/// A rotated pair, or in cookie mode the access token only.
+pub struct Rotated;
+
+/// In cookie mode the field may be left out: the refresh cookie is used.
 #[derive(ToSchema)]
 pub struct RefreshRequest {
+    #[schema(schema_with = text)]
     refresh: String,
 }
 
 #[derive(ToSchema)]
 pub struct VerifyRequest {
     /// An access or a refresh token.
+    #[schema(schema_with = text)]
     token: String,
 }
 
 #[derive(ToSchema)]
 pub struct PasswordChange {
+    #[schema(schema_with = text)]
     old_password: String,
-    /// At most 128 characters.
+    #[schema(schema_with = new_password)]
     new_password: String,
 }
 
 /// An empty object.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-/// DRF field errors: each invalid field with its messages.
+/// DRF field errors: each invalid field with its messages
+/// (`non_field_errors` for a body that is not an object).
 #[derive(ToSchema)]
 #[schema(example = json!({"username": ["This field is required."]}))]
 pub struct FieldErrorsBody(BTreeMap<String, Vec<String>>);
 
-/// A DRF error: `{"detail": …}` (bad credentials, 404, 405, 413, 415, 429
-/// with `Retry-After`, 503 with `Retry-After`).
+/// A DRF error: `{"detail": …}` (bad credentials, missing credentials, JSON
+/// parse errors, 403, 404, 405, 408, 413, 415, 429, 500, 503).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"detail": "No active account found with the given credentials"}))]
 pub struct Detail {
     detail: String,
 }
 
-/// simplejwt's token error; `messages` only for Bearer authentication.
+/// simplejwt's token error, with a `code`; `messages` only for Bearer
+/// authentication.
 #[derive(ToSchema)]
 #[schema(example = json!({"detail": "Token is invalid", "code": "token_not_valid"}))]
 pub struct TokenErrorBody {
     detail: String,
     code: String,
+    #[schema(nullable = false)]
     messages: Option<Vec<TokenMessage>>,
 }
 
@@ -101,7 +191,9 @@ pub struct TokenMessage {
 /// RFC 7662 / RFC 7009 form parameters.
 #[derive(ToSchema)]
 pub struct TokenForm {
+    #[schema(schema_with = non_blank)]
     token: String,
+    /// Ignored: the token says what it is.
     token_type_hint: Option<String>,
 }
 
@@ -121,6 +213,7 @@ pub struct Introspection {
 
 /// RFC 6749 §5.2 error.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"error": "invalid_client"}))]
 pub struct OAuthError {
     error: String,
@@ -136,6 +229,107 @@ pub struct Status {
 #[derive(ToSchema)]
 pub struct JwkSet {
     keys: Vec<BTreeMap<String, String>>,
+}
+
+/// A 400: field errors, or `{"detail": …}` for a body that cannot be
+/// parsed or read (or an origin the CORS settings refuse).
+pub struct BadRequest;
+/// A 401 on Bearer routes: `{"detail": …}` without a code when no
+/// credentials were given, simplejwt's coded token errors otherwise.
+pub struct BearerError;
+/// A 400 of the OAuth endpoints: `invalid_request` without a token, field
+/// errors or `{"detail": …}` for a body that cannot be parsed.
+pub struct OAuthBadRequest;
+
+/// A named schema that is one of other named schemas.
+macro_rules! one_of {
+    ($ty:ident: $($member:literal),+) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                OneOfBuilder::new()
+                    $(.item(Ref::from_schema_name($member)))+
+                    .into()
+            }
+        }
+        impl ToSchema for $ty {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($ty))
+            }
+        }
+    };
+}
+
+one_of!(IssuedPair: "TokenPair", "AccessOnly");
+one_of!(Rotated: "RotatedPair", "AccessOnly");
+one_of!(BadRequest: "FieldErrorsBody", "Detail");
+one_of!(BearerError: "Detail", "TokenErrorBody");
+one_of!(OAuthBadRequest: "OAuthError", "FieldErrorsBody", "Detail");
+
+/// A `{"detail": …}` response, with `Retry-After` when `retry` says so.
+fn detail_response(description: &str, retry: bool) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        Content::new(Some(Ref::from_schema_name("Detail"))),
+    );
+    if retry {
+        response = response.header("Retry-After", retry_after());
+    }
+    response.build().into()
+}
+
+fn retry_after() -> Header {
+    let mut header = Header::new(Object::with_type(Type::Integer));
+    header.description = Some("Seconds to wait".to_owned());
+    header
+}
+
+/// The answers every route may give besides its own: refusals of the
+/// connection cap, of the CORS settings, and of request bodies.
+fn add_common_responses(method: &HttpMethod, operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, response: RefOr<utoipa::openapi::Response>| {
+        responses.entry(status.to_owned()).or_insert(response);
+    };
+    add(
+        "429",
+        detail_response(
+            "Too many open connections from this address (`server.max_connections_per_ip`)",
+            true,
+        ),
+    );
+    if *method == HttpMethod::Post {
+        add(
+            "400",
+            ResponseBuilder::new()
+                .description("Invalid fields, or a body that cannot be parsed")
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("BadRequest"))),
+                )
+                .build()
+                .into(),
+        );
+        add(
+            "408",
+            detail_response(
+                "The body did not arrive within `server.request_timeout_ms`",
+                false,
+            ),
+        );
+        add(
+            "413",
+            detail_response("Body over `server.body_limit_bytes`", false),
+        );
+        add(
+            "415",
+            detail_response("A body neither JSON nor form-encoded", false),
+        );
+    } else {
+        add(
+            "400",
+            detail_response("An origin the CORS settings refuse", false),
+        );
+    }
 }
 
 struct SecuritySchemes;
@@ -158,28 +352,15 @@ impl Modify for SecuritySchemes {
     info(
         title = "tokend",
         description = "Users and JWT access/refresh tokens, wire-compatible with djangorestframework-simplejwt 5.5. \
-                       Every path is also served without its trailing slash. Bodies are JSON or form-encoded."
-    ),
-    paths(
-        super::users::register,
-        super::tokens::obtain_pair,
-        super::tokens::refresh,
-        super::tokens::verify,
-        super::tokens::blacklist,
-        super::users::me,
-        super::users::logout_everywhere,
-        super::users::change_password,
-        super::oauth::introspect,
-        super::oauth::revoke,
-        super::jwks::jwks,
-        super::health::healthz,
-        super::health::readyz,
-        super::health::metrics,
+                       Every path is also served without its trailing slash. Bodies are JSON or form-encoded. \
+                       Other methods are answered 405 with `Allow` (on /api/user/me/ after authentication), \
+                       OPTIONS 200 `{}` with `Allow`."
     ),
     components(schemas(
-        Credentials, User, TokenPair, RotatedPair, RefreshRequest, VerifyRequest, PasswordChange,
-        Empty, FieldErrorsBody, Detail, TokenErrorBody, TokenMessage, TokenForm, Introspection, OAuthError,
-        Status, JwkSet
+        Credentials, Registration, User, TokenPair, RotatedPair, AccessOnly, IssuedPair, Rotated,
+        RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
+        TokenMessage, TokenForm, Introspection, OAuthError, Status, JwkSet, BadRequest, BearerError,
+        OAuthBadRequest
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -191,7 +372,15 @@ impl Modify for SecuritySchemes {
 )]
 pub struct ApiDoc;
 
-/// The document as served.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The document of `operations` (path, method, operation), each with the
+/// answers every route may give.
+pub fn document(
+    operations: impl IntoIterator<Item = (String, HttpMethod, Operation)>,
+) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    for (path, method, mut operation) in operations {
+        add_common_responses(&method, &mut operation);
+        doc.paths.add_path_operation(path, vec![method], operation);
+    }
+    doc
 }

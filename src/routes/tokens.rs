@@ -118,11 +118,15 @@ fn presented_refresh(
 #[utoipa::path(post, path = "/api/token/", tag = "tokens",
     request_body(content((super::openapi::Credentials = "application/json"), (super::openapi::Credentials = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "A new session's pair", body = super::openapi::TokenPair),
-        (status = 400, description = "Missing or invalid fields", body = super::openapi::FieldErrorsBody),
-        (status = 401, description = "Wrong credentials or inactive user", body = super::openapi::Detail),
-        (status = 429, description = "Too many attempts (Retry-After)", body = super::openapi::Detail),
-        (status = 503, description = "Database or hashing unavailable (Retry-After)", body = super::openapi::Detail),
+        (status = 200, description = "A new session's pair (in cookie mode: the access token, the refresh token in the cookie)", body = super::openapi::IssuedPair),
+        (status = 401, description = "Wrong credentials or inactive user", body = super::openapi::Detail,
+            headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Cookie mode: a request from an origin not allowed", body = super::openapi::Detail),
+        (status = 429, description = "Too many attempts, or a login back-off", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database or hashing unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn obtain_pair(
     state: web::Data<AppState>,
@@ -221,9 +225,13 @@ pub async fn obtain_pair(
 #[utoipa::path(post, path = "/api/token/refresh/", tag = "tokens",
     request_body(content((super::openapi::RefreshRequest = "application/json"), (super::openapi::RefreshRequest = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Rotated: the presented token is spent", body = super::openapi::RotatedPair),
-        (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
-        (status = 401, description = "Invalid, expired, spent or revoked token", body = super::openapi::TokenErrorBody),
+        (status = 200, description = "Rotated: the presented token is spent (in cookie mode: the access token, the refresh token in the cookie)", body = super::openapi::Rotated),
+        (status = 401, description = "Invalid, expired, spent or revoked token; no active account", body = super::openapi::TokenErrorBody,
+            headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Cookie mode: a request from an origin not allowed", body = super::openapi::Detail),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn refresh(
     state: web::Data<AppState>,
@@ -323,8 +331,11 @@ async fn rotate(
     request_body(content((super::openapi::VerifyRequest = "application/json"), (super::openapi::VerifyRequest = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Valid", body = super::openapi::Empty),
-        (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
-        (status = 401, description = "Invalid, expired or revoked", body = super::openapi::TokenErrorBody),
+        (status = 401, description = "Invalid, expired or revoked", body = super::openapi::TokenErrorBody,
+            headers(("WWW-Authenticate" = String))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let [token] = fields.char_fields(["token"])?;
@@ -373,8 +384,12 @@ pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpRe
     request_body(content((super::openapi::RefreshRequest = "application/json"), (super::openapi::RefreshRequest = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Logged out: the token and its session are revoked", body = super::openapi::Empty),
-        (status = 400, description = "Missing field", body = super::openapi::FieldErrorsBody),
-        (status = 401, description = "Invalid, expired or already revoked", body = super::openapi::TokenErrorBody),
+        (status = 401, description = "Invalid, expired or already revoked", body = super::openapi::TokenErrorBody,
+            headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "Cookie mode: a request from an origin not allowed", body = super::openapi::Detail),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn blacklist(
     state: web::Data<AppState>,

@@ -17,13 +17,15 @@ const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
 
 /// POST /api/user/register/ {username, password} -> 201 {id, username}
 #[utoipa::path(post, path = "/api/user/register/", tag = "users",
-    request_body(content((super::openapi::Credentials = "application/json"), (super::openapi::Credentials = "application/x-www-form-urlencoded"))),
+    request_body(content((super::openapi::Registration = "application/json"), (super::openapi::Registration = "application/x-www-form-urlencoded"))),
     responses(
         (status = 201, description = "Created", body = super::openapi::User),
-        (status = 400, description = "Invalid fields (DRF field errors)", body = super::openapi::FieldErrorsBody),
-        (status = 413, description = "Body too large", body = super::openapi::Detail),
-        (status = 415, description = "Unsupported media type", body = super::openapi::Detail),
-        (status = 429, description = "Too many registrations from this address", body = super::openapi::Detail),
+        (status = 400, description = "Invalid fields or a name already taken (DRF field errors), or a body that cannot be parsed", body = super::openapi::BadRequest),
+        (status = 429, description = "Too many registrations from this address", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database or hashing unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn register(
     state: web::Data<AppState>,
@@ -169,7 +171,11 @@ async fn current_user(state: &AppState, req: &HttpRequest) -> Result<UserSummary
 #[utoipa::path(get, path = "/api/user/me/", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, description = "The user of the access token", body = super::openapi::User),
-        (status = 401, description = "No, invalid, expired or revoked token; unknown or inactive user", body = super::openapi::TokenErrorBody),
+        (status = 401, description = "No credentials (no `code`); an invalid, expired or revoked token; an unknown or inactive user", body = super::openapi::BearerError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let user = current_user(&state, &req).await?;
@@ -191,7 +197,11 @@ pub async fn me_other_method(
 #[utoipa::path(post, path = "/api/user/logout-all/", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every session of the user revoked", body = super::openapi::Empty),
-        (status = 401, description = "Not authenticated", body = super::openapi::TokenErrorBody),
+        (status = 401, description = "No credentials (no `code`); an invalid, expired or revoked token; an unknown or inactive user", body = super::openapi::BearerError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn logout_everywhere(
     state: web::Data<AppState>,
@@ -252,8 +262,14 @@ async fn revoke_guessing_session(
     request_body(content((super::openapi::PasswordChange = "application/json"), (super::openapi::PasswordChange = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Changed; the user's other sessions are revoked", body = super::openapi::Empty),
-        (status = 400, description = "Wrong old password or invalid new one", body = super::openapi::FieldErrorsBody),
-        (status = 401, description = "Not authenticated", body = super::openapi::TokenErrorBody),
+        (status = 400, description = "Wrong old password or invalid new one, or a body that cannot be parsed", body = super::openapi::BadRequest),
+        (status = 429, description = "Too many attempts, or a back-off after wrong old passwords", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 401, description = "No credentials (no `code`); an invalid, expired or revoked token; an unknown or inactive user", body = super::openapi::BearerError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database or hashing unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn change_password(
     state: web::Data<AppState>,

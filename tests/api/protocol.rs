@@ -41,6 +41,61 @@ async fn wrong_methods_are_405_json(backend: Backend) {
     reply.assert(405, r#"{"detail":"Method \"POST\" not allowed."}"#);
 }
 
+/// Every route, in both slash forms, answers methods it does not serve
+/// with 405 and `Allow` (the health checks, /metrics, the JWKS and the
+/// document included), OPTIONS with 200 `{}` and `Allow`, and HEAD where
+/// it serves GET.
+async fn every_route_answers_other_methods_405_with_allow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, access, _) = app.user_with_tokens("alice", "pw").await;
+    let bearer = format!("Bearer {access}");
+    let doc = app
+        .send(app.client.get(app.url("/openapi.json")))
+        .await
+        .json();
+    for path in tokend::routes::paths() {
+        let get = doc["paths"][&path]["get"].is_object();
+        let allow = if get {
+            "GET, HEAD, OPTIONS"
+        } else {
+            "POST, OPTIONS"
+        };
+        let mut forms = vec![path.clone()];
+        if path.ends_with('/') {
+            forms.push(path.trim_end_matches('/').to_owned());
+        }
+        for form in forms {
+            let request = |method: &str| {
+                app.client
+                    .request(method.parse().expect("method"), app.url(&form))
+                    .header("Authorization", &bearer)
+            };
+            for method in [
+                "TRACE",
+                "PUT",
+                "DELETE",
+                "PATCH",
+                if get { "POST" } else { "GET" },
+            ] {
+                let reply = app.send(request(method)).await;
+                reply.assert(
+                    405,
+                    &format!(r#"{{"detail":"Method \"{method}\" not allowed."}}"#),
+                );
+                assert_eq!(reply.header("allow"), Some(allow), "{method} {form}");
+            }
+            let reply = app.send(request("OPTIONS")).await;
+            reply.assert(200, "{}");
+            assert_eq!(reply.header("allow"), Some(allow), "OPTIONS {form}");
+            if get {
+                let reply = app.send(request("HEAD")).await;
+                assert_eq!(reply.status, 200, "HEAD {form}");
+                assert_eq!(reply.body, "", "HEAD {form}");
+            }
+        }
+    }
+}
+
 async fn unknown_paths_are_404_json(backend: Backend) {
     let app = spawn_app(backend).await;
     let reply = app.send(app.client.get(app.url("/nope/"))).await;
@@ -200,6 +255,7 @@ async fn cors_refusals_are_json(backend: Backend) {
 both_backends!(
     cors_refusals_are_json,
     wrong_methods_are_405_json,
+    every_route_answers_other_methods_405_with_allow,
     unknown_paths_are_404_json,
     paths_without_trailing_slash_work,
     media_types_and_bad_bodies,
