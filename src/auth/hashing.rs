@@ -50,32 +50,48 @@ pub enum PoolError {
     Failed,
 }
 
-/// Per kind of stored hash, a moving average of how long checking it took;
-/// the floor is the costliest. Kinds are few (bcrypt costs 4-31, PBKDF2,
-/// other), so the map stays small.
+/// Per kind of stored hash, moving averages of how long checking it took,
+/// in thread CPU time and in wall time; the floor is the costliest kind's
+/// wall time, but never more than twice its CPU time. Wall time is what a
+/// client sees (a real check of the costliest kind includes its share of
+/// scheduling); the CPU bound keeps a load on the machine, which an attacker
+/// can cause, from raising every login's wait without limit. Kinds are few
+/// (bcrypt costs 4-31, PBKDF2 iteration counts of the imported hashes), so
+/// the map stays small.
 #[derive(Default)]
 pub struct TimingFloor {
-    kinds: Mutex<HashMap<HashKind, Duration>>,
+    kinds: Mutex<HashMap<HashKind, Averages>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Averages {
+    cpu: Duration,
+    wall: Duration,
 }
 
 impl TimingFloor {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HashKind, Duration>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HashKind, Averages>> {
         self.kinds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds one measured check (an exponential moving average, 1/8 weight).
-    pub fn record(&self, kind: HashKind, took: Duration) {
+    /// Adds one measured check (exponential moving averages, 1/8 weight).
+    pub fn record(&self, kind: HashKind, cpu: Duration, wall: Duration) {
         if kind == HashKind::Other {
             return;
         }
         let mut kinds = self.lock();
-        let average = kinds.entry(kind).or_insert(took);
-        *average = (*average * 7 + took) / 8;
+        let average = kinds.entry(kind).or_insert(Averages { cpu, wall });
+        average.cpu = (average.cpu * 7 + cpu) / 8;
+        average.wall = (average.wall * 7 + wall) / 8;
     }
 
     /// How long every check should take at least.
     pub fn floor(&self) -> Duration {
-        self.lock().values().copied().max().unwrap_or_default()
+        self.lock()
+            .values()
+            .map(|a| a.wall.min(a.cpu * 2))
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -158,11 +174,12 @@ impl HashingPool {
         // so it also seeds the floor.
         let (preparing, seeding) = (dummy.clone(), timing.clone());
         std::thread::spawn(move || {
-            let started = thread_cpu_time();
+            let (started, cpu_started) = (Instant::now(), thread_cpu_time());
             let hash = dummy_hash(cost).unwrap_or_default();
             seeding.record(
                 HashKind::Bcrypt(cost),
-                thread_cpu_time().saturating_sub(started),
+                thread_cpu_time().saturating_sub(cpu_started),
+                started.elapsed(),
             );
             let _ = preparing.set(hash);
         });
@@ -258,7 +275,7 @@ impl HashingPool {
                 // Hashes tokend would not check at full cost do not set the
                 // floor (a bcrypt above the cap was refused unchecked).
                 if !matches!(kind, HashKind::Bcrypt(c) if c > max_cost) {
-                    timing.record(kind, thread_cpu_time().saturating_sub(cpu_started));
+                    timing.record(kind, thread_cpu_time().saturating_sub(cpu_started), took);
                 }
                 let upgraded = match stored {
                     Some(hash) if matches && upgrade && needs_rehash(&hash, cost) => {
@@ -457,12 +474,28 @@ mod tests {
     async fn cheaper_checks_wait_for_the_floor() {
         let p = pool(1, 8, None);
         // As if a costlier kind (an imported PBKDF2 hash) had been seen.
-        p.timing
-            .record(HashKind::Pbkdf2(1_000_000), Duration::from_millis(150));
+        p.timing.record(
+            HashKind::Pbkdf2(1_000_000),
+            Duration::from_millis(150),
+            Duration::from_millis(150),
+        );
         let started = Instant::now();
         assert!(!verify(&p, A, "pw", Some("!unusable")).await);
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert!(p.timing_floor() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_loaded_machine_cannot_raise_the_floor_without_limit() {
+        let floor = TimingFloor::default();
+        let ms = Duration::from_millis;
+        floor.record(HashKind::Bcrypt(12), ms(250), ms(260));
+        assert_eq!(floor.floor(), ms(260), "the wall time a client sees");
+        // Checks slowed down tenfold by a flood of other requests.
+        for _ in 0..50 {
+            floor.record(HashKind::Pbkdf2(1_000_000), ms(100), ms(1000));
+        }
+        assert!(floor.floor() <= ms(260), "{:?}", floor.floor());
     }
 
     #[cfg(target_os = "linux")]
