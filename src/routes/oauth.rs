@@ -3,17 +3,12 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+use super::bodies::{Inactive, IntrospectionBody};
 use super::fields::Fields;
-use super::{session_check, session_error, unix_now, AppState, SessionCheck, TokenUse};
-use crate::auth::jwt::TokenType;
+use super::AppState;
 use crate::error::ApiError;
-use crate::storage::refresh_tokens::{self, TokenStatus};
-use crate::storage::sessions::{self, RevokeReason};
-use crate::storage::users;
+use crate::service::{introspect as introspection, revoke as revocation};
 
 /// The `token` parameter, or the RFC's invalid_request answer.
 fn token_param(fields: &Fields) -> Result<String, ApiError> {
@@ -22,42 +17,19 @@ fn token_param(fields: &Fields) -> Result<String, ApiError> {
         .map_err(|_| ApiError::OAuthInvalidRequest)
 }
 
-/// True when the request carries HTTP Basic credentials of a configured
-/// introspection client. Compared as SHA-256 digests in constant time, every
-/// configured client every time: neither the length of a secret nor which
-/// id exists shows in the timing.
-fn is_introspection_client(state: &AppState, req: &HttpRequest) -> bool {
-    let Some(encoded) = req
+/// The HTTP Basic credentials of a request: (id, secret).
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let encoded = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Some((id, secret)) = std::str::from_utf8(&decoded)
-        .ok()
-        .and_then(|s| s.split_once(':'))
-    else {
-        return false;
-    };
-    let (id, secret) = (Sha256::digest(id), Sha256::digest(secret));
-    state
-        .introspection_clients
-        .iter()
-        .fold(false, |found, (client, expected)| {
-            let matches =
-                Sha256::digest(client).ct_eq(&id) & Sha256::digest(expected).ct_eq(&secret);
-            found | bool::from(matches)
-        })
+        .and_then(|v| v.strip_prefix("Basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let (id, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
 }
-
-/// Failed introspection credentials back off per client address as failed
-/// logins do: one subject for every introspection client.
-const INTROSPECTION_SUBJECT: &str = "\0introspection";
 
 /// POST /api/token/introspect/ (RFC 7662), for services: Basic client
 /// credentials; form `token` (and an ignored `token_type_hint`). Answers
@@ -75,83 +47,18 @@ pub async fn introspect(
     req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
-    // Reserved before the check (a back-off refuses right credentials too,
-    // or it would tell them apart); a right one only frees its place.
-    let guess = match &state.throttle {
-        Some(throttle) => Some(
-            throttle
-                .begin_guess(
-                    INTROSPECTION_SUBJECT,
-                    super::client_ip(&state, &req),
-                    false,
-                    std::time::Instant::now(),
-                )
-                .map_err(ApiError::Throttled)?,
-        ),
-        None => None,
-    };
-    if !is_introspection_client(&state, &req) {
-        if let Some(guess) = guess {
-            guess.failed(std::time::Instant::now());
-        }
-        return Err(ApiError::OAuthInvalidClient);
-    }
-    drop(guess);
-    let token = token_param(&fields)?;
-    Ok(match introspection(&state, &token).await? {
-        Some(claims) => HttpResponse::Ok().json(claims),
-        None => HttpResponse::Ok().json(json!({ "active": false })),
-    })
-}
-
-async fn introspection(
-    state: &AppState,
-    token: &str,
-) -> Result<Option<serde_json::Value>, ApiError> {
-    let now = unix_now();
-    let Ok(verified) = state.keys.verify(token, None, now) else {
-        return Ok(None);
-    };
-    let Some(user_id) = verified.user_id else {
-        return Ok(None);
-    };
-    let SessionCheck::Live(sid) = session_check(state, &verified, TokenUse::Session, now) else {
-        return Ok(None);
-    };
-    let sid = sid.to_owned();
-    let (jti, token_type, exp) = (verified.jti.clone(), verified.token_type, verified.exp);
-    let found = state
-        .db
-        .run(move |conn| {
-            let alive = match token_type {
-                TokenType::Refresh => {
-                    refresh_tokens::status(conn, &jti, &sid, user_id, exp, now)?
-                        == TokenStatus::Live
-                }
-                TokenType::Access => {
-                    session_error(sessions::state(conn, &sid, user_id, now)?).is_none()
-                }
-            };
-            Ok(if alive {
-                users::find_by_id(conn, user_id)?
-            } else {
-                None
-            })
-        })
-        .await?;
-    Ok(found.filter(|user| user.is_active).map(|user| {
-        json!({
-            "active": true,
-            "token_type": verified.token_type.as_str(),
-            "sub": user.id.to_string(),
-            "user_id": user.id.to_string(),
-            "username": user.username,
-            "exp": verified.exp,
-            "iat": verified.iat,
-            "jti": verified.jti,
-            "sid": verified.sid,
-        })
-    }))
+    let credentials = basic_credentials(&req);
+    let credentials = credentials
+        .as_ref()
+        .map(|(id, s)| (id.as_str(), s.as_str()));
+    let token = token_param(&fields).ok();
+    let client = super::client_ip(&state, &req);
+    Ok(
+        match introspection::introspect(&state, client, credentials, token).await? {
+            Some(active) => HttpResponse::Ok().json(IntrospectionBody::from(active)),
+            None => HttpResponse::Ok().json(Inactive::BODY),
+        },
+    )
 }
 
 /// POST /api/token/revoke/ (RFC 7009): form `token` (access or refresh; the
@@ -166,25 +73,6 @@ async fn introspection(
     ))]
 pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let token = token_param(&fields)?;
-    let now = unix_now();
-    if let Ok(verified) = state.keys.verify(&token, None, now) {
-        if let (Some(user_id), SessionCheck::Live(sid)) = (
-            verified.user_id,
-            session_check(&state, &verified, TokenUse::Session, now),
-        ) {
-            let (key, sid) = (sid.to_owned(), sid.to_owned());
-            let revoked = state
-                .db
-                .write(move |conn| {
-                    sessions::revoke_session(conn, &key, user_id, RevokeReason::Logout, now)
-                })
-                .await?;
-            if revoked {
-                state
-                    .cache
-                    .session_revoked(&sid, user_id, std::time::Instant::now());
-            }
-        }
-    }
+    revocation::revoke(&state, &token).await?;
     Ok(HttpResponse::Ok().finish())
 }
