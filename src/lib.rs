@@ -7,6 +7,7 @@ pub mod connections;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

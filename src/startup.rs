@@ -20,6 +20,7 @@ use crate::config::{CorsSettings, Profile, Settings, MIN_PRODUCTION_KEY_BYTES};
 use crate::connections::{self, ConnectionLimits};
 use crate::routes::fields::BodyTimeout;
 use crate::routes::{self, AppState};
+use crate::service::Services;
 use crate::storage::cache::StateCache;
 use crate::storage::Database;
 use crate::telemetry;
@@ -231,7 +232,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             .enabled
             .then_some(settings.password.hashing_queue_per_client),
     });
-    Ok(AppState {
+    let services = Services {
         db,
         keys,
         hashing,
@@ -248,6 +249,14 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             })
         }),
         metrics: std::sync::Arc::new(crate::metrics::Metrics::new(routes::paths())?),
+        cache: StateCache::new(
+            std::time::Duration::from_millis(settings.cache.ttl_ms),
+            std::time::Duration::from_millis(settings.cache.stale_if_error_ms),
+        ),
+        clock: crate::service::unix_now,
+    };
+    Ok(AppState {
+        services,
         refresh_cookie: settings
             .cookie
             .enabled
@@ -257,10 +266,6 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 path: settings.cookie.path.clone(),
                 allowed_origins: settings.cors.origins().unwrap_or_default(),
             }),
-        cache: StateCache::new(
-            std::time::Duration::from_millis(settings.cache.ttl_ms),
-            std::time::Duration::from_millis(settings.cache.stale_if_error_ms),
-        ),
         client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
             .then(|| {
                 header::HeaderName::try_from(settings.rate_limit.client_ip_header.as_str()).ok()

@@ -1,7 +1,8 @@
 //! The route table and the state handlers share. Handlers are thin: parse the
-//! request, call auth/ and storage/, shape the response.
+//! request, call a use case of `service`, shape the response.
 
 mod bearer;
+pub mod bodies;
 pub mod cookie;
 pub mod fields;
 mod health;
@@ -14,39 +15,28 @@ mod users;
 use actix_web::{web, HttpRequest, HttpResponse};
 use utoipa::openapi::path::{HttpMethod, Operation};
 
-use crate::auth::hashing::HashingPool;
-use crate::auth::jwt::{JwtKeys, TokenError, TokenType, VerifiedToken};
-use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
-use std::time::Instant;
+pub use crate::service::unix_now;
+use crate::service::Services;
 
-use crate::storage::cache::{Cached, StateCache, UserSummary};
-use crate::storage::sessions::{self, SessionState};
-use crate::storage::{users as user_store, Database, StorageError};
-
+/// What the handlers share: the use cases' dependencies, and what only HTTP
+/// needs (client addresses, the refresh cookie).
 pub struct AppState {
-    pub db: Database,
-    pub keys: JwtKeys,
-    pub hashing: HashingPool,
-    pub session_max_age_secs: i64,
-    pub reuse_grace_secs: i64,
-    /// Until this instant (unix seconds; 0: never), sessionless access
-    /// tokens of the legacy service identify imported users (see
-    /// `session_check`).
-    pub accept_sessionless_until: i64,
-    /// (id, secret) of the services allowed to introspect.
-    pub introspection_clients: Vec<(String, String)>,
-    /// Brute-force limits; `None` when disabled.
-    pub throttle: Option<Throttle>,
+    pub services: Services,
     /// Trusted proxy header carrying the client address, when configured.
     pub client_ip_header: Option<actix_web::http::header::HeaderName>,
     /// Proxies in front of tokend that append to that header.
     pub trusted_hops: usize,
-    /// Session and user state for the token-check paths.
-    pub cache: StateCache,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Browser mode: the refresh token as a cookie too (`cookie.enabled`).
     pub refresh_cookie: Option<cookie::RefreshCookie>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 /// The client address for rate limits and security logs: from the
@@ -86,191 +76,6 @@ fn forwarded_client<'a>(
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
-/// What an endpoint does with the token it is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TokenUse {
-    /// Says who the bearer is (me, verify).
-    Identify,
-    /// Acts on or reports the token's session (logout-all, password
-    /// change, introspection, revocation).
-    Session,
-}
-
-/// What must hold before a well-signed token is honoured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionCheck<'a> {
-    /// tokend's own token: its session must be live.
-    Live(&'a str),
-    /// A sessionless access token inside the legacy acceptance window: its
-    /// user must be one imported with the legacy service's id.
-    LegacyUser,
-    /// Answered as an invalid token.
-    Refused,
-}
-
-/// The policy for tokens with and without a session, in one place.
-/// tokend's tokens always name their session (`sid`). A token without one
-/// was minted elsewhere with the same key (the Django/simplejwt service
-/// tokend replaces): no logout or revocation here can end it, and its
-/// `user_id` is that service's numbering, not tokend's. Such tokens are
-/// refused, except access tokens that only identify their bearer while
-/// `jwt.accept_sessionless_until` is ahead (a migration window), and then
-/// only for users imported with that service's id. Sessionless refresh
-/// tokens are refused everywhere.
-pub(crate) fn session_check<'a>(
-    state: &AppState,
-    token: &'a VerifiedToken,
-    purpose: TokenUse,
-    now: i64,
-) -> SessionCheck<'a> {
-    match token.sid.as_deref() {
-        Some(sid) => SessionCheck::Live(sid),
-        None if purpose == TokenUse::Identify
-            && token.token_type == TokenType::Access
-            && now < state.accept_sessionless_until =>
-        {
-            SessionCheck::LegacyUser
-        }
-        None => SessionCheck::Refused,
-    }
-}
-
-/// Why a token is refused because of its session (revoked: logout, reuse,
-/// password change…; ended; gone with its user; none: see
-/// `session_check`), or `None` when it may be honoured.
-pub(crate) async fn session_problem(
-    state: &AppState,
-    token: &VerifiedToken,
-    purpose: TokenUse,
-    now: i64,
-) -> Result<Option<TokenError>, ApiError> {
-    // A session belongs to a user: a token naming none is not tokend's.
-    let Some(user_id) = token.user_id else {
-        return Ok(Some(TokenError::Invalid));
-    };
-    match session_check(state, token, purpose, now) {
-        SessionCheck::Live(sid) => Ok(session_error(
-            cached_session_state(state, sid, user_id, now).await?,
-        )),
-        SessionCheck::LegacyUser => {
-            let imported = cached_user(state, user_id)
-                .await?
-                .is_some_and(|user| user.kept_legacy_id);
-            Ok((!imported).then_some(TokenError::Invalid))
-        }
-        SessionCheck::Refused => Ok(Some(TokenError::Invalid)),
-    }
-}
-
-/// After a failed database call, how long cached-state readers skip the
-/// database instead of waiting for a connection again.
-const OUTAGE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A session's state from the cache when fresh, else from the database;
-/// when the database cannot be reached, the last known state if it is
-/// recent enough (`cache.stale_if_error_ms`).
-pub(crate) async fn cached_session_state(
-    state: &AppState,
-    sid: &str,
-    user_id: i64,
-    now: i64,
-) -> Result<SessionState, ApiError> {
-    let key = sid.to_owned();
-    read_through(
-        state,
-        state.cache.session(sid, user_id, Instant::now()),
-        move |conn| sessions::state(conn, &key, user_id, now),
-        |session, read_at| state.cache.put_session(sid, user_id, *session, read_at),
-        "session",
-    )
-    .await
-    // A cached "live" may have reached its end since.
-    .map(|session| session.at(now))
-}
-
-/// A user's summary, from the cache when fresh, else from the database;
-/// when the database cannot be reached, the last known summary if recent
-/// enough.
-pub(crate) async fn cached_user(
-    state: &AppState,
-    user_id: i64,
-) -> Result<Option<UserSummary>, ApiError> {
-    read_through(
-        state,
-        state.cache.user(user_id, Instant::now()),
-        move |conn| {
-            Ok(user_store::find_by_id(conn, user_id)?.map(|u| UserSummary {
-                id: u.id,
-                username: u.username,
-                is_active: u.is_active,
-                kept_legacy_id: u.kept_legacy_id,
-            }))
-        },
-        |user, read_at| state.cache.put_user(user_id, user.clone(), read_at),
-        "user",
-    )
-    .await
-}
-
-/// The cache-then-database policy of the token-check paths, in one place:
-/// a fresh cached value is the answer; otherwise the database is read and
-/// the result stored (`store` gets the instant the read started). A stale
-/// value answers instead when the database just failed (without waiting for
-/// a connection again; one caller at a time probes it) or when this read
-/// finds it unavailable.
-async fn read_through<T, R>(
-    state: &AppState,
-    cached: Cached<T>,
-    read: R,
-    store: impl FnOnce(&T, Instant),
-    what: &'static str,
-) -> Result<T, ApiError>
-where
-    T: Clone + Send + 'static,
-    R: FnOnce(&mut crate::storage::DbConnection) -> Result<T, StorageError> + Send + 'static,
-{
-    let stale = match cached {
-        Cached::Fresh(value) => return Ok(value),
-        Cached::Stale(value) => Some(value),
-        Cached::Miss => None,
-    };
-    if let Some(value) = stale
-        .clone()
-        .filter(|_| !state.db.worth_trying(OUTAGE_PROBE))
-    {
-        return Ok(value);
-    }
-    let read_at = Instant::now();
-    match state.db.run(read).await {
-        Ok(value) => {
-            store(&value, read_at);
-            Ok(value)
-        }
-        Err(e) => match stale.filter(|_| matches!(e, StorageError::Unavailable(_))) {
-            Some(value) => {
-                tracing::warn!(error = %e, what, "database unavailable: using the last known state");
-                Ok(value)
-            }
-            None => Err(e.into()),
-        },
-    }
-}
-
-pub(crate) fn session_error(session: SessionState) -> Option<TokenError> {
-    match session {
-        SessionState::Live { .. } => None,
-        SessionState::Revoked => Some(TokenError::Blacklisted),
-        SessionState::Expired => Some(TokenError::Expired),
-        SessionState::Missing => Some(TokenError::Invalid),
-    }
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 const ALLOW_POST: &str = "POST, OPTIONS";
 pub(crate) const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
 
@@ -282,7 +87,7 @@ pub(crate) async fn other_method(
     if req.method() == actix_web::http::Method::OPTIONS {
         return Ok(HttpResponse::Ok()
             .insert_header(("Allow", allow))
-            .json(serde_json::json!({})));
+            .json(bodies::Empty {}));
     }
     Err(ApiError::MethodNotAllowed {
         method: req.method().as_str().to_owned(),

@@ -1,26 +1,12 @@
-use std::time::Instant;
-
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
+use super::bodies::{AccessOnly, Empty, RotatedPair, TokenPair};
 use super::fields::Fields;
-use super::{unix_now, AppState};
-use crate::auth::jwt::{TokenError, TokenType, VerifiedToken};
-use crate::auth::sessions::{new_session_id, PairSpec};
+use super::AppState;
+use crate::auth::sessions::SignedPair;
 use crate::error::ApiError;
-use crate::metrics::{LoginOutcome, RefreshOutcome};
-use crate::storage::refresh_tokens::{
-    self, IssueOutcome, RevokeOutcome, SpendOutcome, TokenStatus,
-};
-use crate::storage::users;
-
-/// A refresh token that passed the signature, expiry and type checks, with
-/// the user and session it names.
-struct PresentedRefresh {
-    token: VerifiedToken,
-    user_id: i64,
-    session_id: String,
-}
+use crate::service::login::Credentials;
+use crate::service::{login, logout, rotate, verify as verify_token};
 
 /// The refresh token of a request and whether it came from the cookie: the
 /// body's `refresh` field, or in cookie mode the cookie when the body has no
@@ -39,14 +25,19 @@ fn refresh_param(
     Ok((refresh, false))
 }
 
-/// A new pair as simplejwt writes it (`first` names the key that comes
-/// first). In cookie mode the refresh token travels only in the HttpOnly
+/// A new pair as simplejwt writes it: login's order (`rotated` false) or
+/// refresh's. In cookie mode the refresh token travels only in the HttpOnly
 /// cookie: never where page scripts (or an injected one) could read it.
-fn pair_body(state: &AppState, first: &str, refresh: &str, access: &str) -> serde_json::Value {
-    match (&state.refresh_cookie, first) {
-        (Some(_), _) => json!({ "access": access }),
-        (None, "refresh") => json!({ "refresh": refresh, "access": access }),
-        (None, _) => json!({ "access": access, "refresh": refresh }),
+fn pair_response(state: &AppState, tokens: SignedPair, rotated: bool) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    let SignedPair { access, refresh } = tokens;
+    match &state.refresh_cookie {
+        Some(cookie) => {
+            response.cookie(cookie.set(&refresh, state.keys.lifetimes().refresh_secs));
+            response.json(AccessOnly { access })
+        }
+        None if rotated => response.json(RotatedPair { access, refresh }),
+        None => response.json(TokenPair { refresh, access }),
     }
 }
 
@@ -77,43 +68,6 @@ fn clearing_refused_cookie(
     }
 }
 
-/// In cookie mode, the response also carries the new refresh token.
-fn with_refresh_cookie(
-    state: &AppState,
-    mut response: actix_web::HttpResponseBuilder,
-    refresh: &str,
-) -> actix_web::HttpResponseBuilder {
-    if let Some(cookie) = &state.refresh_cookie {
-        response.cookie(cookie.set(refresh, state.keys.lifetimes().refresh_secs));
-    }
-    response
-}
-
-fn presented_refresh(
-    state: &AppState,
-    refresh: &str,
-    now: i64,
-) -> Result<PresentedRefresh, ApiError> {
-    let token = state
-        .keys
-        .verify(refresh, Some(TokenType::Refresh), now)
-        .map_err(ApiError::Token)?;
-    let user_id = token.user_id.ok_or(ApiError::NoActiveAccountForToken)?;
-    // tokend's refresh tokens always name their session; others were never
-    // recorded here and cannot be spent or revoked.
-    let super::SessionCheck::Live(sid) =
-        super::session_check(state, &token, super::TokenUse::Session, now)
-    else {
-        return Err(ApiError::Token(TokenError::Invalid));
-    };
-    let session_id = sid.to_owned();
-    Ok(PresentedRefresh {
-        token,
-        user_id,
-        session_id,
-    })
-}
-
 /// POST /api/token/ {username, password} -> {refresh, access}: a new session.
 #[utoipa::path(post, path = "/api/token/", tag = "tokens",
     request_body(content((super::openapi::Credentials = "application/json"), (super::openapi::Credentials = "application/x-www-form-urlencoded"))),
@@ -134,87 +88,12 @@ pub async fn obtain_pair(
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
-    let ip = super::client_ip(&state, &req);
-    if let Some(throttle) = &state.throttle {
-        throttle.login_attempt(ip).map_err(ApiError::Throttled)?;
-    }
-    let [username, password] = fields.char_fields(["username", "password"])?;
-    // Reserved before the password is checked: no guesses while backing
-    // off, and simultaneous guesses count before their outcome is known.
-    let guess = match &state.throttle {
-        Some(throttle) => Some(
-            throttle
-                .begin_guess(&username, ip, None, Instant::now())
-                .map_err(ApiError::Throttled)?,
-        ),
-        None => None,
-    };
-    let user = state
-        .db
-        .run(move |conn| users::find_by_username(conn, &username))
-        .await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let outcome = state.hashing.check(ip, password, stored, true).await?;
-    let user = match user {
-        Some(user) if outcome.matches && user.is_active => user,
-        _ => {
-            if let Some(guess) = guess {
-                guess.failed(Instant::now());
-            }
-            state.metrics.login(LoginOutcome::Failed);
-            return Err(ApiError::BadCredentials);
-        }
-    };
-    if let Some(guess) = guess {
-        guess.succeeded();
-    }
-    // The hashes this login may rely on: the one checked, and its upgrade.
-    let mut checked = vec![user.password_hash.clone()];
-    if let Some(hash) = outcome.upgraded {
-        // An imported Django hash (or a cheaper bcrypt) matched: store
-        // tokend's own from now on. Only if the hash is still the one that
-        // was checked; a failure here does not fail the login.
-        checked.push(hash.clone());
-        let (id, old) = (user.id, user.password_hash.clone());
-        if let Err(e) = state
-            .db
-            .write(move |conn| users::upgrade_password_hash(conn, id, &old, &hash))
-            .await
-        {
-            tracing::warn!(error = %e, user_id = user.id, "password hash upgrade failed");
-        }
-    }
-    let now = unix_now();
-    let session_end = now + state.session_max_age_secs;
-    let pair = PairSpec::new(
-        user.id,
-        &new_session_id(),
-        now,
-        state.keys.lifetimes(),
-        session_end,
-    );
-    let tokens = pair.sign(&state.keys)?;
-    match state
-        .db
-        .write(move |conn| {
-            let checked: Vec<&str> = checked.iter().map(String::as_str).collect();
-            refresh_tokens::start_session(conn, &pair, session_end, &checked)
-        })
-        .await?
-    {
-        IssueOutcome::Issued => {
-            state.metrics.login(LoginOutcome::Ok);
-            Ok(
-                with_refresh_cookie(&state, HttpResponse::Ok(), &tokens.refresh).json(pair_body(
-                    &state,
-                    "refresh",
-                    &tokens.refresh,
-                    &tokens.access,
-                )),
-            )
-        }
-        IssueOutcome::NoSuchUser => Err(ApiError::BadCredentials),
-    }
+    let credentials = fields
+        .char_fields(["username", "password"])
+        .map(|[username, password]| Credentials { username, password });
+    let client = super::client_ip(&state, &req);
+    let tokens = login::login(&state, client, credentials).await?;
+    Ok(pair_response(&state, tokens, false))
 }
 
 /// POST /api/token/refresh/ {refresh} -> {access, refresh}: the presented
@@ -240,89 +119,11 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
-    let result = rotate(&state, &req, &refresh).await;
+    let client = super::client_ip(&state, &req);
+    let result = rotate::rotate(&state, client, &refresh)
+        .await
+        .map(|tokens| pair_response(&state, tokens, true));
     clearing_refused_cookie(&state, from_cookie, result)
-}
-
-async fn rotate(
-    state: &AppState,
-    req: &HttpRequest,
-    refresh: &str,
-) -> Result<HttpResponse, ApiError> {
-    let now = unix_now();
-    let presented = presented_refresh(state, refresh, now)?;
-    // Cut to the session's end inside the rotation.
-    let successor = PairSpec::new(
-        presented.user_id,
-        &presented.session_id,
-        now,
-        state.keys.lifetimes(),
-        i64::MAX,
-    );
-    let grace = state.reuse_grace_secs;
-    let (jti, sid, exp) = (
-        presented.token.jti,
-        presented.session_id.clone(),
-        presented.token.exp,
-    );
-    let outcome = state
-        .db
-        .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, exp, successor, grace))
-        .await?;
-    let refused = || state.metrics.refresh(RefreshOutcome::Refused);
-    let pair = match outcome {
-        SpendOutcome::Rotated(pair) => {
-            state.metrics.refresh(RefreshOutcome::Rotated);
-            pair
-        }
-        SpendOutcome::Replayed(pair) => {
-            state.metrics.refresh(RefreshOutcome::Replayed);
-            // Usually a second tab or a retry; also what a thief racing the
-            // owner inside the grace window looks like, hence on record.
-            tracing::warn!(
-                security_event = "refresh_token_replay",
-                user_id = presented.user_id,
-                client_ip = %super::client_ip(state, req),
-                "a just-rotated refresh token was presented again inside the grace window: \
-                 the same successor pair is returned"
-            );
-            pair
-        }
-        SpendOutcome::ReuseDetected => {
-            refused();
-            state.metrics.reuse_detected();
-            state.cache.session_revoked(
-                &presented.session_id,
-                presented.user_id,
-                std::time::Instant::now(),
-            );
-            tracing::warn!(
-                security_event = "refresh_token_reuse",
-                user_id = presented.user_id,
-                client_ip = %super::client_ip(state, req),
-                "a spent refresh token was presented again: its session is revoked"
-            );
-            return Err(ApiError::Token(TokenError::Blacklisted));
-        }
-        refusal => {
-            refused();
-            return Err(match refusal {
-                SpendOutcome::SessionExpired => ApiError::Token(TokenError::Expired),
-                SpendOutcome::Unknown => ApiError::Token(TokenError::Invalid),
-                SpendOutcome::NoActiveAccount => ApiError::NoActiveAccountForToken,
-                _ => ApiError::Token(TokenError::Blacklisted),
-            });
-        }
-    };
-    let tokens = pair.sign(&state.keys)?;
-    Ok(
-        with_refresh_cookie(state, HttpResponse::Ok(), &tokens.refresh).json(pair_body(
-            state,
-            "access",
-            &tokens.refresh,
-            &tokens.access,
-        )),
-    )
 }
 
 /// POST /api/token/verify/ {token} -> {} for a valid access or refresh
@@ -339,43 +140,8 @@ async fn rotate(
     ))]
 pub async fn verify(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
     let [token] = fields.char_fields(["token"])?;
-    let now = unix_now();
-    let verified = state
-        .keys
-        .verify(&token, None, now)
-        .map_err(ApiError::Token)?;
-    match verified.token_type {
-        TokenType::Refresh => {
-            let user_id = verified
-                .user_id
-                .ok_or(ApiError::Token(TokenError::Invalid))?;
-            let super::SessionCheck::Live(sid) =
-                super::session_check(&state, &verified, super::TokenUse::Identify, now)
-            else {
-                return Err(ApiError::Token(TokenError::Invalid));
-            };
-            let sid = sid.to_owned();
-            let (jti, exp) = (verified.jti, verified.exp);
-            let status = state
-                .db
-                .run(move |conn| refresh_tokens::status(conn, &jti, &sid, user_id, exp, now))
-                .await?;
-            match status {
-                TokenStatus::Live => {}
-                TokenStatus::Revoked => return Err(ApiError::Token(TokenError::Blacklisted)),
-                TokenStatus::Expired => return Err(ApiError::Token(TokenError::Expired)),
-                TokenStatus::Unknown => return Err(ApiError::Token(TokenError::Invalid)),
-            }
-        }
-        TokenType::Access => {
-            if let Some(problem) =
-                super::session_problem(&state, &verified, super::TokenUse::Identify, now).await?
-            {
-                return Err(ApiError::Token(problem));
-            }
-        }
-    }
-    Ok(HttpResponse::Ok().json(json!({})))
+    verify_token::verify(&state, &token).await?;
+    Ok(HttpResponse::Ok().json(Empty {}))
 }
 
 /// POST /api/token/blacklist/ {refresh} -> {}: logout. The refresh token and
@@ -398,38 +164,12 @@ pub async fn blacklist(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
-    let result = logout(&state, &refresh).await;
-    clearing_refused_cookie(&state, from_cookie, result)
-}
-
-async fn logout(state: &AppState, refresh: &str) -> Result<HttpResponse, ApiError> {
-    let now = unix_now();
-    let presented = presented_refresh(state, refresh, now)?;
-    let (jti, sid, user_id, exp) = (
-        presented.token.jti,
-        presented.session_id.clone(),
-        presented.user_id,
-        presented.token.exp,
-    );
-    let outcome = state
-        .db
-        .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, exp, now))
-        .await?;
-    if outcome == RevokeOutcome::Revoked {
-        state
-            .cache
-            .session_revoked(&presented.session_id, user_id, Instant::now());
-    }
-    match outcome {
-        // Unknown here means nothing live to revoke (e.g. the user was
-        // deleted): the token is unusable either way, as simplejwt answers.
-        RevokeOutcome::Revoked | RevokeOutcome::Unknown => {
-            let mut response = HttpResponse::Ok();
-            if let Some(cookie) = &state.refresh_cookie {
-                response.cookie(cookie.clear());
-            }
-            Ok(response.json(json!({})))
+    let result = logout::logout(&state, &refresh).await.map(|()| {
+        let mut response = HttpResponse::Ok();
+        if let Some(cookie) = &state.refresh_cookie {
+            response.cookie(cookie.clear());
         }
-        RevokeOutcome::AlreadyRevoked => Err(ApiError::Token(TokenError::Blacklisted)),
-    }
+        response.json(Empty {})
+    });
+    clearing_refused_cookie(&state, from_cookie, result)
 }

@@ -1,0 +1,119 @@
+//! The command line: `tokend <command>`. Each command is a thin shell over
+//! the library; what it shares with the HTTP API (account administration)
+//! goes through the same use cases (`tokend::service`).
+
+mod import;
+mod keys;
+mod ops;
+mod users;
+
+use clap::{Parser, Subcommand};
+use tokend::config::Settings;
+use tokend::storage::Database;
+
+pub use keys::offline_keys;
+
+/// tokend: users and JWT access/refresh tokens, simplejwt-compatible.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Exit 0 when the local server answers /healthz (for container
+    /// HEALTHCHECKs; needs no curl in the image).
+    Healthcheck,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Delete expired refresh tokens and dead sessions now, in batches.
+    Purge,
+    /// Print the effective configuration (secrets masked) and exit 0 when it
+    /// is valid.
+    CheckConfig,
+    /// Signing keys: generate, derive the public key, show the JWKS.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Print a new signing key: HS256 a 256-bit key as 64 hex characters,
+    /// EdDSA/RS256 a PKCS#8 PEM private key (its kid goes to stderr).
+    Generate {
+        /// HS256, EdDSA or RS256; default: the configured jwt.algorithm.
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// Print the public key (PEM) of a private key read from FILE, or from
+    /// stdin; its kid goes to stderr.
+    Public { file: Option<std::path::PathBuf> },
+    /// Print the JWK Set of the configured keys (what
+    /// /.well-known/jwks.json serves).
+    Jwks,
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from the first line of stdin.
+    Create { username: String },
+    /// List users: id, username, active.
+    List,
+    /// Deactivate a user and revoke all their sessions: every token fails.
+    Disable { username: String },
+    /// Reactivate a user (they log in again; old sessions stay revoked).
+    Enable { username: String },
+    /// Delete a user with all their sessions and tokens.
+    Delete { username: String },
+    /// Set a new password (first line of stdin) and revoke all sessions.
+    SetPassword { username: String },
+    /// Import users from a Django `auth_user` table (SQLite path/URL or
+    /// postgres:// URL), keeping ids and password hashes (pbkdf2_sha256,
+    /// bcrypt_sha256, bcrypt); those users log in with their old passwords
+    /// and are re-hashed on success. Existing usernames are skipped, so it
+    /// can be re-run. Rows are refused, reported on stderr and counted in
+    /// the summary, never renumbered: a Django id that belongs to a
+    /// different user here (the old service's tokens for that id must never
+    /// name someone else), and a username registration would refuse. Every
+    /// other row is imported, and the exit status is non-zero when any row
+    /// was refused.
+    ImportDjango {
+        /// The Django database URL (read only).
+        #[arg(long = "from")]
+        from: String,
+        /// Users per batch (progress is printed after each).
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
+}
+
+/// Runs a command that needs the configuration.
+pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => ops::serve(settings),
+        Command::Migrate => ops::migrate(&settings),
+        Command::Healthcheck => ops::healthcheck(&settings),
+        Command::Users(command) => users::users(&settings, command),
+        Command::Purge => ops::purge(&settings),
+        Command::CheckConfig => keys::check_config(&settings),
+        Command::Keys(command) => keys::keys(&settings, command),
+    }
+}
+
+fn now() -> i64 {
+    tokend::service::unix_now()
+}
+
+/// The database, migrated, for command-line tools.
+fn database(settings: &Settings) -> anyhow::Result<Database> {
+    let db = Database::new(&settings.database)?;
+    db.migrate_blocking()?;
+    Ok(db)
+}

@@ -1,0 +1,101 @@
+//! `tokend users …`: account administration through the same use cases as
+//! the HTTP API (`tokend::service::accounts`).
+
+use anyhow::{bail, Context};
+use tokend::auth::credentials::{NewPassword, NewUsername};
+use tokend::auth::hashing::{HashingPolicy, HashingPool};
+use tokend::config::Settings;
+use tokend::service::accounts::{self, Accounts, LOCAL};
+use tokend::storage::users::{CreateUser, UserRecord};
+
+use super::{database, now, UsersCommand};
+
+fn read_password() -> anyhow::Result<NewPassword> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let value = line.trim();
+    if value.is_empty() {
+        bail!("no password on stdin (pipe it in: echo 'secret' | tokend users …)");
+    }
+    NewPassword::parse(value)
+        .map_err(|problems| anyhow::anyhow!("password: {}", problems.join(" ")))
+}
+
+async fn find_user(acc: &Accounts<'_>, username: &str) -> anyhow::Result<UserRecord> {
+    accounts::find(acc, username)
+        .await?
+        .with_context(|| format!("no user named {username:?}"))
+}
+
+pub(super) fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
+    let db = database(settings)?;
+    // One hashing thread: the command line hashes one password at most.
+    let hashing = HashingPool::new(HashingPolicy {
+        cost: settings.password.bcrypt_cost,
+        threads: 1,
+        nice: 0,
+        queue: 1,
+        per_client: None,
+    });
+    // A server's cache is its own: it sees these changes within its TTL.
+    let acc = Accounts {
+        db: &db,
+        hashing: &hashing,
+        cache: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(administer(&acc, command))
+}
+
+async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Create { username } => {
+            let name = NewUsername::parse(username.trim())
+                .map_err(|problems| anyhow::anyhow!("username: {}", problems.join(" ")))?;
+            let password = read_password()?;
+            match accounts::create(acc, &name, &password, LOCAL, now()).await? {
+                CreateUser::Created { id } => println!("created user {} (id {id})", name.as_str()),
+                CreateUser::UsernameTaken => {
+                    bail!("a user named {:?} already exists", name.as_str())
+                }
+            }
+        }
+        UsersCommand::List => {
+            for user in accounts::list(acc).await? {
+                let state = if user.is_active { "active" } else { "disabled" };
+                println!("{}\t{}\t{state}", user.id, user.username);
+            }
+        }
+        UsersCommand::Disable { username } => {
+            let user = find_user(acc, &username).await?;
+            let revoked = accounts::disable(acc, user.id, now()).await?;
+            println!("disabled {username}; {revoked} session(s) revoked");
+        }
+        UsersCommand::Enable { username } => {
+            let user = find_user(acc, &username).await?;
+            accounts::enable(acc, user.id).await?;
+            println!("enabled {username}");
+        }
+        UsersCommand::Delete { username } => {
+            let user = find_user(acc, &username).await?;
+            accounts::delete(acc, user.id).await?;
+            println!("deleted {username} with all their sessions");
+        }
+        UsersCommand::SetPassword { username } => {
+            let user = find_user(acc, &username).await?;
+            let password = read_password()?;
+            let revoked =
+                accounts::set_password(acc, user.id, &password, None, LOCAL, now()).await?;
+            println!("password of {username} set; {revoked} session(s) revoked");
+        }
+        // Blocking calls: nothing else runs on the command line's runtime.
+        UsersCommand::ImportDjango { from, batch } => {
+            super::import::import_django(acc.db, &from, batch)?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The success bodies of the API, typed. Field order is the wire order
+//! (simplejwt's, which differs between login and refresh): do not reorder.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::introspect::ActiveToken;
+use crate::service::register::Registered;
+use crate::storage::cache::UserSummary;
+
+/// A new session's pair: `refresh` then `access` (login), as simplejwt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    pub refresh: String,
+    pub access: String,
+}
+
+/// A rotated pair: `access` then `refresh`, as simplejwt. The presented
+/// refresh token is spent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedPair {
+    pub access: String,
+    pub refresh: String,
+}
+
+/// Cookie mode: the access token alone (the refresh token travels only in
+/// the HttpOnly cookie).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessOnly {
+    pub access: String,
+}
+
+/// A user: `{"id": 1, "username": "alice"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserBody {
+    #[schema(example = 1)]
+    pub id: i64,
+    #[schema(example = "alice")]
+    pub username: String,
+}
+
+impl From<UserSummary> for UserBody {
+    fn from(user: UserSummary) -> Self {
+        UserBody {
+            id: user.id,
+            username: user.username,
+        }
+    }
+}
+
+impl From<Registered> for UserBody {
+    fn from(user: Registered) -> Self {
+        UserBody {
+            id: user.id,
+            username: user.username,
+        }
+    }
+}
+
+/// An empty object: `{}`.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Empty {}
+
+/// RFC 7662: the claims of a live token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntrospectionBody {
+    /// Always true (see `Inactive`).
+    pub active: bool,
+    /// `access` or `refresh`.
+    pub token_type: String,
+    pub sub: String,
+    pub user_id: String,
+    pub username: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub sid: Option<String>,
+}
+
+impl From<ActiveToken> for IntrospectionBody {
+    fn from(token: ActiveToken) -> Self {
+        IntrospectionBody {
+            active: true,
+            token_type: token.token_type.as_str().to_owned(),
+            sub: token.user_id.to_string(),
+            user_id: token.user_id.to_string(),
+            username: token.username,
+            exp: token.exp,
+            iat: token.iat,
+            jti: token.jti,
+            sid: token.sid,
+        }
+    }
+}
+
+/// RFC 7662: `{"active": false}`, for anything not valid right now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Inactive {
+    /// Always false.
+    pub active: bool,
+}
+
+impl Inactive {
+    pub const BODY: Inactive = Inactive { active: false };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(value: impl Serialize) -> String {
+        serde_json::to_string(&value).unwrap_or_default()
+    }
+
+    #[test]
+    fn bodies_keep_the_wire_order() {
+        let (r, a) = (String::from("r"), String::from("a"));
+        assert_eq!(
+            json(TokenPair {
+                refresh: r.clone(),
+                access: a.clone()
+            }),
+            r#"{"refresh":"r","access":"a"}"#
+        );
+        assert_eq!(
+            json(RotatedPair {
+                access: a.clone(),
+                refresh: r
+            }),
+            r#"{"access":"a","refresh":"r"}"#
+        );
+        assert_eq!(json(AccessOnly { access: a }), r#"{"access":"a"}"#);
+        assert_eq!(json(Empty {}), "{}");
+        assert_eq!(json(Inactive::BODY), r#"{"active":false}"#);
+        assert_eq!(
+            json(UserBody {
+                id: 1,
+                username: "alice".into()
+            }),
+            r#"{"id":1,"username":"alice"}"#
+        );
+        assert_eq!(
+            json(IntrospectionBody::from(ActiveToken {
+                token_type: crate::auth::jwt::TokenType::Refresh,
+                user_id: 7,
+                username: "bob".into(),
+                exp: 20,
+                iat: 10,
+                jti: "j".into(),
+                sid: Some("s".into()),
+            })),
+            r#"{"active":true,"token_type":"refresh","sub":"7","user_id":"7","username":"bob","exp":20,"iat":10,"jti":"j","sid":"s"}"#
+        );
+    }
+}

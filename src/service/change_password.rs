@@ -1,0 +1,123 @@
+//! Password change by the user: the old password proves it is them; every
+//! other session of the user is revoked, the calling one stays signed in.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{accounts, bearer, Services};
+use crate::auth::credentials::NewPassword;
+use crate::error::{ApiError, FieldErrors};
+use crate::storage::sessions::{self, RevokeReason};
+
+const MSG_WRONG_PASSWORD: &str = "Wrong password.";
+
+/// The raw fields: each the trimmed value or its field problems.
+pub struct PasswordChange {
+    pub old_password: Result<String, Vec<String>>,
+    pub new_password: Result<String, Vec<String>>,
+}
+
+/// `token` is the caller's Bearer access token; answers how many other
+/// sessions were revoked.
+pub async fn change_password(
+    svc: &Services,
+    client: IpAddr,
+    token: &str,
+    input: PasswordChange,
+) -> Result<usize, ApiError> {
+    let (user, token) = bearer::authenticated(svc, token).await?;
+    let mut errors = FieldErrors::default();
+    let old = match input.old_password {
+        Ok(old) => Some(old),
+        Err(messages) => {
+            errors.add("old_password", messages);
+            None
+        }
+    };
+    let new = match input.new_password.map(|v| NewPassword::parse(&v)) {
+        Ok(Ok(password)) => Some(password),
+        Ok(Err(messages)) | Err(messages) => {
+            errors.add("new_password", messages);
+            None
+        }
+    };
+    errors.into_result()?;
+    let (Some(old), Some(new)) = (old, new) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    // A stolen access token must not make the old password guessable: the
+    // same quotas and back-off as login, and a count per session from every
+    // address; when the session has used up its free failures, it is
+    // revoked (a per-user lock would let the thief keep the owner from
+    // changing the password; a new login starts a clean session).
+    let session = token.sid.clone().unwrap_or_default();
+    let guess = match &svc.throttle {
+        Some(throttle) => {
+            throttle
+                .login_attempt(client)
+                .map_err(ApiError::Throttled)?;
+            Some(
+                throttle
+                    .begin_guess(
+                        &user.username,
+                        client,
+                        Some(&format!("\0session:{session}")),
+                        Instant::now(),
+                    )
+                    .map_err(ApiError::Throttled)?,
+            )
+        }
+        None => None,
+    };
+    let checked = svc
+        .hashing
+        .check(client, old, Some(user.password_hash.clone()), false)
+        .await?;
+    if !checked.matches {
+        if guess.is_some_and(|guess| guess.failed(Instant::now())) {
+            revoke_guessing_session(svc, user.id, session, client).await?;
+        }
+        return Err(ApiError::Validation(FieldErrors::single(
+            "old_password",
+            MSG_WRONG_PASSWORD,
+        )));
+    }
+    if let Some(guess) = guess {
+        guess.succeeded();
+    }
+    // `authenticated` made sure the token names its (live) session.
+    let revoked =
+        accounts::set_password(&svc.accounts(), user.id, &new, token.sid, client, svc.now())
+            .await?;
+    tracing::info!(
+        security_event = "password_change",
+        user_id = user.id,
+        revoked,
+        "other sessions revoked"
+    );
+    Ok(revoked)
+}
+
+/// Ends a session whose access token keeps guessing the old password.
+async fn revoke_guessing_session(
+    svc: &Services,
+    user_id: i64,
+    session: String,
+    client: IpAddr,
+) -> Result<(), ApiError> {
+    let now = svc.now();
+    let sid = session.clone();
+    svc.db
+        .write(move |conn| {
+            sessions::revoke_session(conn, &sid, user_id, RevokeReason::PasswordGuessing, now)
+        })
+        .await?;
+    svc.cache.session_revoked(&session, user_id, Instant::now());
+    tracing::warn!(
+        security_event = "password_guessing",
+        user_id,
+        client_ip = %client,
+        "wrong old passwords: the session is revoked"
+    );
+    Ok(())
+}

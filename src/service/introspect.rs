@@ -1,0 +1,140 @@
+//! RFC 7662 introspection, for services authenticated as introspection
+//! clients.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::policy::{session_check, session_error, SessionCheck, TokenUse};
+use super::Services;
+use crate::auth::jwt::TokenType;
+use crate::error::ApiError;
+use crate::storage::refresh_tokens::{self, TokenStatus};
+use crate::storage::{sessions, users};
+
+/// Failed introspection credentials back off per client id and address, as
+/// failed logins do per username: one client's misconfigured replica (or a
+/// guesser of its secret) does not lock out another client behind the same
+/// address. Ids that are not configured share one subject, so made-up ids
+/// are no way around it.
+fn introspection_subject(svc: &Services, id: Option<&str>) -> String {
+    match id {
+        Some(id) if svc.introspection_clients.iter().any(|(c, _)| c == id) => {
+            format!("\0introspection:{id}")
+        }
+        _ => "\0introspection".to_owned(),
+    }
+}
+
+/// What a live token is, as RFC 7662 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveToken {
+    pub token_type: TokenType,
+    pub user_id: i64,
+    pub username: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub sid: Option<String>,
+}
+
+/// The answer: `None` is `{"active": false}`.
+pub type Introspection = Option<ActiveToken>;
+
+/// `credentials`: the caller's (client id, secret), if it sent any;
+/// `token`: the token to introspect, if the request named one (checked only
+/// once the caller is authenticated).
+pub async fn introspect(
+    svc: &Services,
+    client: IpAddr,
+    credentials: Option<(&str, &str)>,
+    token: Option<String>,
+) -> Result<Introspection, ApiError> {
+    // Reserved before the check (a back-off refuses right credentials too,
+    // or it would tell them apart); a right one clears the count.
+    let guess = match &svc.throttle {
+        Some(throttle) => Some(
+            throttle
+                .begin_guess(
+                    &introspection_subject(svc, credentials.map(|(id, _)| id)),
+                    client,
+                    None,
+                    Instant::now(),
+                )
+                .map_err(ApiError::Throttled)?,
+        ),
+        None => None,
+    };
+    let valid = credentials.is_some_and(|(id, secret)| is_introspection_client(svc, id, secret));
+    match guess {
+        Some(guess) if valid => guess.succeeded(),
+        Some(guess) => {
+            guess.failed(Instant::now());
+        }
+        None => {}
+    }
+    if !valid {
+        return Err(ApiError::OAuthInvalidClient);
+    }
+    let token = token.ok_or(ApiError::OAuthInvalidRequest)?;
+    active_token(svc, &token).await
+}
+
+/// True for the credentials of a configured introspection client. Compared
+/// as SHA-256 digests in constant time, every configured client every time:
+/// neither the length of a secret nor which id exists shows in the timing.
+fn is_introspection_client(svc: &Services, id: &str, secret: &str) -> bool {
+    let (id, secret) = (Sha256::digest(id), Sha256::digest(secret));
+    svc.introspection_clients
+        .iter()
+        .fold(false, |found, (client, expected)| {
+            let matches =
+                Sha256::digest(client).ct_eq(&id) & Sha256::digest(expected).ct_eq(&secret);
+            found | bool::from(matches)
+        })
+}
+
+async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiError> {
+    let now = svc.now();
+    let Ok(verified) = svc.keys.verify(token, None, now) else {
+        return Ok(None);
+    };
+    let Some(user_id) = verified.user_id else {
+        return Ok(None);
+    };
+    let SessionCheck::Live(sid) = session_check(svc, &verified, TokenUse::Session, now) else {
+        return Ok(None);
+    };
+    let sid = sid.to_owned();
+    let (jti, token_type, exp) = (verified.jti.clone(), verified.token_type, verified.exp);
+    let found = svc
+        .db
+        .run(move |conn| {
+            let alive = match token_type {
+                TokenType::Refresh => {
+                    refresh_tokens::status(conn, &jti, &sid, user_id, exp, now)?
+                        == TokenStatus::Live
+                }
+                TokenType::Access => {
+                    session_error(sessions::state(conn, &sid, user_id, now)?).is_none()
+                }
+            };
+            Ok(if alive {
+                users::find_by_id(conn, user_id)?
+            } else {
+                None
+            })
+        })
+        .await?;
+    Ok(found.filter(|user| user.is_active).map(|user| ActiveToken {
+        token_type: verified.token_type,
+        user_id: user.id,
+        username: user.username,
+        exp: verified.exp,
+        iat: verified.iat,
+        jti: verified.jti,
+        sid: verified.sid,
+    }))
+}

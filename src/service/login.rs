@@ -1,0 +1,101 @@
+//! Login: a new session for right credentials.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::Services;
+use crate::auth::sessions::{new_session_id, PairSpec, SignedPair};
+use crate::error::ApiError;
+use crate::metrics::LoginOutcome;
+use crate::storage::refresh_tokens::{self, IssueOutcome};
+use crate::storage::users;
+
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Checks the credentials of `client` and starts a session: its first pair.
+/// `credentials` are the parsed fields or their field errors, reported only
+/// once the address is within its rate limit.
+pub async fn login(
+    svc: &Services,
+    client: IpAddr,
+    credentials: Result<Credentials, ApiError>,
+) -> Result<SignedPair, ApiError> {
+    if let Some(throttle) = &svc.throttle {
+        throttle
+            .login_attempt(client)
+            .map_err(ApiError::Throttled)?;
+    }
+    let Credentials { username, password } = credentials?;
+    // Reserved before the password is checked: no guesses while backing
+    // off, and simultaneous guesses count before their outcome is known.
+    let guess = match &svc.throttle {
+        Some(throttle) => Some(
+            throttle
+                .begin_guess(&username, client, None, Instant::now())
+                .map_err(ApiError::Throttled)?,
+        ),
+        None => None,
+    };
+    let user = svc
+        .db
+        .run(move |conn| users::find_by_username(conn, &username))
+        .await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let outcome = svc.hashing.check(client, password, stored, true).await?;
+    let user = match user {
+        Some(user) if outcome.matches && user.is_active => user,
+        _ => {
+            if let Some(guess) = guess {
+                guess.failed(Instant::now());
+            }
+            svc.metrics.login(LoginOutcome::Failed);
+            return Err(ApiError::BadCredentials);
+        }
+    };
+    if let Some(guess) = guess {
+        guess.succeeded();
+    }
+    // The hashes this login may rely on: the one checked, and its upgrade.
+    let mut checked = vec![user.password_hash.clone()];
+    if let Some(hash) = outcome.upgraded {
+        // An imported Django hash (or a cheaper bcrypt) matched: store
+        // tokend's own from now on. Only if the hash is still the one that
+        // was checked; a failure here does not fail the login.
+        checked.push(hash.clone());
+        let (id, old) = (user.id, user.password_hash.clone());
+        if let Err(e) = svc
+            .db
+            .write(move |conn| users::upgrade_password_hash(conn, id, &old, &hash))
+            .await
+        {
+            tracing::warn!(error = %e, user_id = user.id, "password hash upgrade failed");
+        }
+    }
+    let now = svc.now();
+    let session_end = now + svc.session_max_age_secs;
+    let pair = PairSpec::new(
+        user.id,
+        &new_session_id(),
+        now,
+        svc.keys.lifetimes(),
+        session_end,
+    );
+    let tokens = pair.sign(&svc.keys)?;
+    match svc
+        .db
+        .write(move |conn| {
+            let checked: Vec<&str> = checked.iter().map(String::as_str).collect();
+            refresh_tokens::start_session(conn, &pair, session_end, &checked)
+        })
+        .await?
+    {
+        IssueOutcome::Issued => {
+            svc.metrics.login(LoginOutcome::Ok);
+            Ok(tokens)
+        }
+        IssueOutcome::NoSuchUser => Err(ApiError::BadCredentials),
+    }
+}

@@ -1,0 +1,24 @@
+//! The current user of a Bearer access token.
+
+use super::policy::{session_problem, TokenUse};
+use super::{bearer, cached, Services};
+use crate::error::ApiError;
+use crate::storage::cache::UserSummary;
+
+/// The user `token` (a Bearer access token) names, for read-only answers:
+/// user and session state may come from the per-process cache (see
+/// `storage::cache`).
+pub async fn current_user(svc: &Services, token: &str) -> Result<UserSummary, ApiError> {
+    let (verified, user_id, now) = bearer::access(svc, token, TokenUse::Identify)?;
+    // simplejwt's order: the user first, then (ours) the session.
+    let user = cached::user(svc, user_id)
+        .await?
+        .ok_or(ApiError::UserNotFound)?;
+    if !user.is_active {
+        return Err(ApiError::UserInactive);
+    }
+    if let Some(problem) = session_problem(svc, &verified, TokenUse::Identify, now).await? {
+        return Err(ApiError::BearerToken(problem));
+    }
+    Ok(user)
+}

@@ -1,0 +1,75 @@
+//! The use cases of tokend, free of HTTP: each takes typed input and the
+//! process's dependencies (`Services`) and returns a domain outcome or the
+//! one error type (`ApiError`, mapped to HTTP in one place). Everything a
+//! use case implies (throttling, cache invalidation, metrics, security log
+//! events) happens inside it, so neither the HTTP handlers nor the command
+//! line can forget any of it.
+
+pub mod accounts;
+pub mod bearer;
+pub mod cached;
+pub mod change_password;
+pub mod introspect;
+pub mod login;
+pub mod logout;
+pub mod logout_all;
+pub mod me;
+pub mod policy;
+pub mod register;
+pub mod revoke;
+pub mod rotate;
+pub mod verify;
+
+use crate::auth::hashing::HashingPool;
+use crate::auth::jwt::JwtKeys;
+use crate::auth::throttle::Throttle;
+use crate::metrics::Metrics;
+use crate::storage::cache::StateCache;
+use crate::storage::Database;
+
+/// The long-lived dependencies of the use cases.
+pub struct Services {
+    pub db: Database,
+    pub keys: JwtKeys,
+    pub hashing: HashingPool,
+    pub session_max_age_secs: i64,
+    pub reuse_grace_secs: i64,
+    /// Until this instant (unix seconds; 0: never), sessionless access
+    /// tokens of the legacy service identify imported users (see
+    /// `policy::session_check`).
+    pub accept_sessionless_until: i64,
+    /// (id, secret) of the services allowed to introspect.
+    pub introspection_clients: Vec<(String, String)>,
+    /// Brute-force limits; `None` when disabled.
+    pub throttle: Option<Throttle>,
+    /// Session and user state for the token-check paths.
+    pub cache: StateCache,
+    pub metrics: std::sync::Arc<Metrics>,
+    /// The wall clock, in unix seconds (replaceable in tests).
+    pub clock: fn() -> i64,
+}
+
+impl Services {
+    /// The current instant, in unix seconds.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The part account administration needs.
+    pub fn accounts(&self) -> accounts::Accounts<'_> {
+        accounts::Accounts {
+            db: &self.db,
+            hashing: &self.hashing,
+            cache: Some(&self.cache),
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests;

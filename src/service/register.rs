@@ -1,0 +1,79 @@
+//! Registration: a new account, validated as DRF's serializer would.
+
+use std::net::IpAddr;
+
+use super::accounts;
+use super::Services;
+use crate::auth::credentials::{NewPassword, NewUsername};
+use crate::error::{ApiError, FieldErrors};
+use crate::storage::users::{self, CreateUser};
+
+const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
+
+/// The raw fields: each the trimmed value or its field problems.
+pub struct Registration {
+    pub username: Result<String, Vec<String>>,
+    pub password: Result<String, Vec<String>>,
+}
+
+/// The account created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub id: i64,
+    pub username: String,
+}
+
+pub async fn register(
+    svc: &Services,
+    client: IpAddr,
+    input: Registration,
+) -> Result<Registered, ApiError> {
+    if let Some(throttle) = &svc.throttle {
+        throttle
+            .register_attempt(client)
+            .map_err(ApiError::Throttled)?;
+    }
+    let mut errors = FieldErrors::default();
+    let username = match input.username.map(|v| NewUsername::parse(&v)) {
+        Ok(Ok(name)) => Some(name),
+        Ok(Err(messages)) | Err(messages) => {
+            errors.add("username", messages);
+            None
+        }
+    };
+    // As DRF's UniqueValidator: reported with the other field errors, and
+    // checked before paying for a hash. The insert below still decides races.
+    if let Some(name) = &username {
+        let name = name.as_str().to_owned();
+        if svc
+            .db
+            .run(move |conn| users::username_exists(conn, &name))
+            .await?
+        {
+            errors.add("username", vec![MSG_USERNAME_TAKEN.to_owned()]);
+        }
+    }
+    let password = match input.password.map(|v| NewPassword::parse(&v)) {
+        Ok(Ok(password)) => Some(password),
+        Ok(Err(messages)) | Err(messages) => {
+            errors.add("password", messages);
+            None
+        }
+    };
+    errors.into_result()?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let created =
+        accounts::create(&svc.accounts(), &username, &password, client, svc.now()).await?;
+    match created {
+        CreateUser::Created { id } => Ok(Registered {
+            id,
+            username: username.as_str().to_owned(),
+        }),
+        CreateUser::UsernameTaken => Err(ApiError::Validation(FieldErrors::single(
+            "username",
+            MSG_USERNAME_TAKEN,
+        ))),
+    }
+}

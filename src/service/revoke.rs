@@ -1,0 +1,32 @@
+//! RFC 7009 revocation: the token's whole session is revoked. Invalid or
+//! unknown tokens are no error, as the RFC requires.
+
+use std::time::Instant;
+
+use super::policy::{session_check, SessionCheck, TokenUse};
+use super::Services;
+use crate::error::ApiError;
+use crate::storage::sessions::{self, RevokeReason};
+
+/// `token`: an access or a refresh token. Fails only when the database does.
+pub async fn revoke(svc: &Services, token: &str) -> Result<(), ApiError> {
+    let now = svc.now();
+    let Ok(verified) = svc.keys.verify(token, None, now) else {
+        return Ok(());
+    };
+    let (Some(user_id), SessionCheck::Live(sid)) = (
+        verified.user_id,
+        session_check(svc, &verified, TokenUse::Session, now),
+    ) else {
+        return Ok(());
+    };
+    let (key, sid) = (sid.to_owned(), sid.to_owned());
+    let revoked = svc
+        .db
+        .write(move |conn| sessions::revoke_session(conn, &key, user_id, RevokeReason::Logout, now))
+        .await?;
+    if revoked {
+        svc.cache.session_revoked(&sid, user_id, Instant::now());
+    }
+    Ok(())
+}
