@@ -26,6 +26,7 @@ pub struct RotatedPair {
 /// Cookie mode: the access token alone (the refresh token travels only in
 /// the HttpOnly cookie).
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AccessOnly {
     pub access: String,
 }
@@ -59,6 +60,7 @@ impl From<Registered> for UserBody {
 
 /// An empty object: `{}`.
 #[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 /// RFC 7662: the claims of a live token.
@@ -95,6 +97,7 @@ impl From<ActiveToken> for IntrospectionBody {
 
 /// RFC 7662: `{"active": false}`, for anything not valid right now.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Inactive {
     /// Always false.
     pub active: bool,

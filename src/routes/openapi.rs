@@ -91,36 +91,14 @@ pub struct Registration {
     password: String,
 }
 
-#[derive(ToSchema)]
-pub struct User {
-    #[schema(example = 1)]
-    id: i64,
-    #[schema(example = "alice")]
-    username: String,
-}
+// The success bodies are the served types themselves.
+pub use super::bodies::{
+    AccessOnly, Empty, Inactive, IntrospectionBody, RotatedPair, TokenPair, UserBody as User,
+};
 
-/// A new pair: `refresh` then `access` (login), as simplejwt.
-#[derive(ToSchema)]
-pub struct TokenPair {
-    refresh: String,
-    access: String,
-}
-
-/// A rotated pair: `access` then `refresh`, as simplejwt. The presented
-/// refresh token is spent.
-#[derive(ToSchema)]
-pub struct RotatedPair {
-    access: String,
-    refresh: String,
-}
-
-/// Cookie mode (`cookie.enabled`): the access token only; the refresh token
-/// travels in the HttpOnly cookie.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AccessOnly {
-    access: String,
-}
+/// RFC 7662: the claims of a live token, or `{"active": false}` for
+/// anything not valid right now.
+pub struct Introspection;
 
 /// A new pair: without the cookie mode both tokens, with it the access
 /// token only.
@@ -149,11 +127,6 @@ pub struct PasswordChange {
     #[schema(schema_with = new_password)]
     new_password: String,
 }
-
-/// An empty object.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
 
 /// DRF field errors: each invalid field with its messages
 /// (`non_field_errors` for a body that is not an object).
@@ -195,20 +168,6 @@ pub struct TokenForm {
     token: String,
     /// Ignored: the token says what it is.
     token_type_hint: Option<String>,
-}
-
-/// RFC 7662: `{"active": false}` for anything not valid right now.
-#[derive(ToSchema)]
-pub struct Introspection {
-    active: bool,
-    token_type: Option<String>,
-    sub: Option<String>,
-    user_id: Option<String>,
-    username: Option<String>,
-    exp: Option<i64>,
-    iat: Option<i64>,
-    jti: Option<String>,
-    sid: Option<String>,
 }
 
 /// RFC 6749 §5.2 error.
@@ -260,6 +219,7 @@ macro_rules! one_of {
 }
 
 one_of!(IssuedPair: "TokenPair", "AccessOnly");
+one_of!(Introspection: "IntrospectionBody", "Inactive");
 one_of!(Rotated: "RotatedPair", "AccessOnly");
 one_of!(BadRequest: "FieldErrorsBody", "Detail");
 one_of!(BearerError: "Detail", "TokenErrorBody");
@@ -359,7 +319,7 @@ impl Modify for SecuritySchemes {
     components(schemas(
         Credentials, Registration, User, TokenPair, RotatedPair, AccessOnly, IssuedPair, Rotated,
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
-        TokenMessage, TokenForm, Introspection, OAuthError, Status, JwkSet, BadRequest, BearerError,
+        TokenMessage, TokenForm, Introspection, IntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
         OAuthBadRequest
     )),
     modifiers(&SecuritySchemes),
