@@ -13,7 +13,7 @@ pub(super) fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     // Load the keys when they exist (never generate one from here).
     if !settings.jwt.signing_key.is_empty() || settings.signing_key_path().exists() {
-        let ring = tokend::startup::existing_keys(settings)?;
+        let ring = tokend::keyfiles::existing_keys(settings)?;
         println!(
             "signing key: {} kid={}",
             settings.signing_algorithm()?.name(),
@@ -32,7 +32,7 @@ pub(super) fn check_config(settings: &Settings) -> anyhow::Result<()> {
 pub(super) fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Jwks => {
-            println!("{}", tokend::startup::existing_keys(settings)?.jwks_json());
+            println!("{}", tokend::keyfiles::existing_keys(settings)?.jwks_json());
         }
         other => offline_keys(&other)?,
     }
