@@ -23,7 +23,7 @@ pub fn existing_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
 }
 
 fn load_keys(settings: &Settings, may_generate: bool) -> anyhow::Result<JwtKeys> {
-    let algorithm = settings.signing_algorithm()?;
+    let algorithm = settings.jwt.algorithm;
     let text = resolve_signing_key(settings, algorithm, may_generate)?;
     if settings.profile == Profile::Production
         && algorithm == SigningAlgorithm::Hs256
@@ -36,8 +36,8 @@ fn load_keys(settings: &Settings, may_generate: bool) -> anyhow::Result<JwtKeys>
     }
     let signing = KeyMaterial::signing(algorithm, &text).context("jwt signing key")?;
     let mut accepted = Vec::new();
-    for path in settings.verification_key_paths() {
-        let text = read_key_file(&path)?.with_context(|| {
+    for path in &settings.jwt.verification_key_files {
+        let text = read_key_file(path)?.with_context(|| {
             format!(
                 "verification key file {} is missing or empty",
                 path.display()

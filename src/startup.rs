@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use crate::auth::hashing::{HashingPolicy, HashingPool};
 use crate::auth::throttle::{Throttle, ThrottleSettings};
-use crate::config::{CorsSettings, Profile, Settings};
+use crate::config::{CorsSettings, Origins, Profile, Settings};
 use crate::connections::{self, ConnectionLimits};
 use crate::routes::fields::BodyTimeout;
 use crate::routes::{self, AppState};
@@ -55,7 +55,7 @@ impl Application {
         }
         let cap = settings
             .server
-            .connection_cap(&settings.rate_limit.client_ip_header);
+            .connection_cap(settings.rate_limit.client_ip_header.as_ref());
         let server = serve(
             &settings,
             state.clone(),
@@ -235,7 +235,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         session_max_age_secs: settings.jwt.session_max_age_secs,
         reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
         accept_sessionless_until: settings.jwt.accept_sessionless_until,
-        introspection_clients: settings.introspection.clients(),
+        introspection_clients: settings.introspection.clients.clone(),
         throttle: settings.rate_limit.enabled.then(|| {
             Throttle::new(ThrottleSettings {
                 login_per_ip_per_minute: settings.rate_limit.login_per_ip_per_minute,
@@ -260,13 +260,12 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 name: settings.cookie.name.clone(),
                 secure: settings.cookie.secure,
                 path: settings.cookie.path.clone(),
-                allowed_origins: settings.cors.origins().unwrap_or_default(),
+                allowed_origins: match &settings.cors.allowed_origins {
+                    Origins::Any => vec![],
+                    Origins::List(origins) => origins.clone(),
+                },
             }),
-        client_ip_header: (!settings.rate_limit.client_ip_header.is_empty())
-            .then(|| {
-                header::HeaderName::try_from(settings.rate_limit.client_ip_header.as_str()).ok()
-            })
-            .flatten(),
+        client_ip_header: settings.rate_limit.client_ip_header.clone(),
         trusted_hops: settings.rate_limit.trusted_hops,
     })
 }
@@ -289,12 +288,12 @@ fn cors_middleware(settings: &CorsSettings, credentials: bool) -> Cors {
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .expose_headers([telemetry::REQUEST_ID_HEADER])
         .max_age(86400);
-    match settings.origins() {
-        None => base.allow_any_origin().send_wildcard(),
-        Some(origins) => {
+    match &settings.allowed_origins {
+        Origins::Any => base.allow_any_origin().send_wildcard(),
+        Origins::List(origins) => {
             let cors = origins
                 .iter()
-                .fold(base, |cors, origin| cors.allowed_origin(origin));
+                .fold(base, |cors, origin| cors.allowed_origin(origin.as_str()));
             if credentials {
                 cors.supports_credentials()
             } else {

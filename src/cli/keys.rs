@@ -16,7 +16,7 @@ pub(super) fn check_config(settings: &Settings) -> anyhow::Result<()> {
         let ring = tokend::keyfiles::existing_keys(settings)?;
         println!(
             "signing key: {} kid={}",
-            settings.signing_algorithm()?.name(),
+            settings.jwt.algorithm.name(),
             ring.signing_kid().unwrap_or("-")
         );
     } else {
@@ -59,7 +59,7 @@ pub fn offline_keys(command: &KeysCommand) -> anyhow::Result<()> {
             let algorithm = match algorithm {
                 Some(name) => SigningAlgorithm::parse(name)?,
                 None => match Settings::load() {
-                    Ok(settings) => settings.signing_algorithm()?,
+                    Ok(settings) => settings.jwt.algorithm,
                     Err(e) => anyhow::bail!(
                         "cannot read the configured algorithm ({e}); pass --algorithm HS256|EdDSA|RS256"
                     ),
