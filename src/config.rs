@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use actix_web::http::header::HeaderName;
+use serde::{Deserialize, Deserializer};
 
 use crate::auth::keys::SigningAlgorithm;
 
@@ -108,8 +109,8 @@ impl ServerSettings {
     /// The per-address connection cap in force (`None`: no cap). Behind a
     /// proxy (`rate_limit.client_ip_header` set) every connection comes
     /// from the proxy, so there is no cap: the proxy limits its clients.
-    pub fn connection_cap(&self, client_ip_header: &str) -> Option<usize> {
-        (self.max_connections_per_ip > 0 && client_ip_header.is_empty())
+    pub fn connection_cap(&self, client_ip_header: Option<&HeaderName>) -> Option<usize> {
+        (self.max_connections_per_ip > 0 && client_ip_header.is_none())
             .then_some(self.max_connections_per_ip)
     }
 
@@ -129,10 +130,13 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
-    pub algorithm: String,
+    #[serde(deserialize_with = "signing_algorithm")]
+    pub algorithm: SigningAlgorithm,
     pub signing_key: Secret,
     pub signing_key_file: String,
-    pub verification_key_files: String,
+    /// Files of keys accepted besides the signing key (rotation).
+    #[serde(deserialize_with = "path_list")]
+    pub verification_key_files: Vec<PathBuf>,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
     pub session_max_age_secs: i64,
@@ -155,43 +159,50 @@ pub struct PasswordSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorsSettings {
-    pub allowed_origins: String,
+    #[serde(deserialize_with = "origins")]
+    pub allowed_origins: Origins,
 }
 
-impl CorsSettings {
-    /// `None` = any origin; otherwise the explicit list.
-    pub fn origins(&self) -> Option<Vec<String>> {
-        let list: Vec<String> = self
-            .allowed_origins
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if list.iter().any(|o| o == "*") {
-            None
+/// The origins allowed to call the API from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// `*`: any origin, never with credentials.
+    Any,
+    List(Vec<Origin>),
+}
+
+/// `scheme://host[:port]`, as browsers send it in the Origin header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    pub fn parse(origin: &str) -> Result<Self, String> {
+        if is_origin(origin) {
+            Ok(Origin(origin.to_owned()))
         } else {
-            Some(list)
+            Err(format!(
+                "cors.allowed_origins: `{origin}` is not an origin; write scheme://host[:port], \
+                 without path or trailing slash (e.g. https://app.example.com)"
+            ))
         }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IntrospectionSettings {
-    pub clients: Secret,
+    #[serde(deserialize_with = "introspection_clients")]
+    pub clients: Vec<IntrospectionClient>,
 }
 
-impl IntrospectionSettings {
-    /// (id, secret) pairs.
-    pub fn clients(&self) -> Vec<(String, String)> {
-        self.clients
-            .expose()
-            .split(',')
-            .filter_map(|pair| pair.trim().split_once(':'))
-            .map(|(id, secret)| (id.trim().to_owned(), secret.trim().to_owned()))
-            .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
-            .collect()
-    }
+/// A service allowed to call introspection, with HTTP Basic credentials.
+#[derive(Debug, Clone)]
+pub struct IntrospectionClient {
+    pub id: String,
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,7 +218,9 @@ pub struct RateLimitSettings {
     pub register_per_ip_per_minute: u32,
     pub free_failures: u32,
     pub max_backoff_secs: u64,
-    pub client_ip_header: String,
+    /// `None`: the TCP peer is the client.
+    #[serde(deserialize_with = "client_ip_header")]
+    pub client_ip_header: Option<HeaderName>,
     pub trusted_hops: usize,
 }
 
@@ -227,8 +240,117 @@ pub struct CacheSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogSettings {
-    pub format: String,
+    pub format: LogFormat,
     pub level: String,
+}
+
+/// `log.format`: lower case only, as the setting always was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(serde::de::Error::custom(format!(
+                "log.format must be `text` or `json`, not `{other}`"
+            ))),
+        }
+    }
+}
+
+// String settings parsed once, at load: the environment delivers every
+// value as a string, so each of these reads a string. Messages name the
+// setting, since the crate's own context may not.
+
+fn signing_algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<SigningAlgorithm, D::Error> {
+    let name = String::deserialize(d)?;
+    SigningAlgorithm::parse(&name).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "jwt.algorithm: `{}` is not one of HS256, EdDSA, RS256",
+            name.trim()
+        ))
+    })
+}
+
+/// A comma list; blank entries are skipped.
+fn comma_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    Ok(comma_list(&String::deserialize(d)?)
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// `*` anywhere in the list allows any origin; otherwise every entry must
+/// be an origin.
+fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Origins, D::Error> {
+    let text = String::deserialize(d)?;
+    if comma_list(&text).any(|o| o == "*") {
+        return Ok(Origins::Any);
+    }
+    comma_list(&text)
+        .map(Origin::parse)
+        .collect::<Result<_, _>>()
+        .map(Origins::List)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `id:secret,id:secret`; a malformed entry is refused without echoing it
+/// (it may hold a secret).
+fn introspection_clients<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<IntrospectionClient>, D::Error> {
+    let text = Secret::deserialize(d)?;
+    comma_list(text.expose())
+        .map(|pair| {
+            let (id, secret) = pair.split_once(':')?;
+            let (id, secret) = (id.trim(), secret.trim());
+            (!id.is_empty() && !secret.is_empty()).then(|| IntrospectionClient {
+                id: id.to_owned(),
+                secret: Secret::new(secret),
+            })
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            serde::de::Error::custom(
+                "introspection.clients must be a comma list of id:secret pairs",
+            )
+        })
+}
+
+fn client_ip_header<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderName>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    HeaderName::try_from(name.as_str()).map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "rate_limit.client_ip_header `{name}` is not a header name"
+        ))
+    })
+}
+
+/// The typed settings' own messages start with the setting's name: the
+/// crate's "for key `…`" suffix would repeat it. Other errors keep it.
+fn own_message(error: config::ConfigError) -> ConfigError {
+    match error {
+        config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } if matches!(&*error, config::ConfigError::Message(m) if m.starts_with(&key)) => {
+            ConfigError::Invalid(error.to_string())
+        }
+        other => ConfigError::Load(other),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -305,7 +427,7 @@ impl Settings {
                 .separator("__")
                 .source(Some(env.clone())),
         );
-        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize().map_err(own_message)?;
         settings.profile = profile;
         settings.validate()?;
         Ok(settings)
@@ -369,31 +491,10 @@ impl Settings {
                 MAX_SESSIONLESS_WINDOW_SECS / 86400
             ));
         }
-        let listed = self
-            .introspection
-            .clients
-            .expose()
-            .split(',')
-            .filter(|p| !p.trim().is_empty())
-            .count();
-        if listed != self.introspection.clients().len() {
-            return invalid("introspection.clients must be a comma list of id:secret pairs".into());
-        }
         if self.rate_limit.login_per_ip_per_minute == 0
             || self.rate_limit.register_per_ip_per_minute == 0
         {
             return invalid("rate_limit quotas must be at least 1 per minute (or set rate_limit.enabled = false)".into());
-        }
-        if !self.rate_limit.client_ip_header.is_empty()
-            && actix_web::http::header::HeaderName::try_from(
-                self.rate_limit.client_ip_header.as_str(),
-            )
-            .is_err()
-        {
-            return invalid(format!(
-                "rate_limit.client_ip_header `{}` is not a header name",
-                self.rate_limit.client_ip_header
-            ));
         }
         if !(0..=19).contains(&self.password.hashing_nice) {
             return invalid("password.hashing_nice must be between 0 and 19".into());
@@ -411,7 +512,7 @@ impl Settings {
             return invalid("rate_limit.trusted_hops must be between 1 and 16".into());
         }
         if self.cookie.enabled {
-            if self.cors.origins().is_none() {
+            if self.cors.allowed_origins == Origins::Any {
                 return invalid(
                     "cookie mode (TOKEND__COOKIE__ENABLED) needs an explicit origin list in \
                      TOKEND__CORS__ALLOWED_ORIGINS: browsers never send credentials to `*`, \
@@ -458,13 +559,7 @@ impl Settings {
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024".into());
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return invalid(format!(
-                "log.format must be `text` or `json`, not `{}`",
-                self.log.format
-            ));
-        }
-        let algorithm = self.signing_algorithm()?;
+        let algorithm = self.jwt.algorithm;
         if self.profile == Profile::Production {
             let key = self.jwt.signing_key.expose();
             if key.is_empty() && self.jwt.signing_key_file.trim().is_empty() {
@@ -480,11 +575,10 @@ impl Settings {
                     self.password.bcrypt_cost
                 ));
             }
-            if let Some((id, _)) = self
-                .introspection
-                .clients()
-                .iter()
-                .find(|(_, secret)| secret.chars().count() < MIN_PRODUCTION_CLIENT_SECRET_CHARS)
+            if let Some(IntrospectionClient { id, .. }) =
+                self.introspection.clients.iter().find(|client| {
+                    client.secret.expose().chars().count() < MIN_PRODUCTION_CLIENT_SECRET_CHARS
+                })
             {
                 return invalid(format!(
                     "introspection client `{id}`: its secret is too short for production, at least \
@@ -501,22 +595,8 @@ impl Settings {
                 ));
             }
         }
-        if let Some(origins) = self.cors.origins() {
-            for origin in origins {
-                if !is_origin(&origin) {
-                    return invalid(format!(
-                        "cors.allowed_origins: `{origin}` is not an origin; write scheme://host[:port], \
-                         without path or trailing slash (e.g. https://app.example.com)"
-                    ));
-                }
-            }
-        }
         DatabaseUrl::parse(self.database.url.expose())?;
         Ok(())
-    }
-
-    pub fn signing_algorithm(&self) -> Result<SigningAlgorithm, ConfigError> {
-        SigningAlgorithm::parse(&self.jwt.algorithm).map_err(|e| ConfigError::Invalid(e.0))
     }
 
     /// Where the signing key is read from when `jwt.signing_key` is empty
@@ -527,10 +607,7 @@ impl Settings {
         if !self.jwt.signing_key_file.trim().is_empty() {
             return PathBuf::from(self.jwt.signing_key_file.trim());
         }
-        let name = self
-            .signing_algorithm()
-            .unwrap_or(SigningAlgorithm::Hs256)
-            .dev_key_file_name();
+        let name = self.jwt.algorithm.dev_key_file_name();
         match DatabaseUrl::parse(self.database.url.expose()) {
             Ok(DatabaseUrl::Sqlite(path)) => match Path::new(&path).parent() {
                 Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
@@ -538,17 +615,6 @@ impl Settings {
             },
             _ => Path::new("data").join(name),
         }
-    }
-
-    /// Files of keys accepted besides the signing key (rotation).
-    pub fn verification_key_paths(&self) -> Vec<PathBuf> {
-        self.jwt
-            .verification_key_files
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .collect()
     }
 
     pub fn workers(&self) -> usize {
@@ -568,7 +634,6 @@ impl Settings {
     }
 }
 
-/// `scheme://host[:port]`, as browsers send it in the Origin header.
 fn is_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false;
@@ -654,7 +719,7 @@ mod tests {
         assert_eq!(s.jwt.session_max_age_secs, 30 * 86400);
         assert_eq!(s.jwt.refresh_reuse_grace_secs, 10);
         assert_eq!(s.password.bcrypt_cost, 12);
-        assert_eq!(s.cors.origins(), None);
+        assert_eq!(s.cors.allowed_origins, Origins::Any);
         assert!(s.rate_limit.enabled);
         assert_eq!(
             s.signing_key_path(),
@@ -680,10 +745,10 @@ mod tests {
         assert_eq!(s.jwt.access_ttl_secs, 60);
         assert_eq!(s.password.bcrypt_cost, 10);
         assert_eq!(
-            s.cors.origins(),
-            Some(vec![
-                "https://a.example".to_owned(),
-                "https://b.example".to_owned()
+            s.cors.allowed_origins,
+            Origins::List(vec![
+                Origin::parse("https://a.example").unwrap(),
+                Origin::parse("https://b.example").unwrap()
             ])
         );
     }
@@ -760,7 +825,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.profile, Profile::Production);
         assert_eq!(s.server.host, "0.0.0.0");
-        assert_eq!(s.log.format, "json");
+        assert_eq!(s.log.format, LogFormat::Json);
     }
 
     #[test]
@@ -845,15 +910,16 @@ mod tests {
         let s = load(&[]).unwrap();
         assert_eq!(s.server.request_timeout_ms, 10_000);
         assert_eq!(s.server.admin_address(), None);
-        assert_eq!(s.server.connection_cap(""), Some(256));
+        assert_eq!(s.server.connection_cap(None), Some(256));
         // Behind a proxy every connection is the proxy's: no cap.
-        assert_eq!(s.server.connection_cap("X-Forwarded-For"), None);
+        let proxy = HeaderName::from_static("x-forwarded-for");
+        assert_eq!(s.server.connection_cap(Some(&proxy)), None);
         let s = load(&[
             ("TOKEND__SERVER__MAX_CONNECTIONS_PER_IP", "0"),
             ("TOKEND__SERVER__ADMIN_ADDRESS", " 127.0.0.1:9000 "),
         ])
         .unwrap();
-        assert_eq!(s.server.connection_cap(""), None);
+        assert_eq!(s.server.connection_cap(None), None);
         assert_eq!(s.server.admin_address(), Some("127.0.0.1:9000"));
         for (name, bad) in [
             ("TOKEND__SERVER__REQUEST_TIMEOUT_MS", "0"),
@@ -899,5 +965,83 @@ mod tests {
             .unwrap_or_else(|e| panic!("{access}/{grace}: {e}"));
             assert_eq!(s.jwt.access_ttl_secs.to_string(), access);
         }
+    }
+
+    #[test]
+    fn string_settings_are_typed_at_load() {
+        let s = load(&[
+            ("TOKEND__JWT__ALGORITHM", "eddsa"),
+            ("TOKEND__JWT__VERIFICATION_KEY_FILES", " a.pem, ,b.pem "),
+            ("TOKEND__INTROSPECTION__CLIENTS", "billing:s1, orders:s2"),
+            ("TOKEND__RATE_LIMIT__CLIENT_IP_HEADER", "X-Forwarded-For"),
+            ("TOKEND__LOG__FORMAT", "json"),
+            ("TOKEND__CORS__ALLOWED_ORIGINS", "https://a.example,*"),
+        ])
+        .unwrap();
+        assert_eq!(s.jwt.algorithm, SigningAlgorithm::EdDsa);
+        assert_eq!(
+            s.jwt.verification_key_files,
+            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        let clients: Vec<_> = s
+            .introspection
+            .clients
+            .iter()
+            .map(|c| (c.id.as_str(), c.secret.expose()))
+            .collect();
+        assert_eq!(clients, [("billing", "s1"), ("orders", "s2")]);
+        assert_eq!(
+            s.rate_limit.client_ip_header,
+            Some(HeaderName::from_static("x-forwarded-for"))
+        );
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.cors.allowed_origins, Origins::Any);
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("s1") && !dump.contains("s2"), "{dump}");
+        let s = load(&[]).unwrap();
+        assert_eq!(s.jwt.algorithm, SigningAlgorithm::Hs256);
+        assert!(s.jwt.verification_key_files.is_empty());
+        assert!(s.introspection.clients.is_empty());
+        assert_eq!(s.rate_limit.client_ip_header, None);
+        assert_eq!(s.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_string_settings_name_the_setting() {
+        for (name, value, message) in [
+            (
+                "TOKEND__JWT__ALGORITHM",
+                "HS512",
+                "jwt.algorithm: `HS512` is not one of HS256, EdDSA, RS256",
+            ),
+            (
+                "TOKEND__LOG__FORMAT",
+                "JSON",
+                "log.format must be `text` or `json`, not `JSON`",
+            ),
+            (
+                "TOKEND__INTROSPECTION__CLIENTS",
+                "billing:s1,orders",
+                "introspection.clients must be a comma list of id:secret pairs",
+            ),
+            (
+                "TOKEND__RATE_LIMIT__CLIENT_IP_HEADER",
+                "X Forwarded",
+                "rate_limit.client_ip_header `X Forwarded` is not a header name",
+            ),
+            (
+                "TOKEND__CORS__ALLOWED_ORIGINS",
+                "https://a.example,a.example",
+                "cors.allowed_origins: `a.example` is not an origin",
+            ),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(message), "{name}={value}: {err}");
+        }
+        // A malformed client entry is not echoed: it may hold a secret.
+        let err = load(&[("TOKEND__INTROSPECTION__CLIENTS", "billing-secret-xyz")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret-xyz"), "{err}");
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod keyfiles;
 pub mod metrics;
 pub mod routes;
 pub mod service;

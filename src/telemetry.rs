@@ -34,7 +34,7 @@ pub fn init(settings: &LogSettings, to_stderr: bool) {
                 Box::new(std::io::stdout())
             }
         });
-    let _ = if settings.format == "json" {
+    let _ = if settings.format == crate::config::LogFormat::Json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()

@@ -13,10 +13,10 @@ pub(super) fn check_config(settings: &Settings) -> anyhow::Result<()> {
     );
     // Load the keys when they exist (never generate one from here).
     if !settings.jwt.signing_key.is_empty() || settings.signing_key_path().exists() {
-        let ring = tokend::startup::existing_keys(settings)?;
+        let ring = tokend::keyfiles::existing_keys(settings)?;
         println!(
             "signing key: {} kid={}",
-            settings.signing_algorithm()?.name(),
+            settings.jwt.algorithm.name(),
             ring.signing_kid().unwrap_or("-")
         );
     } else {
@@ -32,7 +32,7 @@ pub(super) fn check_config(settings: &Settings) -> anyhow::Result<()> {
 pub(super) fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Jwks => {
-            println!("{}", tokend::startup::existing_keys(settings)?.jwks_json());
+            println!("{}", tokend::keyfiles::existing_keys(settings)?.jwks_json());
         }
         other => offline_keys(&other)?,
     }
@@ -59,7 +59,7 @@ pub fn offline_keys(command: &KeysCommand) -> anyhow::Result<()> {
             let algorithm = match algorithm {
                 Some(name) => SigningAlgorithm::parse(name)?,
                 None => match Settings::load() {
-                    Ok(settings) => settings.signing_algorithm()?,
+                    Ok(settings) => settings.jwt.algorithm,
                     Err(e) => anyhow::bail!(
                         "cannot read the configured algorithm ({e}); pass --algorithm HS256|EdDSA|RS256"
                     ),

@@ -11,7 +11,7 @@ pub struct RefreshCookie {
     pub secure: bool,
     pub path: String,
     /// The origins whose pages may use the cookie (`cors.allowed_origins`).
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<crate::config::Origin>,
 }
 
 impl RefreshCookie {
@@ -49,7 +49,7 @@ impl RefreshCookie {
                 .map(str::to_owned)
         };
         if let Some(origin) = header("origin") {
-            if !self.allowed_origins.contains(&origin) {
+            if !self.allowed_origins.iter().any(|o| o.as_str() == origin) {
                 return Err(origin);
             }
         }

@@ -21,7 +21,7 @@ use crate::storage::{sessions, users};
 /// are no way around it.
 fn introspection_subject(svc: &Services, id: Option<&str>) -> String {
     match id {
-        Some(id) if svc.introspection_clients.iter().any(|(c, _)| c == id) => {
+        Some(id) if svc.introspection_clients.iter().any(|c| c.id == id) => {
             format!("\0introspection:{id}")
         }
         _ => "\0introspection".to_owned(),
@@ -89,9 +89,9 @@ fn is_introspection_client(svc: &Services, id: &str, secret: &str) -> bool {
     let (id, secret) = (Sha256::digest(id), Sha256::digest(secret));
     svc.introspection_clients
         .iter()
-        .fold(false, |found, (client, expected)| {
-            let matches =
-                Sha256::digest(client).ct_eq(&id) & Sha256::digest(expected).ct_eq(&secret);
+        .fold(false, |found, client| {
+            let matches = Sha256::digest(&client.id).ct_eq(&id)
+                & Sha256::digest(client.secret.expose()).ct_eq(&secret);
             found | bool::from(matches)
         })
 }

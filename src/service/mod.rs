@@ -38,8 +38,8 @@ pub struct Services {
     /// tokens of the legacy service identify imported users (see
     /// `policy::session_check`).
     pub accept_sessionless_until: i64,
-    /// (id, secret) of the services allowed to introspect.
-    pub introspection_clients: Vec<(String, String)>,
+    /// The services allowed to introspect.
+    pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// Brute-force limits; `None` when disabled.
     pub throttle: Option<Throttle>,
     /// Session and user state for the token-check paths.
