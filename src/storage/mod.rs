@@ -287,9 +287,7 @@ impl Database {
         self.probing_since.store(0, Ordering::Relaxed);
         match result {
             Err(StorageError::Unavailable(_)) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_millis() as u64);
+                let now = crate::clock::unix_now_ms();
                 self.unavailable_at.store(now.max(1), Ordering::Relaxed);
             }
             Ok(_) => self.unavailable_at.store(0, Ordering::Relaxed),
@@ -307,9 +305,7 @@ impl Database {
         if at == 0 {
             return true;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::clock::unix_now_ms();
         if now.saturating_sub(at) < window.as_millis() as u64 {
             return false;
         }
