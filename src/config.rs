@@ -32,12 +32,6 @@ pub const MIN_PRODUCTION_BCRYPT_COST: u32 = 10;
 /// the end out either, the instant is absolute.
 pub const MAX_SESSIONLESS_WINDOW_SECS: i64 = 30 * 86400;
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Dev,
@@ -483,7 +477,7 @@ impl Settings {
             ));
         }
         let until = self.jwt.accept_sessionless_until;
-        let latest = unix_now().saturating_add(MAX_SESSIONLESS_WINDOW_SECS);
+        let latest = crate::clock::unix_now().saturating_add(MAX_SESSIONLESS_WINDOW_SECS);
         if until < 0 || until > latest {
             return invalid(format!(
                 "jwt.accept_sessionless_until must be 0 (never) or a unix time in seconds at most \
@@ -832,7 +826,7 @@ mod tests {
     fn the_sessionless_window_is_off_by_default_and_must_end_soon() {
         assert_eq!(load(&[]).unwrap().jwt.accept_sessionless_until, 0);
         let key = "TOKEND__JWT__ACCEPT_SESSIONLESS_UNTIL";
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         for ok in [now - 1, now + 3600, now + MAX_SESSIONLESS_WINDOW_SECS - 60] {
             let s = load(&[(key, &ok.to_string())]).unwrap();
             assert_eq!(s.jwt.accept_sessionless_until, ok);

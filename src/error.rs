@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::jwt::TokenError;
 use crate::auth::throttle::retry_after_secs;
-use crate::storage::StorageError;
+use crate::storage::{BoxError, StorageError};
 
 /// Field errors in the order the fields are declared (DRF's order).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -113,17 +113,20 @@ pub enum ApiError {
     OAuthInvalidClient,
     #[error("OAuth request without a token")]
     OAuthInvalidRequest,
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The cause is kept whole for the log; the client sees a fixed body.
+    #[error("service unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The cause is kept whole for the log; the client sees a fixed body.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::Unavailable(msg) => ApiError::Unavailable(msg),
-            other => ApiError::Internal(other.to_string()),
+        if e.is_unavailable() {
+            ApiError::Unavailable(Box::new(e))
+        } else {
+            ApiError::Internal(Box::new(e))
         }
     }
 }
@@ -132,17 +135,33 @@ impl From<crate::auth::hashing::PoolError> for ApiError {
     fn from(e: crate::auth::hashing::PoolError) -> Self {
         use crate::auth::hashing::PoolError;
         match e {
-            PoolError::Busy => ApiError::Unavailable(e.to_string()),
+            PoolError::Busy => ApiError::Unavailable(Box::new(e)),
             // This address's own checks fill its share: its problem, not ours.
             PoolError::ClientBusy => ApiError::Throttled(std::time::Duration::from_secs(1)),
-            PoolError::Failed => ApiError::Internal(e.to_string()),
+            PoolError::Failed => ApiError::Internal(Box::new(e)),
         }
     }
 }
 
 impl From<crate::auth::jwt::SigningError> for ApiError {
     fn from(e: crate::auth::jwt::SigningError) -> Self {
-        ApiError::Internal(e.to_string())
+        ApiError::Internal(Box::new(e))
+    }
+}
+
+/// Displays an error and each of its causes, `outer: inner: innermost`,
+/// for logs (a plain `Display` shows only the outermost message).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -253,8 +272,12 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         match self {
             // Causes are logged here, once; they never reach the client.
-            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            ApiError::Unavailable(cause) => tracing::warn!(%cause, "unavailable"),
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %Chain(cause.as_ref()), "internal error")
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %Chain(cause.as_ref()), "unavailable")
+            }
             _ => {}
         }
         let mut response = HttpResponse::build(status);
@@ -394,9 +417,75 @@ mod tests {
     fn internal_causes_never_reach_the_client() {
         let (status, body, _) = render(ApiError::Internal("secret detail".into()));
         assert_eq!(status, 500);
-        assert!(!body.contains("secret"));
+        assert_eq!(body, r#"{"detail":"A server error occurred."}"#);
         let (status, body, _) = render(ApiError::Unavailable("pg://user:pw@host".into()));
         assert_eq!(status, 503);
-        assert!(!body.contains("pw"));
+        assert_eq!(
+            body,
+            r#"{"detail":"Service temporarily unavailable, try again later."}"#
+        );
+    }
+
+    /// An error two levels below what diesel reports itself.
+    #[derive(Debug, thiserror::Error)]
+    #[error("row decoding failed")]
+    struct Decoding(#[source] std::io::Error);
+
+    fn deep_query_error() -> ApiError {
+        let root = std::io::Error::other("root cause 42");
+        StorageError::from(diesel::result::Error::DeserializationError(Box::new(
+            Decoding(root),
+        )))
+        .into()
+    }
+
+    #[test]
+    fn storage_errors_keep_their_cause_chain() {
+        let e = deep_query_error();
+        let chain: Vec<String> =
+            std::iter::successors(std::error::Error::source(&e), |e| e.source())
+                .map(|e| e.to_string())
+                .collect();
+        assert_eq!(
+            chain,
+            ["database error", "row decoding failed", "root cause 42"]
+        );
+    }
+
+    /// Log output, captured.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_500_logs_the_whole_chain_and_answers_a_fixed_body() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (status, body, _) =
+            tracing::subscriber::with_default(subscriber, || render(deep_query_error()));
+        assert_eq!(status, 500);
+        assert_eq!(body, r#"{"detail":"A server error occurred."}"#);
+        let log =
+            String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        assert!(
+            log.contains("cause=database error: row decoding failed: root cause 42"),
+            "{log}"
+        );
     }
 }

@@ -198,7 +198,7 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
         ticks.tick().await; // the first tick is immediate: skip it
         loop {
             ticks.tick().await;
-            let now = routes::unix_now();
+            let now = crate::clock::unix_now();
             match db
                 .purge(now, purge_horizon(&settings, now), batch, |_| {})
                 .await
@@ -249,7 +249,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             std::time::Duration::from_millis(settings.cache.ttl_ms),
             std::time::Duration::from_millis(settings.cache.stale_if_error_ms),
         ),
-        clock: crate::service::unix_now,
+        clock: crate::clock::unix_now,
     };
     Ok(AppState {
         services,

@@ -46,7 +46,7 @@ pub enum TokenError {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("token signing failed: {0}")]
+#[error("token signing failed")]
 pub struct SigningError(#[from] jsonwebtoken::errors::Error);
 
 /// The claims tokend signs, in simplejwt's order (PyJWT keeps insertion order).

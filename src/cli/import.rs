@@ -5,7 +5,7 @@ use tokend::auth::credentials::NewUsername;
 use tokend::storage::users as user_store;
 use tokend::storage::Database;
 
-use super::now;
+use tokend::clock::unix_now;
 
 /// Rows of an import: why a row was refused is reported per row; the
 /// summary counts each outcome.
@@ -62,7 +62,7 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                     &user.username,
                     &user.password,
                     user.is_active,
-                    now(),
+                    unix_now(),
                 )
             })?;
             match outcome {

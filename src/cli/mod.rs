@@ -107,10 +107,6 @@ pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn now() -> i64 {
-    tokend::service::unix_now()
-}
-
 /// The database, migrated, for command-line tools.
 fn database(settings: &Settings) -> anyhow::Result<Database> {
     let db = Database::new(&settings.database)?;

@@ -4,7 +4,9 @@ use tokend::config::Settings;
 use tokend::startup::Application;
 use tokend::storage::Database;
 
-use super::{database, now};
+use tokend::clock::unix_now;
+
+use super::database;
 
 pub(super) fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
@@ -46,7 +48,7 @@ pub(super) fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
 
 pub(super) fn purge(settings: &Settings) -> anyhow::Result<()> {
     let db = database(settings)?;
-    let at = now();
+    let at = unix_now();
     let horizon = tokend::startup::purge_horizon(settings, at);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,7 +8,9 @@ use tokend::config::Settings;
 use tokend::service::accounts::{self, Accounts, LOCAL};
 use tokend::storage::users::{CreateUser, UserRecord};
 
-use super::{database, now, UsersCommand};
+use tokend::clock::unix_now;
+
+use super::{database, UsersCommand};
 
 fn read_password() -> anyhow::Result<NewPassword> {
     let mut line = String::new();
@@ -57,7 +59,7 @@ async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result
             let name = NewUsername::parse(username.trim())
                 .map_err(|problems| anyhow::anyhow!("username: {}", problems.join(" ")))?;
             let password = read_password()?;
-            match accounts::create(acc, &name, &password, LOCAL, now()).await? {
+            match accounts::create(acc, &name, &password, LOCAL, unix_now()).await? {
                 CreateUser::Created { id } => println!("created user {} (id {id})", name.as_str()),
                 CreateUser::UsernameTaken => {
                     bail!("a user named {:?} already exists", name.as_str())
@@ -72,7 +74,7 @@ async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result
         }
         UsersCommand::Disable { username } => {
             let user = find_user(acc, &username).await?;
-            let revoked = accounts::disable(acc, user.id, now()).await?;
+            let revoked = accounts::disable(acc, user.id, unix_now()).await?;
             println!("disabled {username}; {revoked} session(s) revoked");
         }
         UsersCommand::Enable { username } => {
@@ -89,7 +91,7 @@ async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result
             let user = find_user(acc, &username).await?;
             let password = read_password()?;
             let revoked =
-                accounts::set_password(acc, user.id, &password, None, LOCAL, now()).await?;
+                accounts::set_password(acc, user.id, &password, None, LOCAL, unix_now()).await?;
             println!("password of {username} set; {revoked} session(s) revoked");
         }
         // Blocking calls: nothing else runs on the command line's runtime.

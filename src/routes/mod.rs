@@ -16,7 +16,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use utoipa::openapi::path::{HttpMethod, Operation};
 
 use crate::error::ApiError;
-pub use crate::service::unix_now;
 use crate::service::Services;
 
 /// What the handlers share: the use cases' dependencies, and what only HTTP

@@ -87,9 +87,9 @@ where
             store(&value, read_at);
             Ok(value)
         }
-        Err(e) => match stale.filter(|_| matches!(e, StorageError::Unavailable(_))) {
+        Err(e) => match stale.filter(|_| e.is_unavailable()) {
             Some(value) => {
-                tracing::warn!(error = %e, what, "database unavailable: using the last known state");
+                tracing::warn!(error = %crate::error::Chain(&e), what, "database unavailable: using the last known state");
                 Ok(value)
             }
             None => Err(e.into()),

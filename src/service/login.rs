@@ -71,7 +71,7 @@ pub async fn login(
             .write(move |conn| users::upgrade_password_hash(conn, id, &old, &hash))
             .await
         {
-            tracing::warn!(error = %e, user_id = user.id, "password hash upgrade failed");
+            tracing::warn!(error = %crate::error::Chain(&e), user_id = user.id, "password hash upgrade failed");
         }
     }
     let now = svc.now();

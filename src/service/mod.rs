@@ -46,7 +46,7 @@ pub struct Services {
     pub cache: StateCache,
     pub metrics: std::sync::Arc<Metrics>,
     /// The wall clock, in unix seconds (replaceable in tests).
-    pub clock: fn() -> i64,
+    pub clock: crate::clock::Clock,
 }
 
 impl Services {
@@ -63,12 +63,6 @@ impl Services {
             cache: Some(&self.cache),
         }
     }
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

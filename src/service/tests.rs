@@ -44,7 +44,7 @@ fn services(dir: &std::path::Path) -> Services {
         // Long enough that only an invalidation can make a check see a change.
         cache: StateCache::new(Duration::from_secs(600), Duration::ZERO),
         metrics: std::sync::Arc::new(Metrics::new(Vec::new()).expect("metrics")),
-        clock: unix_now,
+        clock: crate::clock::unix_now,
     }
 }
 

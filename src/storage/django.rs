@@ -38,11 +38,18 @@ impl std::fmt::Debug for DjangoUser {
 /// Opens the Django database read only (SQLite: `mode=ro`, no pragma is
 /// changed; PostgreSQL: a read-only transaction default).
 pub fn open(url: &str) -> Result<DbConnection, StorageError> {
-    let unavailable = |e: diesel::ConnectionError| StorageError::Unavailable(e.to_string());
-    match DatabaseUrl::parse(url).map_err(|e| StorageError::Unavailable(e.to_string()))? {
+    let unavailable = |e: diesel::ConnectionError| {
+        StorageError::unavailable("cannot connect to the Django database", e)
+    };
+    match DatabaseUrl::parse(url)
+        .map_err(|e| StorageError::unavailable("bad Django database URL", e))?
+    {
         DatabaseUrl::Sqlite(path) => {
             if !std::path::Path::new(&path).is_file() {
-                return Err(StorageError::Unavailable(format!("no such file: {path}")));
+                return Err(StorageError::Unavailable {
+                    context: format!("no such file: {path}").into(),
+                    source: None,
+                });
             }
             let conn = SqliteConnection::establish(&format!("file:{path}?mode=ro"))
                 .map_err(unavailable)?;

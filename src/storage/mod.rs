@@ -37,15 +37,50 @@ pub enum Backend {
     Postgres,
 }
 
+/// Any error, kept whole (its `source()` chain) rather than flattened into
+/// a string, so that the one place that logs it shows every cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Messages name what failed; the cause is the `source()`, never repeated in
+/// the message (a chain printer would show it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The database cannot be reached, or no connection was free in time.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Query(diesel::result::Error),
-    #[error("migrations failed: {0}")]
-    Migration(String),
+    #[error("database unavailable: {context}")]
+    Unavailable {
+        context: std::borrow::Cow<'static, str>,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("database error")]
+    Query(#[source] diesel::result::Error),
+    #[error("migrations failed")]
+    Migration(#[source] BoxError),
+}
+
+impl StorageError {
+    /// Unavailable because of `source`.
+    pub fn unavailable(
+        context: impl Into<std::borrow::Cow<'static, str>>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        StorageError::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Unavailable with no underlying error (e.g. a timeout of our own).
+    pub fn unavailable_because(context: &'static str) -> Self {
+        StorageError::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StorageError::Unavailable { .. })
+    }
 }
 
 /// Errors that mean "the database is not there" (a dropped connection, a
@@ -83,7 +118,7 @@ impl From<diesel::result::Error> for StorageError {
             _ => false,
         };
         if unavailable {
-            StorageError::Unavailable(e.to_string())
+            StorageError::unavailable("the database went away", e)
         } else {
             StorageError::Query(e)
         }
@@ -164,7 +199,7 @@ fn create_private_file(path: &str) -> Result<(), StorageError> {
     options
         .open(path)
         .map(drop)
-        .map_err(|e| StorageError::Unavailable(format!("cannot create {path}: {e}")))
+        .map_err(|e| StorageError::unavailable(format!("cannot create {path}"), e))
 }
 
 /// The pool plus a semaphore of the same size: requests wait for a
@@ -192,16 +227,13 @@ impl Database {
     /// the service starts even while the database is briefly away).
     pub fn new(settings: &DatabaseSettings) -> Result<Self, StorageError> {
         let url = DatabaseUrl::parse(settings.url.expose())
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            .map_err(|e| StorageError::unavailable("bad database URL", e))?;
         let backend = match url {
             DatabaseUrl::Sqlite(ref path) => {
                 if let Some(dir) = std::path::Path::new(path).parent() {
                     if !dir.as_os_str().is_empty() {
                         std::fs::create_dir_all(dir).map_err(|e| {
-                            StorageError::Unavailable(format!(
-                                "cannot create {}: {e}",
-                                dir.display()
-                            ))
+                            StorageError::unavailable(format!("cannot create {}", dir.display()), e)
                         })?;
                     }
                 }
@@ -249,7 +281,7 @@ impl Database {
     fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StorageError> {
         self.pool
             .get()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))
+            .map_err(|e| StorageError::unavailable("no connection from the pool", e))
     }
 
     /// Applies the embedded migrations of this backend (blocking).
@@ -262,7 +294,7 @@ impl Database {
         };
         let applied = conn
             .run_pending_migrations(migrations)
-            .map_err(|e| StorageError::Migration(e.to_string()))?;
+            .map_err(StorageError::Migration)?;
         Ok(applied.len())
     }
 
@@ -275,7 +307,7 @@ impl Database {
         let result = self.connection().and_then(|mut pooled| {
             let result = f(&mut pooled.conn);
             // Discarded by the pool, not handed out again.
-            pooled.broken = matches!(result, Err(StorageError::Unavailable(_)));
+            pooled.broken = matches!(&result, Err(e) if e.is_unavailable());
             result
         });
         self.note(&result);
@@ -286,10 +318,8 @@ impl Database {
         use std::sync::atomic::Ordering;
         self.probing_since.store(0, Ordering::Relaxed);
         match result {
-            Err(StorageError::Unavailable(_)) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_millis() as u64);
+            Err(e) if e.is_unavailable() => {
+                let now = crate::clock::unix_now_ms();
                 self.unavailable_at.store(now.max(1), Ordering::Relaxed);
             }
             Ok(_) => self.unavailable_at.store(0, Ordering::Relaxed),
@@ -307,9 +337,7 @@ impl Database {
         if at == 0 {
             return true;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = crate::clock::unix_now_ms();
         if now.saturating_sub(at) < window.as_millis() as u64 {
             return false;
         }
@@ -357,10 +385,10 @@ impl Database {
         let permit =
             match tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(StorageError::Unavailable("database closed".into())),
+                Ok(Err(e)) => return Err(StorageError::unavailable("database closed", e)),
                 Err(_) => {
-                    let result = Err(StorageError::Unavailable(
-                        "no database connection free in time".into(),
+                    let result = Err(StorageError::unavailable_because(
+                        "no database connection free in time",
                     ));
                     self.note(&result);
                     return result;
@@ -372,7 +400,7 @@ impl Database {
             db.run_blocking(f)
         })
         .await
-        .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
+        .map_err(|e| StorageError::unavailable("database task failed", e))?
     }
 
     /// Runs `f`, which writes, on the blocking pool. SQLite has one writer
@@ -461,7 +489,7 @@ mod tests {
             }
             .into(),
         ] {
-            assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+            assert!(e.is_unavailable(), "{e:?}");
         }
         for e in [
             db_error(DatabaseErrorKind::UniqueViolation, "duplicate key"),
@@ -469,5 +497,28 @@ mod tests {
         ] {
             assert!(matches!(e, StorageError::Query(_)), "{e:?}");
         }
+    }
+
+    #[test]
+    fn the_cause_is_the_source_not_a_copy_in_the_message() {
+        use std::error::Error as _;
+        let e = db_error(
+            DatabaseErrorKind::ClosedConnection,
+            "server closed the connection",
+        );
+        assert_eq!(
+            e.to_string(),
+            "database unavailable: the database went away"
+        );
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("server closed the connection")
+        );
+        let e = db_error(DatabaseErrorKind::Unknown, "syntax error");
+        assert_eq!(e.to_string(), "database error");
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("syntax error")
+        );
     }
 }

@@ -306,7 +306,26 @@ async fn issuer_and_audience_when_configured(backend: Backend) {
     app.verify(&plain).await.assert(401, INVALID);
 }
 
+/// A fault that is not an outage (here a table gone) is a 500 with DRF's
+/// fixed body: the cause (the database's message, table names) goes to the
+/// log, never to the client.
+async fn internal_errors_answer_one_fixed_body(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(app.register("alice", "pw").await.status, 201);
+    app.db
+        .run(|conn| {
+            use diesel::connection::SimpleConnection;
+            Ok(conn.batch_execute("DROP TABLE refresh_tokens")?)
+        })
+        .await
+        .expect("drop a table");
+    app.login("alice", "pw")
+        .await
+        .assert(500, r#"{"detail":"A server error occurred."}"#);
+}
+
 both_backends!(
+    internal_errors_answer_one_fixed_body,
     issuer_and_audience_when_configured,
     login_issues_a_simplejwt_pair,
     bad_credentials_are_401_with_one_body,
