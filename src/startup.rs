@@ -209,7 +209,9 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
                     "purged expired rows"
                 ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::Chain(&e), "purge failed; will retry")
+                }
             }
         }
     });
