@@ -58,6 +58,13 @@ impl From<Registered> for UserBody {
     }
 }
 
+/// The health checks' answer: `{"status": "ok" | "ready" | "unavailable"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
 /// An empty object: `{}`.
 #[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

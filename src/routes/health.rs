@@ -1,13 +1,13 @@
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
+use super::bodies::Status;
 use super::AppState;
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Live", body = super::openapi::Status)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Status { status: "ok" })
 }
 
 /// Prometheus metrics, text format 0.0.4.
@@ -27,8 +27,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.db.ping().await {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
+        HttpResponse::Ok().json(Status { status: "ready" })
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable" }))
+        HttpResponse::ServiceUnavailable().json(Status {
+            status: "unavailable",
+        })
     }
 }

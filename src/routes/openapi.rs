@@ -93,7 +93,8 @@ pub struct Registration {
 
 // The success bodies are the served types themselves.
 pub use super::bodies::{
-    AccessOnly, Empty, Inactive, IntrospectionBody, RotatedPair, TokenPair, UserBody as User,
+    AccessOnly, Empty, Inactive, IntrospectionBody, RotatedPair, Status, TokenPair,
+    UserBody as User,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for
@@ -176,12 +177,6 @@ pub struct TokenForm {
 #[schema(example = json!({"error": "invalid_client"}))]
 pub struct OAuthError {
     error: String,
-}
-
-#[derive(ToSchema)]
-pub struct Status {
-    #[schema(example = "ok")]
-    status: String,
 }
 
 /// RFC 7517 JWK Set of the public verification keys (empty with HS256).
