@@ -140,6 +140,9 @@ pub struct JwtSettings {
     pub leeway_secs: i64,
     /// Unix seconds; 0 = never. See `MAX_SESSIONLESS_WINDOW_SECS`.
     pub accept_sessionless_until: i64,
+    /// Record each login's instant in `users.last_login` (simplejwt's
+    /// UPDATE_LAST_LOGIN).
+    pub update_last_login: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

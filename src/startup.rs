@@ -237,6 +237,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         session_max_age_secs: settings.jwt.session_max_age_secs,
         reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
         accept_sessionless_until: settings.jwt.accept_sessionless_until,
+        update_last_login: settings.jwt.update_last_login,
         introspection_clients: settings.introspection.clients.clone(),
         throttle: settings.rate_limit.enabled.then(|| {
             Throttle::new(ThrottleSettings {

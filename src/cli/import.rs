@@ -62,6 +62,7 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                     &user.username,
                     &user.password,
                     user.is_active,
+                    user.last_login,
                     unix_now(),
                 )
             })?;

@@ -84,11 +84,12 @@ pub async fn login(
         session_end,
     );
     let tokens = pair.sign(&svc.keys)?;
+    let record_last_login = svc.update_last_login;
     match svc
         .db
         .write(move |conn| {
             let checked: Vec<&str> = checked.iter().map(String::as_str).collect();
-            refresh_tokens::start_session(conn, &pair, session_end, &checked)
+            refresh_tokens::start_session(conn, &pair, session_end, &checked, record_last_login)
         })
         .await?
     {

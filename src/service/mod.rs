@@ -38,6 +38,8 @@ pub struct Services {
     /// tokens of the legacy service identify imported users (see
     /// `policy::session_check`).
     pub accept_sessionless_until: i64,
+    /// Record each login's instant in `users.last_login`.
+    pub update_last_login: bool,
     /// The services allowed to introspect.
     pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// Brute-force limits; `None` when disabled.

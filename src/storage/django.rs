@@ -23,6 +23,9 @@ pub struct DjangoUser {
     pub password: String,
     pub username: String,
     pub is_active: bool,
+    /// Unix seconds; `None` when Django never recorded a login (or, on
+    /// SQLite, the stored text is not a date SQLite reads).
+    pub last_login: Option<i64>,
 }
 
 /// Never prints the password hash.
@@ -82,6 +85,13 @@ pub fn page(
     after: i32,
     limit: i64,
 ) -> Result<Vec<DjangoUser>, StorageError> {
+    // `last_login` is a timestamp with time zone on PostgreSQL and text
+    // (UTC when Django's USE_TZ is on, its default) on SQLite: each
+    // database converts it to unix seconds, truncated as tokend stores them.
+    let last_login = match conn {
+        DbConnection::Sqlite(_) => "CAST(strftime('%s', last_login) AS BIGINT)",
+        DbConnection::Postgresql(_) => "CAST(FLOOR(EXTRACT(EPOCH FROM last_login)) AS BIGINT)",
+    };
     Ok(auth_user::table
         .filter(auth_user::id.gt(after))
         .order(auth_user::id)
@@ -91,6 +101,7 @@ pub fn page(
             auth_user::password,
             auth_user::username,
             auth_user::is_active,
+            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(last_login),
         ))
         .load(conn)?)
 }

@@ -50,6 +50,7 @@ pub fn start_session(
     pair: &PairSpec,
     session_expires_at: i64,
     checked_hashes: &[&str],
+    record_last_login: bool,
 ) -> Result<IssueOutcome, StorageError> {
     let result = conn.transaction::<(), diesel::result::Error, _>(|conn| {
         // The password was checked against one of these hashes (the stored
@@ -63,6 +64,13 @@ pub fn start_session(
         match current {
             Some((hash, true)) if checked_hashes.contains(&hash.as_str()) => {}
             _ => return Err(diesel::result::Error::RollbackTransaction),
+        }
+        if record_last_login {
+            // In the same transaction: last_login names a login that
+            // happened, never one a concurrent password change refused.
+            diesel::update(users::table.filter(users::id.eq(pair.user_id)))
+                .set(users::last_login.eq(Some(pair.issued_at)))
+                .execute(conn)?;
         }
         sessions::insert(
             conn,

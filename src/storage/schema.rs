@@ -12,6 +12,8 @@ diesel::table! {
         tokens_valid_after -> BigInt,
         // Imported with the legacy service's id for the same user.
         kept_legacy_id -> Bool,
+        // Unix seconds; set at login when jwt.update_last_login is on.
+        last_login -> Nullable<BigInt>,
     }
 }
 

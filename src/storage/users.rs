@@ -173,6 +173,7 @@ pub fn import(
     name: &str,
     password_hash: &str,
     is_active: bool,
+    last_login: Option<i64>,
     now: i64,
 ) -> Result<ImportUser, StorageError> {
     conn.transaction(|conn| {
@@ -206,6 +207,7 @@ pub fn import(
                 users::is_active.eq(is_active),
                 users::created_at.eq(now),
                 users::kept_legacy_id.eq(true),
+                users::last_login.eq(last_login),
             ))
             .execute(conn)?;
         Ok(ImportUser::Imported)

@@ -262,7 +262,39 @@ async fn import_refuses_id_clashes_and_invalid_usernames(backend: Backend) {
     assert_eq!(app.register("dave", "pw12345").await.json()["id"], 8);
 }
 
+/// Django's `last_login` (SQLite text, UTC) comes over as unix seconds;
+/// NULL stays NULL.
+async fn import_brings_last_login_over(backend: Backend) {
+    use diesel::prelude::*;
+    use tokend::storage::schema::users;
+    let app = spawn_app(backend).await;
+    let hash = tokend::auth::password::hash_password("pw12345", 4).expect("hash");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let django_db = dir.path().join("django.sqlite3");
+    django_database(&django_db, &[(1, "alice", &hash), (2, "bob", &hash)]);
+    let mut conn = SqliteConnection::establish(&django_db.display().to_string()).expect("sqlite");
+    diesel::sql_query(
+        "UPDATE auth_user SET last_login = '2025-03-04 05:06:07.123456' WHERE id = 1",
+    )
+    .execute(&mut conn)
+    .expect("set Django's last_login");
+    let (ok, out) = import(&app, &format!("sqlite://{}", django_db.display()));
+    assert!(ok, "{out}");
+    let recorded: Vec<(i64, Option<i64>)> = app
+        .db
+        .run(|conn| {
+            Ok(users::table
+                .select((users::id, users::last_login))
+                .order(users::id)
+                .load(conn)?)
+        })
+        .await
+        .expect("read users");
+    assert_eq!(recorded, [(1, Some(1_741_064_767)), (2, None)]);
+}
+
 both_backends!(
+    import_brings_last_login_over,
     django_users_log_in_with_their_old_passwords,
     import_refuses_id_clashes_and_invalid_usernames,
 );

@@ -77,7 +77,7 @@ async fn import_legacy_user(app: &TestApp, id: i64, name: &'static str) {
     let hash = tokend::auth::password::hash_password("pw12345", 4).expect("hash");
     let outcome = app
         .db
-        .run(move |conn| tokend::storage::users::import(conn, id, name, &hash, true, now()))
+        .run(move |conn| tokend::storage::users::import(conn, id, name, &hash, true, None, now()))
         .await
         .expect("import");
     assert_eq!(outcome, tokend::storage::users::ImportUser::Imported);

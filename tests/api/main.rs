@@ -13,6 +13,7 @@ mod files;
 mod fuzz;
 mod import;
 mod keys;
+mod last_login;
 mod legacy;
 mod network;
 mod oauth;
