@@ -15,6 +15,7 @@ mod import;
 mod keys;
 mod legacy;
 mod network;
+mod no_rotation;
 mod oauth;
 mod ops;
 mod process;
