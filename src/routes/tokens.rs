@@ -106,7 +106,7 @@ pub async fn obtain_pair(
 #[utoipa::path(post, path = "/api/token/refresh/", tag = "tokens",
     request_body(content((super::openapi::RefreshRequest = "application/json"), (super::openapi::RefreshRequest = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Rotated: the presented token is spent (in cookie mode: the access token, the refresh token in the cookie)", body = super::openapi::Rotated),
+        (status = 200, description = "Rotated: the presented token is spent (in cookie mode: the access token, the refresh token in the cookie). With rotation off (jwt.rotate_refresh_tokens): the access token only, the refresh token stays usable", body = super::openapi::Rotated),
         (status = 401, description = "Invalid, expired, spent or revoked token; no active account", body = super::openapi::TokenErrorBody,
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "Cookie mode: a request from an origin not allowed", body = super::openapi::Detail),
