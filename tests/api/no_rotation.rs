@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{claims, spawn_app_with, Backend, Reply, TestApp};
+use crate::helpers::{claims, spawn_app, spawn_app_with, Backend, Reply, TestApp};
 
 const OFF: (&str, &str) = ("TOKEND__JWT__ROTATE_REFRESH_TOKENS", "false");
 const BLACKLISTED: &str = r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#;
@@ -173,7 +173,21 @@ async fn a_grace_longer_than_the_access_lifetime_is_fine_without_rotation(backen
     access_only(&app.refresh(&r).await);
 }
 
+async fn a_token_spent_while_rotation_was_on_stays_refused(backend: Backend) {
+    let rotating = spawn_app(backend).await;
+    let (_, _, r1) = rotating.user_with_tokens("alice", "pw").await;
+    let r2 = rotating.refresh(&r1).await.token("refresh");
+    // The same database, after switching rotation off.
+    let app = rotating.spawn_replica_with(&[OFF]).await;
+    app.refresh(&r1).await.assert(401, BLACKLISTED);
+    // Not theft: nothing is spent any more, so the session lives on.
+    access_only(&app.refresh(&r2).await);
+    access_only(&app.refresh(&r2).await);
+    assert_eq!(app.session_count_live().await, 1);
+}
+
 both_backends!(
+    a_token_spent_while_rotation_was_on_stays_refused,
     the_refresh_token_stays_usable_until_logout,
     logout_everywhere_and_password_change_end_it,
     the_session_and_user_checks_still_apply,
