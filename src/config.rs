@@ -135,6 +135,9 @@ pub struct JwtSettings {
     pub refresh_ttl_secs: i64,
     pub session_max_age_secs: i64,
     pub refresh_reuse_grace_secs: i64,
+    /// false: a refresh returns a new access token only and the refresh
+    /// token stays usable (simplejwt's default).
+    pub rotate_refresh_tokens: bool,
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: i64,
@@ -468,8 +471,9 @@ impl Settings {
         // A replay hands out the pair issued at the rotation, up to the grace
         // later: its access token must still be valid then, or the client
         // that retried gets a pair it cannot use.
+        // Without rotation nothing is ever replayed.
         let grace = self.jwt.refresh_reuse_grace_secs;
-        if grace > 0 && self.jwt.access_ttl_secs <= grace {
+        if self.jwt.rotate_refresh_tokens && grace > 0 && self.jwt.access_ttl_secs <= grace {
             return invalid(format!(
                 "TOKEND__JWT__ACCESS_TTL_SECS ({}) must be longer than \
                  TOKEND__JWT__REFRESH_REUSE_GRACE_SECS ({grace}): a refresh replayed inside the \
@@ -715,6 +719,7 @@ mod tests {
         assert_eq!(s.jwt.refresh_ttl_secs, 86400);
         assert_eq!(s.jwt.session_max_age_secs, 30 * 86400);
         assert_eq!(s.jwt.refresh_reuse_grace_secs, 10);
+        assert!(s.jwt.rotate_refresh_tokens);
         assert_eq!(s.password.bcrypt_cost, 12);
         assert_eq!(s.cors.allowed_origins, Origins::Any);
         assert!(s.rate_limit.enabled);
@@ -962,6 +967,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("{access}/{grace}: {e}"));
             assert_eq!(s.jwt.access_ttl_secs.to_string(), access);
         }
+        // Without rotation there are no replays: the grace does not matter.
+        let s = load(&[
+            ("TOKEND__JWT__ACCESS_TTL_SECS", "5"),
+            ("TOKEND__JWT__REFRESH_REUSE_GRACE_SECS", "10"),
+            ("TOKEND__JWT__ROTATE_REFRESH_TOKENS", "false"),
+        ])
+        .unwrap_or_else(|e| panic!("rotation off: {e}"));
+        assert!(!s.jwt.rotate_refresh_tokens);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum LoginOutcome {
 pub enum RefreshOutcome {
     Rotated,
     Replayed,
+    /// Without rotation: a new access token, the refresh token unchanged.
+    Renewed,
     Refused,
 }
 
@@ -94,7 +96,7 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             logins.with_label_values(&[outcome]);
         }
-        for outcome in ["rotated", "replayed", "refused"] {
+        for outcome in ["rotated", "replayed", "renewed", "refused"] {
             refreshes.with_label_values(&[outcome]);
         }
         Ok(Metrics {
@@ -155,6 +157,7 @@ impl Metrics {
         let label = match outcome {
             RefreshOutcome::Rotated => "rotated",
             RefreshOutcome::Replayed => "replayed",
+            RefreshOutcome::Renewed => "renewed",
             RefreshOutcome::Refused => "refused",
         };
         self.refreshes.with_label_values(&[label]).inc();

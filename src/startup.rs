@@ -236,6 +236,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         hashing,
         session_max_age_secs: settings.jwt.session_max_age_secs,
         reuse_grace_secs: settings.jwt.refresh_reuse_grace_secs,
+        rotate_refresh_tokens: settings.jwt.rotate_refresh_tokens,
         accept_sessionless_until: settings.jwt.accept_sessionless_until,
         update_last_login: settings.jwt.update_last_login,
         introspection_clients: settings.introspection.clients.clone(),

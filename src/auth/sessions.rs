@@ -76,6 +76,12 @@ impl PairSpec {
             refresh: keys.sign(&self.claims(TokenType::Refresh))?,
         })
     }
+
+    /// The access token of the pair alone (a refresh without rotation: the
+    /// presented refresh token stays the session's).
+    pub fn sign_access(&self, keys: &JwtKeys) -> Result<String, SigningError> {
+        keys.sign(&self.claims(TokenType::Access))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

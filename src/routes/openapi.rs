@@ -104,7 +104,7 @@ pub struct Introspection;
 /// A new pair: without the cookie mode both tokens, with it the access
 /// token only.
 pub struct IssuedPair;
-/// A rotated pair, or in cookie mode the access token only.
+/// A rotated pair, or the access token only (cookie mode, or rotation off).
 pub struct Rotated;
 
 /// In cookie mode the field may be left out: the refresh cookie is used.

@@ -6,6 +6,7 @@ use super::AppState;
 use crate::auth::sessions::SignedPair;
 use crate::error::ApiError;
 use crate::service::login::Credentials;
+use crate::service::rotate::Refreshed;
 use crate::service::{login, logout, rotate, verify as verify_token};
 
 /// The refresh token of a request and whether it came from the cookie: the
@@ -100,11 +101,12 @@ pub async fn obtain_pair(
 /// refresh token is spent (exactly once, however many requests race) and a
 /// new pair of the same session is issued. Re-presenting it within the grace
 /// window replays the same new pair; later, or an older token of the
-/// session, revokes the session.
+/// session, revokes the session. With `jwt.rotate_refresh_tokens` false:
+/// {access} only, and the refresh token stays usable.
 #[utoipa::path(post, path = "/api/token/refresh/", tag = "tokens",
     request_body(content((super::openapi::RefreshRequest = "application/json"), (super::openapi::RefreshRequest = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 200, description = "Rotated: the presented token is spent (in cookie mode: the access token, the refresh token in the cookie)", body = super::openapi::Rotated),
+        (status = 200, description = "Rotated: the presented token is spent (in cookie mode: the access token, the refresh token in the cookie). With rotation off (jwt.rotate_refresh_tokens): the access token only, the refresh token stays usable", body = super::openapi::Rotated),
         (status = 401, description = "Invalid, expired, spent or revoked token; no active account", body = super::openapi::TokenErrorBody,
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "Cookie mode: a request from an origin not allowed", body = super::openapi::Detail),
@@ -120,9 +122,14 @@ pub async fn refresh(
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
     let client = super::client_ip(&state, &req);
-    let result = rotate::rotate(&state, client, &refresh)
+    let result = rotate::refresh(&state, client, &refresh)
         .await
-        .map(|tokens| pair_response(&state, tokens, true));
+        .map(|refreshed| match refreshed {
+            Refreshed::Pair(tokens) => pair_response(&state, tokens, true),
+            // The refresh token did not change: in cookie mode the cookie
+            // is not set again.
+            Refreshed::Access(access) => HttpResponse::Ok().json(AccessOnly { access }),
+        });
     clearing_refused_cookie(&state, from_cookie, result)
 }
 

@@ -34,6 +34,8 @@ pub struct Services {
     pub hashing: HashingPool,
     pub session_max_age_secs: i64,
     pub reuse_grace_secs: i64,
+    /// false: a refresh renews the access token only (see `rotate`).
+    pub rotate_refresh_tokens: bool,
     /// Until this instant (unix seconds; 0: never), sessionless access
     /// tokens of the legacy service identify imported users (see
     /// `policy::session_check`).

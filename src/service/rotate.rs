@@ -2,6 +2,8 @@
 //! requests race) and a new pair of the same session is issued.
 //! Re-presenting it within the grace window replays the same new pair;
 //! later, or an older token of the session, revokes the session.
+//! With rotation off (`jwt.rotate_refresh_tokens`), a refresh issues a new
+//! access token of the session and the refresh token stays usable.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -12,10 +14,65 @@ use crate::auth::jwt::TokenError;
 use crate::auth::sessions::{PairSpec, SignedPair};
 use crate::error::ApiError;
 use crate::metrics::RefreshOutcome;
-use crate::storage::refresh_tokens::{self, SpendOutcome};
+use crate::storage::refresh_tokens::{self, RenewOutcome, SpendOutcome};
+
+/// What a successful refresh hands out.
+#[derive(Debug)]
+pub enum Refreshed {
+    /// Rotation: a new pair, the presented refresh token is spent.
+    Pair(SignedPair),
+    /// Without rotation: a new access token only.
+    Access(String),
+}
 
 /// `client` is for the security log only.
-pub async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedPair, ApiError> {
+pub async fn refresh(svc: &Services, client: IpAddr, refresh: &str) -> Result<Refreshed, ApiError> {
+    if svc.rotate_refresh_tokens {
+        rotate(svc, client, refresh).await.map(Refreshed::Pair)
+    } else {
+        renew(svc, refresh).await.map(Refreshed::Access)
+    }
+}
+
+/// simplejwt without ROTATE_REFRESH_TOKENS: a fresh access token of the
+/// presented token's session, which must be live, as must its user.
+async fn renew(svc: &Services, refresh: &str) -> Result<String, ApiError> {
+    let now = svc.now();
+    let presented = presented_refresh(svc, refresh, now)?;
+    let (jti, sid, user_id, exp) = (
+        presented.token.jti,
+        presented.session_id.clone(),
+        presented.user_id,
+        presented.token.exp,
+    );
+    let outcome = svc
+        .db
+        .write(move |conn| refresh_tokens::renewal(conn, &jti, &sid, user_id, exp, now))
+        .await?;
+    let session_end = match outcome {
+        RenewOutcome::Live { session_expires_at } => session_expires_at,
+        refusal => {
+            svc.metrics.refresh(RefreshOutcome::Refused);
+            return Err(match refusal {
+                RenewOutcome::SessionExpired => ApiError::Token(TokenError::Expired),
+                RenewOutcome::Unknown => ApiError::Token(TokenError::Invalid),
+                RenewOutcome::NoActiveAccount => ApiError::NoActiveAccountForToken,
+                _ => ApiError::Token(TokenError::Blacklisted),
+            });
+        }
+    };
+    svc.metrics.refresh(RefreshOutcome::Renewed);
+    let spec = PairSpec::new(
+        presented.user_id,
+        &presented.session_id,
+        now,
+        svc.keys.lifetimes(),
+        session_end,
+    );
+    Ok(spec.sign_access(&svc.keys)?)
+}
+
+async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedPair, ApiError> {
     let now = svc.now();
     let presented = presented_refresh(svc, refresh, now)?;
     // Cut to the session's end inside the rotation.

@@ -38,6 +38,7 @@ fn services(dir: &std::path::Path) -> Services {
         }),
         session_max_age_secs: 86_400,
         reuse_grace_secs: 0,
+        rotate_refresh_tokens: true,
         accept_sessionless_until: 0,
         update_last_login: false,
         introspection_clients: vec![],

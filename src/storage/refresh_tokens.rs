@@ -352,6 +352,60 @@ fn already_spent(
     }
 }
 
+/// What a refresh without rotation finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// The token, its session and its user are live; the session ends then.
+    Live { session_expires_at: i64 },
+    /// Blacklisted, spent by an earlier rotation, or its session revoked.
+    Revoked,
+    /// The session reached its absolute end.
+    SessionExpired,
+    /// Never issued here (or purged after expiry).
+    Unknown,
+    /// The owner is gone or inactive.
+    NoActiveAccount,
+}
+
+/// Refresh without rotation: whether refresh token `jti` of session
+/// `session_id` (`token_exp`: its signed expiry) may still issue access
+/// tokens. Reads only: nothing is spent, so there is no reuse to detect; a
+/// token spent while rotation was on stays refused (without revoking its
+/// session). Read on the writer, like rotation, so a revocation that just
+/// committed is seen.
+pub fn renewal(
+    conn: &mut DbConnection,
+    jti: &str,
+    session_id: &str,
+    user_id: i64,
+    token_exp: i64,
+    now: i64,
+) -> Result<RenewOutcome, StorageError> {
+    let Some((_, _, revoked_at, _, stored_session, _, _)) = lookup(conn, jti, user_id)? else {
+        return Ok(
+            match ancestor_session(conn, session_id, user_id, token_exp, now)? {
+                Some(SessionState::Expired) => RenewOutcome::SessionExpired,
+                Some(_) => RenewOutcome::Revoked,
+                None if user_is_active(conn, user_id)? => RenewOutcome::Unknown,
+                None => RenewOutcome::NoActiveAccount,
+            },
+        );
+    };
+    if stored_session.as_deref() != Some(session_id) {
+        return Ok(RenewOutcome::Unknown);
+    }
+    // Rotation's order: the session first, then the user.
+    Ok(match session_and_user(conn, session_id, user_id, now)? {
+        (SessionState::Live { .. }, _) if revoked_at.is_some() => RenewOutcome::Revoked,
+        (SessionState::Live { expires_at }, true) => RenewOutcome::Live {
+            session_expires_at: expires_at,
+        },
+        (SessionState::Live { .. } | SessionState::Missing, _) => RenewOutcome::NoActiveAccount,
+        (SessionState::Revoked, _) => RenewOutcome::Revoked,
+        (SessionState::Expired, _) => RenewOutcome::SessionExpired,
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeOutcome {
     Revoked,

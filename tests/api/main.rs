@@ -16,6 +16,7 @@ mod keys;
 mod last_login;
 mod legacy;
 mod network;
+mod no_rotation;
 mod oauth;
 mod ops;
 mod process;
