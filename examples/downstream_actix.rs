@@ -11,6 +11,8 @@
 //!   tokend signs with EdDSA or RS256 (`TOKEND__JWT__ALGORITHM`).
 //! - `TOKEND_ISSUER` / `TOKEND_AUDIENCE`: set them when tokend's
 //!   `jwt.issuer` / `jwt.audience` are set.
+//! - `TOKEND_USER_ID_CLAIM`: tokend's `jwt.user_id_claim` (default
+//!   `user_id`), the claim holding the user id.
 //! - `PORT` (default 8080; 0 picks a free port).
 //!
 //! `GET /hello` answers `{"user_id":"42"}` for a valid access token
@@ -28,12 +30,14 @@ use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-/// The claims this service relies on. tokend (like simplejwt) writes
-/// `user_id` as a string.
+/// The claims this service relies on. tokend (like simplejwt) writes the
+/// user id as a string, under `user_id` unless `jwt.user_id_claim` names
+/// another claim, so the rest is kept to look it up by name.
 #[derive(Deserialize)]
 struct AccessClaims {
     token_type: String,
-    user_id: String,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 enum Keys {
@@ -55,6 +59,7 @@ struct Verifier {
     keys: Keys,
     issuer: Option<String>,
     audience: Option<String>,
+    user_id_claim: String,
 }
 
 impl Verifier {
@@ -78,7 +83,8 @@ impl Verifier {
         validation
     }
 
-    async fn check(&self, token: &str) -> Result<AccessClaims, &'static str> {
+    /// The user id of a valid access token.
+    async fn check(&self, token: &str) -> Result<String, &'static str> {
         let claims = match &self.keys {
             Keys::Shared(key) => decode(token, key, &self.validation(Algorithm::HS256))?,
             Keys::Jwks { .. } => {
@@ -93,7 +99,10 @@ impl Verifier {
         if claims.token_type != "access" {
             return Err("not an access token");
         }
-        Ok(claims)
+        match claims.other.get(&self.user_id_claim) {
+            Some(serde_json::Value::String(id)) => Ok(id.clone()),
+            _ => Err("token has no user id"),
+        }
     }
 
     async fn jwk(&self, kid: &str) -> Result<(DecodingKey, Algorithm), &'static str> {
@@ -171,7 +180,7 @@ async fn hello(req: HttpRequest, verifier: web::Data<Arc<Verifier>>) -> HttpResp
             .json(serde_json::json!({"detail": "missing bearer token"}));
     };
     match verifier.check(token).await {
-        Ok(claims) => HttpResponse::Ok().json(serde_json::json!({ "user_id": claims.user_id })),
+        Ok(user_id) => HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id })),
         Err(reason) => HttpResponse::Unauthorized().json(serde_json::json!({ "detail": reason })),
     }
 }
@@ -206,6 +215,7 @@ async fn main() -> std::io::Result<()> {
         keys,
         issuer: env("TOKEND_ISSUER"),
         audience: env("TOKEND_AUDIENCE"),
+        user_id_claim: env("TOKEND_USER_ID_CLAIM").unwrap_or_else(|| "user_id".to_owned()),
     });
     let port: u16 = env("PORT").and_then(|p| p.parse().ok()).unwrap_or(8080);
     let server = HttpServer::new(move || {

@@ -141,6 +141,8 @@ pub struct JwtSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: i64,
+    /// The claim naming the user (simplejwt's `USER_ID_CLAIM`).
+    pub user_id_claim: String,
     /// Unix seconds; 0 = never. See `MAX_SESSIONLESS_WINDOW_SECS`.
     pub accept_sessionless_until: i64,
     /// Record each login's instant in `users.last_login` (simplejwt's
@@ -465,6 +467,14 @@ impl Settings {
         if !(0..=300).contains(&self.jwt.leeway_secs) {
             return invalid("jwt.leeway_secs must be between 0 and 300".into());
         }
+        if !crate::auth::jwt::valid_user_id_claim(&self.jwt.user_id_claim) {
+            return invalid(format!(
+                "jwt.user_id_claim: `{}` must be 1-64 letters, digits or `_`, and not one of \
+                 the claims tokend writes itself ({})",
+                self.jwt.user_id_claim,
+                crate::auth::jwt::RESERVED_CLAIMS.join(", ")
+            ));
+        }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
         }
@@ -753,6 +763,19 @@ mod tests {
                 Origin::parse("https://b.example").unwrap()
             ])
         );
+    }
+
+    #[test]
+    fn user_id_claim_defaults_to_simplejwts_and_is_validated() {
+        assert_eq!(load(&[]).unwrap().jwt.user_id_claim, "user_id");
+        let s = load(&[("TOKEND__JWT__USER_ID_CLAIM", "sub")]).unwrap();
+        assert_eq!(s.jwt.user_id_claim, "sub");
+        for bad in ["", "user-id", "a b", "jti", "sid", "aud", &"x".repeat(65)] {
+            let err = load(&[("TOKEND__JWT__USER_ID_CLAIM", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("jwt.user_id_claim"), "{bad}: {err}");
+        }
     }
 
     #[test]

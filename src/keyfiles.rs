@@ -68,6 +68,7 @@ fn load_keys(settings: &Settings, may_generate: bool) -> anyhow::Result<JwtKeys>
             issuer: optional(&settings.jwt.issuer),
             audience: optional(&settings.jwt.audience),
             leeway_secs: settings.jwt.leeway_secs,
+            user_id_claim: settings.jwt.user_id_claim.clone(),
         },
     )?;
     tracing::info!(

@@ -58,7 +58,8 @@ settings.configure(
         "ISSUER": env("TOKEND_ISSUER") or None,
         "AUDIENCE": env("TOKEND_AUDIENCE") or None,
         "LEEWAY": 0,
-        "USER_ID_CLAIM": "user_id",
+        # tokend's jwt.user_id_claim: the claim holding the user id.
+        "USER_ID_CLAIM": env("TOKEND_USER_ID_CLAIM") or "user_id",
         "TOKEN_TYPE_CLAIM": "token_type",
         "JTI_CLAIM": "jti",
         "AUTH_TOKEN_CLASSES": ("rest_framework_simplejwt.tokens.AccessToken",),

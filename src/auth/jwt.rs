@@ -77,14 +77,68 @@ pub struct VerifiedToken {
 
 /// What may arrive: any claim can be missing or of another type, and must be
 /// reported the way simplejwt does rather than as a parse failure.
-#[derive(Deserialize)]
 struct IncomingClaims {
     token_type: Option<serde_json::Value>,
     exp: Option<serde_json::Value>,
     iat: Option<serde_json::Value>,
     jti: Option<serde_json::Value>,
-    user_id: Option<serde_json::Value>,
     sid: Option<serde_json::Value>,
+    /// Every other claim: the user-id claim's name is configured, so it is
+    /// looked up here after decoding.
+    others: serde_json::Map<String, serde_json::Value>,
+    /// Other claims sent more than once: a repeated user-id claim is refused,
+    /// as a repeated named claim is.
+    repeated: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for IncomingClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(IncomingClaimsVisitor)
+    }
+}
+
+struct IncomingClaimsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for IncomingClaimsVisitor {
+    type Value = IncomingClaims;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // `Some(None)` is a claim present as null: seen, so a second one is a
+        // duplicate (serde's rule for named fields).
+        let mut named: [Option<Option<serde_json::Value>>; 5] = Default::default();
+        const NAMES: [&str; 5] = ["token_type", "exp", "iat", "jti", "sid"];
+        let mut others = serde_json::Map::new();
+        let mut repeated = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: Option<serde_json::Value> = map.next_value()?;
+            if let Some(i) = NAMES.iter().position(|n| *n == key) {
+                if named[i].is_some() {
+                    return Err(serde::de::Error::duplicate_field(NAMES[i]));
+                }
+                named[i] = Some(value);
+            } else if others.contains_key(&key) {
+                if !repeated.contains(&key) {
+                    repeated.push(key);
+                }
+            } else {
+                others.insert(key, value.unwrap_or(serde_json::Value::Null));
+            }
+        }
+        let [token_type, exp, iat, jti, sid] = named.map(Option::flatten);
+        Ok(IncomingClaims {
+            token_type,
+            exp,
+            iat,
+            jti,
+            sid,
+            others,
+            repeated,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,23 +150,72 @@ pub struct TokenLifetimes {
 /// Optional registered claims and clock-skew tolerance (off by default, for
 /// simplejwt compatibility). When `issuer`/`audience` are set, tokend writes
 /// them into every token and refuses tokens without them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClaimPolicy {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     /// Seconds a token is still accepted after its `exp`.
     pub leeway_secs: i64,
+    /// The claim holding the user id, written and read (simplejwt's
+    /// `USER_ID_CLAIM`); a token with the id under another name has none.
+    pub user_id_claim: String,
 }
 
-/// What is signed: the simplejwt claims, then `iss`/`aud` when configured.
-#[derive(Serialize)]
+impl Default for ClaimPolicy {
+    fn default() -> Self {
+        ClaimPolicy {
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+            user_id_claim: DEFAULT_USER_ID_CLAIM.to_owned(),
+        }
+    }
+}
+
+/// simplejwt's default `USER_ID_CLAIM`.
+pub const DEFAULT_USER_ID_CLAIM: &str = "user_id";
+
+/// Claims tokend writes itself; the user-id claim may not take their names.
+pub const RESERVED_CLAIMS: [&str; 7] = ["token_type", "exp", "iat", "jti", "sid", "iss", "aud"];
+
+/// Whether `name` can be the user-id claim: 1-64 letters, digits and `_`,
+/// and none of the claims tokend writes itself.
+pub fn valid_user_id_claim(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !RESERVED_CLAIMS.contains(&name)
+}
+
+/// What is signed: the simplejwt claims in their order, the user id under
+/// the configured name, then `iss`/`aud` when configured.
 struct SignedClaims<'a> {
-    #[serde(flatten)]
     claims: &'a Claims,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id_claim: &'a str,
     iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
+}
+
+impl Serialize for SignedClaims<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let c = self.claims;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("token_type", c.token_type)?;
+        map.serialize_entry("exp", &c.exp)?;
+        map.serialize_entry("iat", &c.iat)?;
+        map.serialize_entry("jti", &c.jti)?;
+        map.serialize_entry(self.user_id_claim, &c.user_id)?;
+        if let Some(sid) = &c.sid {
+            map.serialize_entry("sid", sid)?;
+        }
+        if let Some(iss) = self.iss {
+            map.serialize_entry("iss", iss)?;
+        }
+        if let Some(aud) = self.aud {
+            map.serialize_entry("aud", aud)?;
+        }
+        map.end()
+    }
 }
 
 /// One key tokens are checked against, with its pinned algorithm.
@@ -224,6 +327,7 @@ impl JwtKeys {
     pub fn sign(&self, claims: &Claims) -> Result<String, SigningError> {
         let signed = SignedClaims {
             claims,
+            user_id_claim: &self.policy.user_id_claim,
             iss: self.policy.issuer.as_deref(),
             aud: self.policy.audience.as_deref(),
         };
@@ -270,7 +374,10 @@ impl JwtKeys {
             (None, Some(_)) => return Err(TokenError::WrongType),
             (None, None) => return Err(TokenError::Invalid),
         };
-        let user_id = claims.user_id.as_ref().and_then(user_id_claim);
+        let user_id = claims
+            .others
+            .get(&self.policy.user_id_claim)
+            .and_then(user_id_claim);
         let sid = match claims.sid {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(sid)) => Some(sid),
@@ -300,6 +407,13 @@ impl JwtKeys {
             jsonwebtoken::decode::<IncomingClaims>(token, &v.decoding, &v.validation)
                 .map(|data| data.claims)
                 .map_err(|_| TokenError::Invalid)
+                .and_then(|claims| {
+                    if claims.repeated.contains(&self.policy.user_id_claim) {
+                        Err(TokenError::Invalid)
+                    } else {
+                        Ok(claims)
+                    }
+                })
         };
         match header.kid.as_deref() {
             Some(kid) => self
@@ -558,7 +672,7 @@ mod tests {
         let policy = ClaimPolicy {
             issuer: Some("https://auth.example".into()),
             audience: Some("api".into()),
-            leeway_secs: 0,
+            ..ClaimPolicy::default()
         };
         let strict = JwtKeys::hs256_with(
             "test-key-0123456789abcdef0123456789abcdef",
@@ -592,6 +706,142 @@ mod tests {
         }
         // The lenient default ignores iss/aud.
         assert!(keys().verify(&token, None, NOW).is_ok());
+    }
+
+    fn keys_with_user_id_claim(name: &str) -> JwtKeys {
+        JwtKeys::hs256_with(
+            "test-key-0123456789abcdef0123456789abcdef",
+            keys().lifetimes(),
+            ClaimPolicy {
+                user_id_claim: name.into(),
+                ..ClaimPolicy::default()
+            },
+        )
+    }
+
+    fn fixed_claims() -> Claims {
+        Claims {
+            token_type: "access",
+            exp: NOW + 1800,
+            iat: NOW,
+            jti: "0123456789abcdef0123456789abcdef".into(),
+            user_id: "42".into(),
+            sid: Some("s1".into()),
+        }
+    }
+
+    #[test]
+    fn default_user_id_claim_signs_the_same_bytes_as_simplejwt() {
+        let key = "test-key-0123456789abcdef0123456789abcdef";
+        // Built by hand in simplejwt's order: any change of name, order or
+        // encoding changes the bytes (and the HS256 replay of a rotation).
+        let expected = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+1800,"iat":NOW,
+                "jti":"0123456789abcdef0123456789abcdef","user_id":"42","sid":"s1"}),
+            key,
+        );
+        assert_eq!(keys().sign(&fixed_claims()).unwrap(), expected);
+        assert_eq!(
+            keys_with_user_id_claim("user_id")
+                .sign(&fixed_claims())
+                .unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn custom_user_id_claim_round_trips_in_place_of_user_id() {
+        let key = "test-key-0123456789abcdef0123456789abcdef";
+        let k = keys_with_user_id_claim("sub");
+        let token = k.sign(&fixed_claims()).unwrap();
+        let expected = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+1800,"iat":NOW,
+                "jti":"0123456789abcdef0123456789abcdef","sub":"42","sid":"s1"}),
+            key,
+        );
+        assert_eq!(token, expected);
+        let v = k.verify(&token, Some(TokenType::Access), NOW).unwrap();
+        assert_eq!((v.user_id, v.sid.as_deref()), (Some(42), Some("s1")));
+        // Numeric ids (older simplejwt) are read under the custom name too.
+        let numeric = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+60,"jti":"a","sub":7}),
+            key,
+        );
+        assert_eq!(k.verify(&numeric, None, NOW).unwrap().user_id, Some(7));
+    }
+
+    #[test]
+    fn a_token_with_the_id_under_another_name_has_no_user_id() {
+        let custom = keys_with_user_id_claim("sub");
+        // A default token carries `user_id`: no user for a `sub` ring...
+        let default_token = keys().sign(&fixed_claims()).unwrap();
+        assert_eq!(
+            custom.verify(&default_token, None, NOW).unwrap().user_id,
+            None
+        );
+        // ...and the reverse, as a token without `user_id` is today.
+        let sub_token = custom.sign(&fixed_claims()).unwrap();
+        assert_eq!(keys().verify(&sub_token, None, NOW).unwrap().user_id, None);
+    }
+
+    #[test]
+    fn a_repeated_user_id_claim_is_invalid() {
+        let key = "test-key-0123456789abcdef0123456789abcdef";
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let forge = |payload: &str| {
+            let head = b64(r#"{"alg":"HS256","typ":"JWT"}"#);
+            let body = b64(payload);
+            let signing_input = format!("{head}.{body}");
+            let sig = jsonwebtoken::crypto::sign(
+                signing_input.as_bytes(),
+                &EncodingKey::from_secret(key.as_bytes()),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{signing_input}.{sig}")
+        };
+        let exp = NOW + 60;
+        for (k, name) in [(keys(), "user_id"), (keys_with_user_id_claim("sub"), "sub")] {
+            let twice = forge(&format!(
+                r#"{{"token_type":"access","exp":{exp},"jti":"a","{name}":"1","{name}":"2"}}"#
+            ));
+            assert_eq!(
+                k.verify(&twice, None, NOW),
+                Err(TokenError::Invalid),
+                "{name}"
+            );
+            let once = forge(&format!(
+                r#"{{"token_type":"access","exp":{exp},"jti":"a","{name}":"1","other":1,"other":2}}"#
+            ));
+            assert_eq!(
+                k.verify(&once, None, NOW).unwrap().user_id,
+                Some(1),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_id_claim_names_are_checked() {
+        for ok in ["user_id", "sub", "uid", "A_1", &"x".repeat(64)] {
+            assert!(valid_user_id_claim(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "user-id",
+            "user id",
+            "ü",
+            &"x".repeat(65),
+            "token_type",
+            "exp",
+            "iat",
+            "jti",
+            "sid",
+            "iss",
+            "aud",
+        ] {
+            assert!(!valid_user_id_claim(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -185,6 +185,40 @@ async fn rust_service_with_the_shared_key() {
     );
 }
 
+/// tokend with `jwt.user_id_claim = "sub"` and a downstream service told the
+/// same name: the user id is read from `sub`; a service left on `user_id`
+/// finds no user in the token.
+async fn assert_custom_user_id_claim(start: impl Fn(&[(&str, &str)]) -> ChildServer, path: &str) {
+    let app = spawn_app_with(Backend::Sqlite, &[("TOKEND__JWT__USER_ID_CLAIM", "sub")]).await;
+    let (user_id, access, _) = app.user_with_tokens("alice", "pw12345").await;
+    let service = start(&[
+        ("TOKEND_SHARED_KEY", SIGNING_KEY),
+        ("TOKEND_USER_ID_CLAIM", "sub"),
+    ]);
+    let (status, body) = call(&service, path, Some(&access)).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).ok()),
+        (200, Some(json!({ "user_id": user_id.to_string() }))),
+        "{body}"
+    );
+    let unaware = start(&[("TOKEND_SHARED_KEY", SIGNING_KEY)]);
+    let (status, body) = call(&unaware, path, Some(&access)).await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_service_with_a_custom_user_id_claim() {
+    assert_custom_user_id_claim(start_rust, "/hello").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_service_with_a_custom_user_id_claim() {
+    let Some(python) = django_python() else {
+        return;
+    };
+    assert_custom_user_id_claim(|env| start_django(&python, env), "/hello/").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_service_with_jwks() {
     for algorithm in [SigningAlgorithm::EdDsa, SigningAlgorithm::Rs256] {

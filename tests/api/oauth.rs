@@ -103,6 +103,47 @@ async fn introspection_answers_claims_or_inactive(backend: Backend) {
     }
 }
 
+/// `jwt.user_id_claim = "sub"`: introspection answers as with the default
+/// name; a token with the id as `user_id` names no user, so it is inactive
+/// and revoking it ends nothing.
+async fn introspection_and_revocation_read_the_configured_user_id_claim(backend: Backend) {
+    let app = spawn_app_with(backend, &[CLIENTS, ("TOKEND__JWT__USER_ID_CLAIM", "sub")]).await;
+    let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    assert_eq!(crate::helpers::claims(&access).get("user_id"), None);
+    let billing = Some(("billing", "s3cret-billing"));
+    for (token, token_type) in [(&access, "access"), (&refresh, "refresh")] {
+        let reply = introspect(&app, billing, &format!("token={token}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let body = reply.json();
+        assert_eq!(
+            (
+                &body["active"],
+                &body["token_type"],
+                &body["sub"],
+                &body["user_id"],
+                &body["username"]
+            ),
+            (
+                &json!(true),
+                &json!(token_type),
+                &json!(id.to_string()),
+                &json!(id.to_string()),
+                &json!("alice")
+            )
+        );
+    }
+    let mut renamed = crate::helpers::claims(&refresh);
+    let object = renamed.as_object_mut().unwrap();
+    let value = object.shift_remove("sub").unwrap();
+    object.insert("user_id".into(), value);
+    let renamed = sign(&renamed);
+    introspect(&app, billing, &format!("token={renamed}"))
+        .await
+        .assert(200, r#"{"active":false}"#);
+    revoke(&app, &renamed).await.assert(200, "");
+    assert_eq!(app.refresh(&refresh).await.status, 200);
+}
+
 async fn revocation_follows_rfc_7009(backend: Backend) {
     let app = spawn_app_with(backend, &[CLIENTS]).await;
     let (_, access, refresh) = app.user_with_tokens("alice", "pw").await;
@@ -277,6 +318,7 @@ async fn a_second_process_on_the_same_database_agrees(backend: Backend) {
 }
 
 both_backends!(
+    introspection_and_revocation_read_the_configured_user_id_claim,
     a_second_process_on_the_same_database_agrees,
     introspection_needs_a_service_credential,
     introspection_answers_claims_or_inactive,

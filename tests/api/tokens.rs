@@ -306,6 +306,88 @@ async fn issuer_and_audience_when_configured(backend: Backend) {
     app.verify(&plain).await.assert(401, INVALID);
 }
 
+const USER_ID_CLAIM_SUB: (&str, &str) = ("TOKEND__JWT__USER_ID_CLAIM", "sub");
+
+/// `jwt.user_id_claim = "sub"`: tokens carry the id as `sub` (and no
+/// `user_id`), in simplejwt's place, and every endpoint reads it there.
+async fn user_id_claim_names_the_claim_written_and_read(backend: Backend) {
+    let app = spawn_app_with(backend, &[USER_ID_CLAIM_SUB]).await;
+    let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    for token in [&access, &refresh] {
+        let c = claims(token);
+        let names: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(names, ["token_type", "exp", "iat", "jti", "sub", "sid"]);
+        assert_eq!(c["sub"], id.to_string());
+    }
+    let me = format!(r#"{{"id":{id},"username":"alice"}}"#);
+    app.get_me(Some(&format!("Bearer {access}")))
+        .await
+        .assert(200, &me);
+    app.verify(&access).await.assert(200, "{}");
+    app.verify(&refresh).await.assert(200, "{}");
+    let rotated = app.refresh(&refresh).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let (a2, r2) = (rotated.token("access"), rotated.token("refresh"));
+    assert_eq!(claims(&r2)["sub"], id.to_string());
+    assert_eq!(claims(&r2).get("user_id"), None);
+    app.get_me(Some(&format!("Bearer {a2}")))
+        .await
+        .assert(200, &me);
+    app.blacklist(&r2).await.assert(200, "{}");
+    app.refresh(&r2).await.assert(401, BLACKLISTED);
+}
+
+/// With `sub` configured, a token of the same key with the id as `user_id`
+/// names no user: each endpoint answers exactly what it answers for a token
+/// without any id claim, and nothing is spent or revoked.
+async fn a_token_with_the_id_under_another_name_names_no_user(backend: Backend) {
+    let app = spawn_app_with(backend, &[USER_ID_CLAIM_SUB]).await;
+    let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
+    let resign = |token: &str, rename: bool| {
+        let mut c = claims(token);
+        let object = c.as_object_mut().unwrap();
+        let value = object.shift_remove("sub").unwrap();
+        if rename {
+            object.insert("user_id".into(), value);
+        }
+        sign(&c)
+    };
+    let (a_other, a_none) = (resign(&access, true), resign(&access, false));
+    let (r_other, r_none) = (resign(&refresh, true), resign(&refresh, false));
+    let bearer = |t: &str| format!("Bearer {t}");
+    let me = app.get_me(Some(&bearer(&a_other))).await;
+    me.assert(
+        401,
+        r#"{"detail":"Token contained no recognizable user identification","code":"token_not_valid"}"#,
+    );
+    let none = app.get_me(Some(&bearer(&a_none))).await;
+    assert_eq!((me.status, me.body), (none.status, none.body));
+    for (other, none) in [(&a_other, &a_none), (&r_other, &r_none)] {
+        let reply = app.verify(other).await;
+        let expected = app.verify(none).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (expected.status, &expected.body)
+        );
+    }
+    app.verify(&r_other).await.assert(401, INVALID);
+    for path in ["/api/token/refresh/", "/api/token/blacklist/"] {
+        let reply = app.post_json(path, json!({ "refresh": r_other })).await;
+        let expected = app.post_json(path, json!({ "refresh": r_none })).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (expected.status, &expected.body),
+            "{path}"
+        );
+        assert_eq!(reply.status, 401, "{path}: {}", reply.body);
+    }
+    // The genuine pair is untouched.
+    app.get_me(Some(&bearer(&access)))
+        .await
+        .assert(200, &format!(r#"{{"id":{id},"username":"alice"}}"#));
+    assert_eq!(app.refresh(&refresh).await.status, 200);
+}
+
 /// A fault that is not an outage (here a table gone) is a 500 with DRF's
 /// fixed body: the cause (the database's message, table names) goes to the
 /// log, never to the client.
@@ -325,6 +407,8 @@ async fn internal_errors_answer_one_fixed_body(backend: Backend) {
 }
 
 both_backends!(
+    user_id_claim_names_the_claim_written_and_read,
+    a_token_with_the_id_under_another_name_names_no_user,
     internal_errors_answer_one_fixed_body,
     issuer_and_audience_when_configured,
     login_issues_a_simplejwt_pair,
