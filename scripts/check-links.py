@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Every relative link in the repository's Markdown resolves: the file exists,
 and a #fragment names a heading of that file (GitHub's anchor rules). Also
-refuses links and mentions of paths outside the repository."""
+refuses relative paths, linked or quoted as code, that lead out of the
+repository: a reader of the repository has nothing there."""
 import os
 import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+CODE_PATH = re.compile(r"`(\.\./[^`\s]*)`")
 SKIP_DIRS = {"target", "node_modules", ".git", ".venv"}
 
 
@@ -35,14 +37,15 @@ def main():
             path = os.path.join(folder, name)
             text = open(path, encoding="utf-8").read()
             rel = os.path.relpath(path, ROOT)
-            if "../shared" in text or "/work/" in text:
-                problems.append(f"{rel}: mentions a path outside the repository")
+            for quoted in CODE_PATH.findall(text):
+                if not os.path.normpath(os.path.join(folder, quoted)).startswith(ROOT + os.sep):
+                    problems.append(f"{rel}: `{quoted}` leads out of the repository")
             for target in LINK.findall(text):
                 if re.match(r"^[a-z]+:", target):
                     continue  # http(s), mailto: not checked offline
                 file_part, _, fragment = target.partition("#")
                 dest = os.path.normpath(os.path.join(folder, file_part)) if file_part else path
-                if not dest.startswith(ROOT) or not os.path.exists(dest):
+                if not (dest == ROOT or dest.startswith(ROOT + os.sep)) or not os.path.exists(dest):
                     problems.append(f"{rel}: broken link {target}")
                 elif fragment and dest.endswith(".md") and fragment not in anchors(dest):
                     problems.append(f"{rel}: no heading for #{fragment} in {os.path.relpath(dest, ROOT)}")
