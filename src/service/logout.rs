@@ -12,12 +12,7 @@ use crate::storage::refresh_tokens::{self, RevokeOutcome};
 pub async fn logout(svc: &Services, refresh: &str) -> Result<(), ApiError> {
     let now = svc.now();
     let presented = presented_refresh(svc, refresh, now)?;
-    let (jti, sid, user_id, exp) = (
-        presented.token.jti,
-        presented.session_id.clone(),
-        presented.user_id,
-        presented.token.exp,
-    );
+    let (jti, sid, user_id, exp) = presented.row_key();
     let outcome = svc
         .db
         .write(move |conn| refresh_tokens::revoke(conn, &jti, &sid, user_id, exp, now))

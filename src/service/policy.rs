@@ -98,6 +98,19 @@ pub struct PresentedRefresh {
     pub session_id: String,
 }
 
+impl PresentedRefresh {
+    /// What storage needs to find the token's row, owned for the blocking
+    /// pool: (jti, session id, user id, signed expiry).
+    pub fn row_key(&self) -> (String, String, i64, i64) {
+        (
+            self.token.jti.clone(),
+            self.session_id.clone(),
+            self.user_id,
+            self.token.exp,
+        )
+    }
+}
+
 /// The refresh token presented to rotate or revoke it, checked.
 pub fn presented_refresh(
     svc: &Services,

@@ -39,12 +39,7 @@ pub async fn refresh(svc: &Services, client: IpAddr, refresh: &str) -> Result<Re
 async fn renew(svc: &Services, refresh: &str) -> Result<String, ApiError> {
     let now = svc.now();
     let presented = presented_refresh(svc, refresh, now)?;
-    let (jti, sid, user_id, exp) = (
-        presented.token.jti,
-        presented.session_id.clone(),
-        presented.user_id,
-        presented.token.exp,
-    );
+    let (jti, sid, user_id, exp) = presented.row_key();
     let outcome = svc
         .db
         .write(move |conn| refresh_tokens::renewal(conn, &jti, &sid, user_id, exp, now))
@@ -84,11 +79,7 @@ async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedP
         i64::MAX,
     );
     let grace = svc.reuse_grace_secs;
-    let (jti, sid, exp) = (
-        presented.token.jti,
-        presented.session_id.clone(),
-        presented.token.exp,
-    );
+    let (jti, sid, _, exp) = presented.row_key();
     let outcome = svc
         .db
         .write(move |conn| refresh_tokens::rotate(conn, &jti, &sid, exp, successor, grace))
