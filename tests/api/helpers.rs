@@ -235,6 +235,17 @@ impl TestApp {
             .await
     }
 
+    /// A JSON POST with `Authorization: Bearer <token>`.
+    pub async fn post_bearer(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(
+            self.client
+                .post(self.url(path))
+                .header("Authorization", format!("Bearer {token}"))
+                .json(&body),
+        )
+        .await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,

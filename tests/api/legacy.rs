@@ -25,16 +25,6 @@ fn legacy(token_type: &str, user_id: i64) -> String {
     }))
 }
 
-async fn bearer_post(app: &TestApp, path: &str, token: &str, body: serde_json::Value) -> Reply {
-    app.send(
-        app.client
-            .post(app.url(path))
-            .header("Authorization", format!("Bearer {token}"))
-            .json(&body),
-    )
-    .await
-}
-
 async fn introspect(app: &TestApp, token: &str) -> Reply {
     app.send(
         app.client
@@ -49,11 +39,10 @@ async fn introspect(app: &TestApp, token: &str) -> Reply {
 /// The endpoints that act on a session refuse a sessionless token whatever
 /// the configuration; the user's real session is untouched.
 async fn assert_session_endpoints_refuse(app: &TestApp, token: &str) {
-    bearer_post(app, "/api/user/logout-all/", token, json!({}))
+    app.post_bearer("/api/user/logout-all/", token, json!({}))
         .await
         .assert(401, BEARER_INVALID);
-    bearer_post(
-        app,
+    app.post_bearer(
         "/api/user/password/",
         token,
         json!({"old_password": "pw12345", "new_password": "taken over"}),
@@ -137,14 +126,9 @@ async fn sessionless_access_tokens_identify_imported_users_inside_the_window(bac
     let pair = app.login("legacy", "pw12345").await;
     assert_eq!(pair.status, 200, "{}", pair.body);
     assert_eq!(
-        bearer_post(
-            &app,
-            "/api/user/logout-all/",
-            &pair.token("access"),
-            json!({})
-        )
-        .await
-        .status,
+        app.post_bearer("/api/user/logout-all/", &pair.token("access"), json!({}))
+            .await
+            .status,
         200
     );
     assert_eq!(

@@ -24,16 +24,6 @@ async fn me_ok(app: &TestApp, access: &str) {
     assert_eq!(me.status, 200, "{}", me.body);
 }
 
-async fn post_bearer(app: &TestApp, path: &str, access: &str, body: serde_json::Value) -> Reply {
-    app.send(
-        app.client
-            .post(app.url(path))
-            .header("Authorization", format!("Bearer {access}"))
-            .json(&body),
-    )
-    .await
-}
-
 async fn the_refresh_token_stays_usable_until_logout(backend: Backend) {
     let app = spawn_app_with(backend, &[OFF]).await;
     let (_, a0, r) = app.user_with_tokens("alice", "pw").await;
@@ -66,7 +56,7 @@ async fn logout_everywhere_and_password_change_end_it(backend: Backend) {
     let app = spawn_app_with(backend, &[OFF]).await;
     let (_, a0, r) = app.user_with_tokens("alice", "pw").await;
     access_only(&app.refresh(&r).await);
-    post_bearer(&app, "/api/user/logout-all/", &a0, json!({}))
+    app.post_bearer("/api/user/logout-all/", &a0, json!({}))
         .await
         .assert(200, "{}");
     app.refresh(&r).await.assert(401, BLACKLISTED);
@@ -76,8 +66,7 @@ async fn logout_everywhere_and_password_change_end_it(backend: Backend) {
     let r = pair.token("refresh");
     let other = app.login("alice", "pw").await.token("access");
     access_only(&app.refresh(&r).await);
-    post_bearer(
-        &app,
+    app.post_bearer(
         "/api/user/password/",
         &other,
         json!({"old_password": "pw", "new_password": "new password"}),
