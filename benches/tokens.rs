@@ -21,6 +21,7 @@ fn claims() -> Claims {
         jti: "0123456789abcdef0123456789abcdef".to_owned(),
         user_id: "42".to_owned(),
         sid: Some("0123456789abcdef0123456789abcdef".to_owned()),
+        extra: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use actix_web::http::header::HeaderName;
 use serde::{Deserialize, Deserializer};
 
+use crate::auth::claims::ExtraClaim;
 use crate::auth::keys::SigningAlgorithm;
 
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -148,6 +149,9 @@ pub struct JwtSettings {
     /// Record each login's instant in `users.last_login` (simplejwt's
     /// UPDATE_LAST_LOGIN).
     pub update_last_login: bool,
+    /// User fields written into access tokens, in this order.
+    #[serde(deserialize_with = "extra_claims")]
+    pub extra_claims: Vec<ExtraClaim>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +293,28 @@ fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> 
     Ok(comma_list(&String::deserialize(d)?)
         .map(PathBuf::from)
         .collect())
+}
+
+/// Names among `ExtraClaim::ALL`, each at most once.
+fn extra_claims<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ExtraClaim>, D::Error> {
+    let text = String::deserialize(d)?;
+    let mut claims = Vec::new();
+    for name in comma_list(&text) {
+        let claim = ExtraClaim::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = ExtraClaim::ALL.iter().map(|c| c.name()).collect();
+            serde::de::Error::custom(format!(
+                "jwt.extra_claims: `{name}` is not one of {}",
+                known.join(", ")
+            ))
+        })?;
+        if claims.contains(&claim) {
+            return Err(serde::de::Error::custom(format!(
+                "jwt.extra_claims: `{name}` is listed twice"
+            )));
+        }
+        claims.push(claim);
+    }
+    Ok(claims)
 }
 
 /// `*` anywhere in the list allows any origin; otherwise every entry must
@@ -473,6 +499,17 @@ impl Settings {
                  the claims tokend writes itself ({})",
                 self.jwt.user_id_claim,
                 crate::auth::jwt::RESERVED_CLAIMS.join(", ")
+            ));
+        }
+        if let Some(clash) = self
+            .jwt
+            .extra_claims
+            .iter()
+            .find(|c| c.name() == self.jwt.user_id_claim)
+        {
+            return invalid(format!(
+                "jwt.extra_claims: `{}` is the user id claim (jwt.user_id_claim)",
+                clash.name()
             ));
         }
         if self.jwt.refresh_reuse_grace_secs < 0 {

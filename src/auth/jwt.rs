@@ -60,6 +60,10 @@ pub struct Claims {
     /// The session (token family); absent in tokens minted elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// Claims of `jwt.extra_claims` and the claims hook (access tokens
+    /// only), written last.
+    #[serde(flatten)]
+    pub extra: super::claims::ClaimMap,
 }
 
 /// The claims of a token that passed every check.
@@ -213,6 +217,9 @@ impl Serialize for SignedClaims<'_> {
         }
         if let Some(aud) = self.aud {
             map.serialize_entry("aud", aud)?;
+        }
+        for (name, value) in &c.extra {
+            map.serialize_entry(name, value)?;
         }
         map.end()
     }
@@ -517,6 +524,7 @@ mod tests {
             jti: new_jti(),
             user_id: user_id.to_string(),
             sid: sid.map(str::to_owned),
+            extra: Default::default(),
         }
     }
 
@@ -727,7 +735,25 @@ mod tests {
             jti: "0123456789abcdef0123456789abcdef".into(),
             user_id: "42".into(),
             sid: Some("s1".into()),
+            extra: Default::default(),
         }
+    }
+
+    #[test]
+    fn extra_claims_come_last_in_their_order() {
+        let key = "test-key-0123456789abcdef0123456789abcdef";
+        let mut claims = fixed_claims();
+        claims.extra.insert("username".into(), "alice".into());
+        claims
+            .extra
+            .insert("groups".into(), serde_json::json!(["a", "b"]));
+        let expected = sign(
+            serde_json::json!({"token_type":"access","exp":NOW+1800,"iat":NOW,
+                "jti":"0123456789abcdef0123456789abcdef","user_id":"42","sid":"s1",
+                "username":"alice","groups":["a","b"]}),
+            key,
+        );
+        assert_eq!(keys().sign(&claims).unwrap(), expected);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Pure authentication logic: no web framework, no database.
 
+pub mod claims;
 pub mod credentials;
 pub mod hashing;
 pub mod jwt;

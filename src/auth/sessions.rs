@@ -7,6 +7,7 @@
 
 use rand::RngCore;
 
+use super::claims::ClaimMap;
 use super::jwt::{Claims, JwtKeys, SigningError, TokenLifetimes, TokenType};
 
 /// 32 lowercase hex characters, like a jti.
@@ -26,6 +27,8 @@ pub struct PairSpec {
     pub refresh_expires_at: i64,
     pub access_jti: String,
     pub access_expires_at: i64,
+    /// The access token's extra claims (empty: simplejwt's exact claims).
+    pub access_claims: ClaimMap,
 }
 
 impl PairSpec {
@@ -45,7 +48,14 @@ impl PairSpec {
             refresh_expires_at: (now + lifetimes.refresh_secs).min(session_expires_at),
             access_jti: super::jwt::new_jti(),
             access_expires_at: (now + lifetimes.access_secs).min(session_expires_at),
+            access_claims: ClaimMap::new(),
         }
+    }
+
+    /// The same pair, its access token carrying `claims`.
+    pub fn with_access_claims(mut self, claims: ClaimMap) -> Self {
+        self.access_claims = claims;
+        self
     }
 
     /// The same pair, cut to end with the session.
@@ -56,9 +66,13 @@ impl PairSpec {
     }
 
     fn claims(&self, token_type: TokenType) -> Claims {
-        let (jti, exp) = match token_type {
-            TokenType::Access => (&self.access_jti, self.access_expires_at),
-            TokenType::Refresh => (&self.refresh_jti, self.refresh_expires_at),
+        let (jti, exp, extra) = match token_type {
+            TokenType::Access => (
+                &self.access_jti,
+                self.access_expires_at,
+                self.access_claims.clone(),
+            ),
+            TokenType::Refresh => (&self.refresh_jti, self.refresh_expires_at, ClaimMap::new()),
         };
         Claims {
             token_type: token_type.as_str(),
@@ -67,6 +81,7 @@ impl PairSpec {
             jti: jti.clone(),
             user_id: self.user_id.to_string(),
             sid: Some(self.session_id.clone()),
+            extra,
         }
     }
 

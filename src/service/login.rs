@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::claims::access_claims;
 use super::Services;
+use crate::auth::claims::ClaimsEvent;
 use crate::auth::sessions::{new_session_id, PairSpec, SignedPair};
 use crate::error::ApiError;
 use crate::metrics::LoginOutcome;
@@ -74,6 +76,7 @@ pub async fn login(
             tracing::warn!(error = %crate::error::Chain(&e), user_id = user.id, "password hash upgrade failed");
         }
     }
+    let claims = access_claims(svc, user.id, ClaimsEvent::Login).await?;
     let now = svc.now();
     let session_end = now + svc.session_max_age_secs;
     let pair = PairSpec::new(
@@ -82,7 +85,8 @@ pub async fn login(
         now,
         svc.keys.lifetimes(),
         session_end,
-    );
+    )
+    .with_access_claims(claims);
     let tokens = pair.sign(&svc.keys)?;
     let record_last_login = svc.update_last_login;
     match svc

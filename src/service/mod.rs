@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod bearer;
 pub mod cached;
 pub mod change_password;
+pub mod claims;
 pub mod introspect;
 pub mod login;
 pub mod logout;
@@ -42,6 +43,8 @@ pub struct Services {
     pub accept_sessionless_until: i64,
     /// Record each login's instant in `users.last_login`.
     pub update_last_login: bool,
+    /// User fields written into access tokens (`jwt.extra_claims`).
+    pub extra_claims: Vec<crate::auth::claims::ExtraClaim>,
     /// The services allowed to introspect.
     pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// Brute-force limits; `None` when disabled.

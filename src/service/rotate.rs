@@ -8,8 +8,10 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::claims::access_claims;
 use super::policy::presented_refresh;
 use super::Services;
+use crate::auth::claims::ClaimsEvent;
 use crate::auth::jwt::TokenError;
 use crate::auth::sessions::{PairSpec, SignedPair};
 use crate::error::ApiError;
@@ -56,6 +58,7 @@ async fn renew(svc: &Services, refresh: &str) -> Result<String, ApiError> {
             });
         }
     };
+    let claims = access_claims(svc, presented.user_id, ClaimsEvent::Refresh).await?;
     svc.metrics.refresh(RefreshOutcome::Renewed);
     let spec = PairSpec::new(
         presented.user_id,
@@ -63,13 +66,18 @@ async fn renew(svc: &Services, refresh: &str) -> Result<String, ApiError> {
         now,
         svc.keys.lifetimes(),
         session_end,
-    );
+    )
+    .with_access_claims(claims);
     Ok(spec.sign_access(&svc.keys)?)
 }
 
 async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedPair, ApiError> {
     let now = svc.now();
     let presented = presented_refresh(svc, refresh, now)?;
+    // Computed before the rotation's transaction (never wait on the claims
+    // hook holding the session's lock); a replay serves the claims stored
+    // with the successor instead.
+    let claims = access_claims(svc, presented.user_id, ClaimsEvent::Refresh).await?;
     // Cut to the session's end inside the rotation.
     let successor = PairSpec::new(
         presented.user_id,
@@ -77,7 +85,8 @@ async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedP
         now,
         svc.keys.lifetimes(),
         i64::MAX,
-    );
+    )
+    .with_access_claims(claims);
     let grace = svc.reuse_grace_secs;
     let (jti, sid, _, exp) = presented.row_key();
     let outcome = svc

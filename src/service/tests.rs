@@ -41,6 +41,7 @@ fn services(dir: &std::path::Path) -> Services {
         rotate_refresh_tokens: true,
         accept_sessionless_until: 0,
         update_last_login: false,
+        extra_claims: Vec::new(),
         introspection_clients: vec![],
         throttle: None,
         // Long enough that only an invalidation can make a check see a change.

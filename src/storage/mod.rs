@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod django;
+pub mod groups;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;

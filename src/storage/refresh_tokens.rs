@@ -19,6 +19,7 @@ use diesel::prelude::*;
 use super::schema::{self, refresh_tokens, users};
 use super::sessions::{self, RevokeReason, SessionState};
 use super::{is_foreign_key_violation, DbConnection, StorageError};
+use crate::auth::claims::ClaimMap;
 use crate::auth::sessions::{judge_reuse, PairSpec, Reuse};
 
 fn insert(conn: &mut DbConnection, pair: &PairSpec) -> Result<(), diesel::result::Error> {
@@ -31,9 +32,27 @@ fn insert(conn: &mut DbConnection, pair: &PairSpec) -> Result<(), diesel::result
             refresh_tokens::session_id.eq(&pair.session_id),
             refresh_tokens::access_jti.eq(&pair.access_jti),
             refresh_tokens::access_expires_at.eq(pair.access_expires_at),
+            refresh_tokens::access_claims.eq(claims_json(&pair.access_claims)),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// NULL for no extra claims (every row before they existed reads so too).
+fn claims_json(claims: &ClaimMap) -> Option<String> {
+    if claims.is_empty() {
+        None
+    } else {
+        serde_json::to_string(claims).ok()
+    }
+}
+
+fn parse_claims(stored: Option<&str>) -> Result<ClaimMap, diesel::result::Error> {
+    match stored {
+        None => Ok(ClaimMap::new()),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| diesel::result::Error::DeserializationError(Box::new(e))),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,10 +149,11 @@ type StoredRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 
 /// (issued_at, expires_at, revoked_at, replaced_by, session_id, access_jti,
-/// access_expires_at) of a recorded token of `user_id`.
+/// access_expires_at, access_claims) of a recorded token of `user_id`.
 fn lookup(
     conn: &mut DbConnection,
     jti: &str,
@@ -150,6 +170,7 @@ fn lookup(
             refresh_tokens::session_id,
             refresh_tokens::access_jti,
             refresh_tokens::access_expires_at,
+            refresh_tokens::access_claims,
         ))
         .first(conn)
         .optional()
@@ -170,6 +191,7 @@ fn live_pair(
             Some(session_id),
             Some(access_jti),
             Some(access_expires_at),
+            access_claims,
         )) => Some(PairSpec {
             user_id,
             session_id,
@@ -178,6 +200,7 @@ fn live_pair(
             refresh_expires_at: expires_at,
             access_jti,
             access_expires_at,
+            access_claims: parse_claims(access_claims.as_deref())?,
         }),
         _ => None,
     })
@@ -305,7 +328,8 @@ fn already_spent(
     now: i64,
     grace_secs: i64,
 ) -> Result<SpendOutcome, Abort> {
-    let Some((_, _, revoked_at, replaced_by, stored_session, _, _)) = lookup(conn, jti, user_id)?
+    let Some((_, _, revoked_at, replaced_by, stored_session, _, _, _)) =
+        lookup(conn, jti, user_id)?
     else {
         // An older ancestor, as if its row were still there: theft in a live
         // session, a plain refusal in a dead one.
@@ -381,7 +405,7 @@ pub fn renewal(
     token_exp: i64,
     now: i64,
 ) -> Result<RenewOutcome, StorageError> {
-    let Some((_, _, revoked_at, _, stored_session, _, _)) = lookup(conn, jti, user_id)? else {
+    let Some((_, _, revoked_at, _, stored_session, _, _, _)) = lookup(conn, jti, user_id)? else {
         return Ok(
             match ancestor_session(conn, session_id, user_id, token_exp, now)? {
                 Some(SessionState::Expired) => RenewOutcome::SessionExpired,
@@ -468,7 +492,7 @@ pub fn status(
     token_exp: i64,
     now: i64,
 ) -> Result<TokenStatus, StorageError> {
-    let Some((_, _, revoked_at, _, stored_session, _, _)) = lookup(conn, jti, user_id)? else {
+    let Some((_, _, revoked_at, _, stored_session, _, _, _)) = lookup(conn, jti, user_id)? else {
         // A deleted ancestor reads as spent, as its row did.
         return Ok(
             match ancestor_session(conn, session_id, user_id, token_exp, now)? {

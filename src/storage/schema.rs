@@ -14,6 +14,10 @@ diesel::table! {
         kept_legacy_id -> Bool,
         // Unix seconds; set at login when jwt.update_last_login is on.
         last_login -> Nullable<BigInt>,
+        /// NULL when the user has none.
+        email -> Nullable<Text>,
+        is_staff -> Bool,
+        is_superuser -> Bool,
     }
 }
 
@@ -28,6 +32,8 @@ diesel::table! {
         session_id -> Nullable<Text>,
         access_jti -> Nullable<Text>,
         access_expires_at -> Nullable<BigInt>,
+        /// The access token's extra claims (JSON object), for replays.
+        access_claims -> Nullable<Text>,
     }
 }
 
@@ -42,6 +48,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    groups (id) {
+        id -> BigInt,
+        name -> Text,
+    }
+}
+
+diesel::table! {
+    user_groups (user_id, group_id) {
+        user_id -> BigInt,
+        group_id -> BigInt,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens, sessions);
+diesel::joinable!(user_groups -> users (user_id));
+diesel::joinable!(user_groups -> groups (group_id));
+diesel::allow_tables_to_appear_in_same_query!(users, refresh_tokens, sessions, groups, user_groups);

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 
 use super::schema::users;
 use super::{is_unique_violation, DbConnection, StorageError};
+use crate::auth::claims::UserProfile;
 
 #[derive(Clone, Queryable)]
 pub struct UserRecord {
@@ -60,6 +61,60 @@ pub fn find_by_id(conn: &mut DbConnection, id: i64) -> Result<Option<UserRecord>
         .select(USER_COLUMNS)
         .first(conn)
         .optional()?)
+}
+
+/// The user as claims see them (with their groups); `None` when there is
+/// no such user.
+pub fn profile(conn: &mut DbConnection, id: i64) -> Result<Option<UserProfile>, StorageError> {
+    let row: Option<(String, Option<String>, bool, bool, bool)> = users::table
+        .filter(users::id.eq(id))
+        .select((
+            users::username,
+            users::email,
+            users::is_active,
+            users::is_staff,
+            users::is_superuser,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((username, email, is_active, is_staff, is_superuser)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(UserProfile {
+        id,
+        username,
+        email,
+        is_active,
+        is_staff,
+        is_superuser,
+        groups: super::groups::names_of(conn, id)?,
+    }))
+}
+
+/// A flag of Django's user model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Staff,
+    Superuser,
+}
+
+/// Sets `flag` of user `id`; false when there is no such user.
+pub fn set_flag(
+    conn: &mut DbConnection,
+    id: i64,
+    flag: Flag,
+    value: bool,
+) -> Result<bool, StorageError> {
+    let target = users::table.filter(users::id.eq(id));
+    let changed = match flag {
+        Flag::Staff => diesel::update(target)
+            .set(users::is_staff.eq(value))
+            .execute(conn)?,
+        Flag::Superuser => diesel::update(target)
+            .set(users::is_superuser.eq(value))
+            .execute(conn)?,
+    };
+    Ok(changed == 1)
 }
 
 pub fn username_exists(conn: &mut DbConnection, name: &str) -> Result<bool, StorageError> {
