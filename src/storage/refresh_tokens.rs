@@ -112,10 +112,10 @@ pub fn start_session(
 pub enum SpendOutcome {
     /// This call spent the token; here is the successor pair, as recorded
     /// (cut to the session's end).
-    Rotated(PairSpec),
+    Rotated(Box<PairSpec>),
     /// The token was rotated moments ago (inside the grace window) and its
     /// successor is still current: the same successor pair again.
-    Replayed(PairSpec),
+    Replayed(Box<PairSpec>),
     /// Spent outside the grace window, or an older ancestor: the session was
     /// revoked by this call.
     ReuseDetected,
@@ -303,7 +303,7 @@ pub fn rotate(
         .execute(conn)?;
         let successor = successor.clone().capped(session_end);
         match insert(conn, &successor) {
-            Ok(()) => Ok(SpendOutcome::Rotated(successor)),
+            Ok(()) => Ok(SpendOutcome::Rotated(Box::new(successor))),
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(Abort::Outcome(SpendOutcome::NoActiveAccount))
             }
@@ -368,7 +368,7 @@ fn already_spent(
         (Reuse::Replay, Some(_)) if !user_is_active(conn, user_id)? => {
             Ok(SpendOutcome::NoActiveAccount)
         }
-        (Reuse::Replay, Some(pair)) => Ok(SpendOutcome::Replayed(pair)),
+        (Reuse::Replay, Some(pair)) => Ok(SpendOutcome::Replayed(Box::new(pair))),
         _ => {
             sessions::revoke_in_tx(conn, session_id, user_id, RevokeReason::Reuse, now)?;
             Ok(SpendOutcome::ReuseDetected)
