@@ -34,6 +34,34 @@ fn is_username_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '_' | '.' | '@' | '+' | '-')
 }
 
+/// Django's `Group.name` limit.
+pub const GROUP_NAME_MAX_CHARS: usize = 150;
+
+/// A group name: as Django's (any text up to 150 characters), but never
+/// empty, never padded with spaces and without control characters: names
+/// go into tokens, listings and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.is_empty() || value.trim() != value {
+            return Err("a group name must not be empty or start or end with spaces".into());
+        }
+        if value.chars().count() > GROUP_NAME_MAX_CHARS {
+            return Err(max_length_message(GROUP_NAME_MAX_CHARS));
+        }
+        if value.chars().any(char::is_control) {
+            return Err("a group name must not contain control characters".into());
+        }
+        Ok(GroupName(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A username accepted at registration: valid characters, at most 150
 /// characters, NFKC-normalised (as Django's `normalize_username`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,5 +164,15 @@ mod tests {
             format!("{:?}", NewPassword::parse("hunter2").unwrap()),
             "NewPassword(***)"
         );
+    }
+
+    #[test]
+    fn group_names_as_django_without_invisible_surprises() {
+        for ok in ["editors", "Support team", "ops/eu-1", "été", &"g".repeat(150)] {
+            assert_eq!(GroupName::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["", " editors", "editors ", "a\nb", "a\u{0}b", &"g".repeat(151)] {
+            assert!(GroupName::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! `tokend users import-django`: users from a Django `auth_user` table.
+//! `tokend users import-django`: users from a Django `auth_user` table,
+//! with their flags, dates and groups.
 
 use anyhow::Context;
-use tokend::auth::credentials::NewUsername;
+use tokend::auth::credentials::{GroupName, NewUsername};
 use tokend::storage::users as user_store;
 use tokend::storage::Database;
 
@@ -17,6 +18,61 @@ struct ImportCounts {
     id_taken: u64,
     bad_username: u64,
     unusable: u64,
+    groups: u64,
+    bad_group: u64,
+    memberships: u64,
+}
+
+/// Django's groups (created here when missing), then the memberships of
+/// the users imported with their Django id (now or by an earlier run;
+/// never a namesake registered here). Re-runs add what is missing and
+/// remove nothing.
+fn import_groups(
+    db: &Database,
+    source: &mut tokend::storage::DbConnection,
+    batch: i64,
+    counts: &mut ImportCounts,
+) -> anyhow::Result<()> {
+    use tokend::storage::{django, groups};
+    let names = django::group_names(source).context("cannot read auth_group")?;
+    let mut valid = std::collections::HashSet::new();
+    for name in names {
+        match GroupName::parse(&name) {
+            Ok(group) => {
+                if db.run_blocking(|conn| groups::create(conn, group.as_str()))?
+                    == groups::CreateGroup::Created
+                {
+                    counts.groups += 1;
+                }
+                valid.insert(name);
+            }
+            Err(problem) => {
+                counts.bad_group += 1;
+                eprintln!(
+                    "import-django: group \"{}\" refused: {problem}",
+                    name.escape_debug().take(200).collect::<String>()
+                );
+            }
+        }
+    }
+    let mut after = 0;
+    loop {
+        let page = django::memberships(source, after, batch.max(1))
+            .context("cannot read auth_user_groups")?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (_, user_id, username, group) in page {
+            if !valid.contains(&group) {
+                continue;
+            }
+            if db.run_blocking(|conn| {
+                user_store::import_membership(conn, i64::from(user_id), &username, &group)
+            })? {
+                counts.memberships += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Result<()> {
@@ -55,17 +111,18 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                     continue;
                 }
             }
-            let outcome = db.run_blocking(|conn| {
-                user_store::import(
-                    conn,
-                    i64::from(user.id),
-                    &user.username,
-                    &user.password,
-                    user.is_active,
-                    user.last_login,
-                    unix_now(),
-                )
-            })?;
+            let imported = user_store::ImportedUser {
+                id: i64::from(user.id),
+                username: &user.username,
+                password_hash: &user.password,
+                email: Some(user.email.as_str()).filter(|e| !e.is_empty()),
+                is_active: user.is_active,
+                is_staff: user.is_staff,
+                is_superuser: user.is_superuser,
+                last_login: user.last_login,
+                date_joined: user.date_joined.unwrap_or_else(unix_now),
+            };
+            let outcome = db.run_blocking(|conn| user_store::import(conn, &imported))?;
             match outcome {
                 ImportUser::Imported => {
                     counts.imported += 1;
@@ -80,7 +137,7 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                         user.id, user.username
                     );
                 }
-                ImportUser::UsernameTaken => counts.skipped += 1,
+                ImportUser::UsernameTaken | ImportUser::AlreadyImported => counts.skipped += 1,
             }
         }
         eprintln!("import-django: {}/{total} read", counts.read);
@@ -88,11 +145,16 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
     // Django users created during the import may have larger ids.
     let highest = django_max.max(i64::from(after));
     db.run_blocking(|conn| user_store::advance_id_sequence(conn, highest))?;
+    import_groups(db, &mut source, batch, &mut counts)?;
     let c = &counts;
     println!(
         "import-django done: {} read, {} imported with their ids, {} skipped (username exists), \
          {} refused (id belongs to another user), {} refused (invalid username)",
         c.read, c.imported, c.skipped, c.id_taken, c.bad_username
+    );
+    println!(
+        "groups: {} created, {} refused (invalid name); {} memberships of imported users",
+        c.groups, c.bad_group, c.memberships
     );
     if c.unusable > 0 {
         println!(
@@ -101,10 +163,10 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
             c.unusable
         );
     }
-    if c.id_taken + c.bad_username > 0 {
+    let refused = c.id_taken + c.bad_username + c.bad_group;
+    if refused > 0 {
         anyhow::bail!(
-            "{} row(s) refused (see above): fix them in either database and re-run",
-            c.id_taken + c.bad_username
+            "{refused} row(s) refused (see above): fix them in either database and re-run"
         );
     }
     Ok(())

@@ -41,6 +41,19 @@ pub enum Command {
     /// Signing keys: generate, derive the public key, show the JWKS.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage groups (Django's auth groups; `groups` in access tokens).
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum GroupsCommand {
+    /// Create a group (at most 150 characters, no surrounding spaces).
+    Create { name: String },
+    /// List groups: name, number of members.
+    List,
+    /// Delete a group and its memberships.
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +87,23 @@ pub enum UsersCommand {
     Delete { username: String },
     /// Set a new password (first line of stdin) and revoke all sessions.
     SetPassword { username: String },
+    /// Add a user to a group (shows in access tokens from their next
+    /// refresh when jwt.extra_claims has `groups`).
+    AddGroup { username: String, group: String },
+    /// Remove a user from a group.
+    RemoveGroup { username: String, group: String },
+    /// Grant (true) or withdraw (false) Django's is_staff.
+    SetStaff {
+        username: String,
+        #[arg(action = clap::ArgAction::Set)]
+        value: bool,
+    },
+    /// Grant (true) or withdraw (false) Django's is_superuser.
+    SetSuperuser {
+        username: String,
+        #[arg(action = clap::ArgAction::Set)]
+        value: bool,
+    },
     /// Import users from a Django `auth_user` table (SQLite path/URL or
     /// postgres:// URL), keeping ids and password hashes (pbkdf2_sha256,
     /// bcrypt_sha256, bcrypt); those users log in with their old passwords
@@ -104,6 +134,7 @@ pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         Command::Purge => ops::purge(&settings),
         Command::CheckConfig => keys::check_config(&settings),
         Command::Keys(command) => keys::keys(&settings, command),
+        Command::Groups(command) => users::groups(&settings, command),
     }
 }
 

@@ -2,15 +2,17 @@
 //! the HTTP API (`tokend::service::accounts`).
 
 use anyhow::{bail, Context};
-use tokend::auth::credentials::{NewPassword, NewUsername};
+use tokend::auth::credentials::{GroupName, NewPassword, NewUsername};
 use tokend::auth::hashing::{HashingPolicy, HashingPool};
 use tokend::config::Settings;
 use tokend::service::accounts::{self, Accounts, LOCAL};
-use tokend::storage::users::{CreateUser, UserRecord};
+use tokend::service::groups;
+use tokend::storage::groups::{CreateGroup, Membership};
+use tokend::storage::users::{CreateUser, Flag, UserRecord};
 
 use tokend::clock::unix_now;
 
-use super::{database, UsersCommand};
+use super::{database, GroupsCommand, UsersCommand};
 
 fn read_password() -> anyhow::Result<NewPassword> {
     let mut line = String::new();
@@ -32,6 +34,19 @@ async fn find_user(acc: &Accounts<'_>, username: &str) -> anyhow::Result<UserRec
 }
 
 pub(super) fn users(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
+    with_accounts(settings, Admin::Users(command))
+}
+
+pub(super) fn groups(settings: &Settings, command: GroupsCommand) -> anyhow::Result<()> {
+    with_accounts(settings, Admin::Groups(command))
+}
+
+enum Admin {
+    Users(UsersCommand),
+    Groups(GroupsCommand),
+}
+
+fn with_accounts(settings: &Settings, command: Admin) -> anyhow::Result<()> {
     let db = database(settings)?;
     // One hashing thread: the command line hashes one password at most.
     let hashing = HashingPool::new(HashingPolicy {
@@ -50,7 +65,65 @@ pub(super) fn users(settings: &Settings, command: UsersCommand) -> anyhow::Resul
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(administer(&acc, command))
+    runtime.block_on(async {
+        match command {
+            Admin::Users(command) => administer(&acc, command).await,
+            Admin::Groups(command) => administer_groups(&acc, command).await,
+        }
+    })
+}
+
+fn group_name(name: &str) -> anyhow::Result<GroupName> {
+    GroupName::parse(name).map_err(|problem| anyhow::anyhow!("group {name:?}: {problem}"))
+}
+
+async fn administer_groups(acc: &Accounts<'_>, command: GroupsCommand) -> anyhow::Result<()> {
+    match command {
+        GroupsCommand::Create { name } => match groups::create(acc, &group_name(&name)?).await? {
+            CreateGroup::Created => println!("created group {name}"),
+            CreateGroup::Exists => bail!("a group named {name:?} already exists"),
+        },
+        GroupsCommand::List => {
+            for (name, members) in groups::list(acc).await? {
+                println!("{name}\t{members}");
+            }
+        }
+        GroupsCommand::Delete { name } => {
+            if !groups::delete(acc, &name).await? {
+                bail!("no group named {name:?}");
+            }
+            println!("deleted group {name}");
+        }
+    }
+    Ok(())
+}
+
+/// The outcome of a membership change, as the command reports it.
+fn membership(outcome: Membership, group: &str, done: &str, already: &str) -> anyhow::Result<()> {
+    match outcome {
+        Membership::Changed => println!("{done}"),
+        Membership::Unchanged => println!("{already}"),
+        Membership::NoSuchGroup => bail!("no group named {group:?} (create it: tokend groups create)"),
+    }
+    Ok(())
+}
+
+async fn set_flag(
+    acc: &Accounts<'_>,
+    username: &str,
+    flag: Flag,
+    value: bool,
+) -> anyhow::Result<()> {
+    let user = find_user(acc, username).await?;
+    if !groups::set_flag(acc, user.id, flag, value).await? {
+        bail!("no user named {username:?}");
+    }
+    let name = match flag {
+        Flag::Staff => "is_staff",
+        Flag::Superuser => "is_superuser",
+    };
+    println!("{name} of {username} set to {value}");
+    Ok(())
 }
 
 async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result<()> {
@@ -93,6 +166,32 @@ async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result
             let revoked =
                 accounts::set_password(acc, user.id, &password, None, LOCAL, unix_now()).await?;
             println!("password of {username} set; {revoked} session(s) revoked");
+        }
+        UsersCommand::AddGroup { username, group } => {
+            let user = find_user(acc, &username).await?;
+            let outcome = groups::add_member(acc, user.id, &group).await?;
+            membership(
+                outcome,
+                &group,
+                &format!("added {username} to {group}"),
+                &format!("{username} is already in {group}"),
+            )?;
+        }
+        UsersCommand::RemoveGroup { username, group } => {
+            let user = find_user(acc, &username).await?;
+            let outcome = groups::remove_member(acc, user.id, &group).await?;
+            membership(
+                outcome,
+                &group,
+                &format!("removed {username} from {group}"),
+                &format!("{username} is not in {group}"),
+            )?;
+        }
+        UsersCommand::SetStaff { username, value } => {
+            set_flag(acc, &username, Flag::Staff, value).await?
+        }
+        UsersCommand::SetSuperuser { username, value } => {
+            set_flag(acc, &username, Flag::Superuser, value).await?
         }
         // Blocking calls: nothing else runs on the command line's runtime.
         UsersCommand::ImportDjango { from, batch } => {

@@ -10,6 +10,7 @@ pub mod bearer;
 pub mod cached;
 pub mod change_password;
 pub mod claims;
+pub mod groups;
 pub mod introspect;
 pub mod login;
 pub mod logout;

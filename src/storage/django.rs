@@ -13,19 +13,47 @@ diesel::table! {
         id -> Integer,
         password -> Text,
         username -> Text,
+        email -> Text,
         is_active -> Bool,
+        is_staff -> Bool,
+        is_superuser -> Bool,
     }
 }
+
+diesel::table! {
+    auth_group (id) {
+        id -> Integer,
+        name -> Text,
+    }
+}
+
+diesel::table! {
+    auth_user_groups (id) {
+        id -> Integer,
+        user_id -> Integer,
+        group_id -> Integer,
+    }
+}
+
+diesel::joinable!(auth_user_groups -> auth_group (group_id));
+diesel::joinable!(auth_user_groups -> auth_user (user_id));
+diesel::allow_tables_to_appear_in_same_query!(auth_user, auth_group, auth_user_groups);
 
 #[derive(Clone, Queryable)]
 pub struct DjangoUser {
     pub id: i32,
     pub password: String,
     pub username: String,
+    /// "" when none (Django's way).
+    pub email: String,
     pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
     /// Unix seconds; `None` when Django never recorded a login (or, on
     /// SQLite, the stored text is not a date SQLite reads).
     pub last_login: Option<i64>,
+    /// Unix seconds; `None` only when SQLite cannot read the stored text.
+    pub date_joined: Option<i64>,
 }
 
 /// Never prints the password hash.
@@ -85,13 +113,20 @@ pub fn page(
     after: i32,
     limit: i64,
 ) -> Result<Vec<DjangoUser>, StorageError> {
-    // `last_login` is a timestamp with time zone on PostgreSQL and text
-    // (UTC when Django's USE_TZ is on, its default) on SQLite: each
-    // database converts it to unix seconds, truncated as tokend stores them.
-    let last_login = match conn {
-        DbConnection::Sqlite(_) => "CAST(strftime('%s', last_login) AS BIGINT)",
-        DbConnection::Postgresql(_) => "CAST(FLOOR(EXTRACT(EPOCH FROM last_login)) AS BIGINT)",
+    // Dates are timestamps with time zone on PostgreSQL and text (UTC when
+    // Django's USE_TZ is on, its default) on SQLite: each database converts
+    // them to unix seconds, truncated as tokend stores them.
+    let seconds = |column: &str| -> diesel::expression::SqlLiteral<
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    > {
+        diesel::dsl::sql(&match conn {
+            DbConnection::Sqlite(_) => format!("CAST(strftime('%s', {column}) AS BIGINT)"),
+            DbConnection::Postgresql(_) => {
+                format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)")
+            }
+        })
     };
+    let (last_login, date_joined) = (seconds("last_login"), seconds("date_joined"));
     Ok(auth_user::table
         .filter(auth_user::id.gt(after))
         .order(auth_user::id)
@@ -100,8 +135,42 @@ pub fn page(
             auth_user::id,
             auth_user::password,
             auth_user::username,
+            auth_user::email,
             auth_user::is_active,
-            diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(last_login),
+            auth_user::is_staff,
+            auth_user::is_superuser,
+            last_login,
+            date_joined,
+        ))
+        .load(conn)?)
+}
+
+/// Every group name, by id.
+pub fn group_names(conn: &mut DbConnection) -> Result<Vec<String>, StorageError> {
+    Ok(auth_group::table
+        .order(auth_group::id)
+        .select(auth_group::name)
+        .load(conn)?)
+}
+
+/// Up to `limit` memberships (row id, user id, username, group name) with
+/// row ids above `after`, in row id order.
+pub fn memberships(
+    conn: &mut DbConnection,
+    after: i32,
+    limit: i64,
+) -> Result<Vec<(i32, i32, String, String)>, StorageError> {
+    Ok(auth_user_groups::table
+        .inner_join(auth_user::table)
+        .inner_join(auth_group::table)
+        .filter(auth_user_groups::id.gt(after))
+        .order(auth_user_groups::id)
+        .limit(limit)
+        .select((
+            auth_user_groups::id,
+            auth_user_groups::user_id,
+            auth_user::username,
+            auth_group::name,
         ))
         .load(conn)?)
 }

@@ -211,62 +211,101 @@ pub fn upgrade_password_hash(
 pub enum ImportUser {
     /// Imported with the same id.
     Imported,
-    /// The username exists here already (a re-run, or a namesake
-    /// registered here): not imported.
+    /// This very user was imported before (same id and name): unchanged.
+    AlreadyImported,
+    /// The username exists here already (a namesake registered here):
+    /// not imported.
     UsernameTaken,
     /// The id belongs to a different user here: refused. Renumbering would
     /// leave the legacy service's tokens for this id naming that other user.
     IdTaken,
 }
 
+/// A user as another service (Django) holds it.
+#[derive(Clone)]
+pub struct ImportedUser<'a> {
+    pub id: i64,
+    pub username: &'a str,
+    pub password_hash: &'a str,
+    pub email: Option<&'a str>,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    pub last_login: Option<i64>,
+    /// Django's date_joined (tokend's created_at).
+    pub date_joined: i64,
+}
+
 /// Inserts a user imported from elsewhere with its id (so that `user_id`
 /// claims and other services' references name the same person), or
 /// refuses when the id is someone else's here.
-pub fn import(
-    conn: &mut DbConnection,
-    id: i64,
-    name: &str,
-    password_hash: &str,
-    is_active: bool,
-    last_login: Option<i64>,
-    now: i64,
-) -> Result<ImportUser, StorageError> {
+pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser, StorageError> {
     conn.transaction(|conn| {
-        let by_name: Option<(i64, String)> = users::table
-            .filter(users::username.eq(name))
-            .select((users::id, users::password_hash))
+        let by_name: Option<(i64, String, bool)> = users::table
+            .filter(users::username.eq(user.username))
+            .select((users::id, users::password_hash, users::kept_legacy_id))
             .first(conn)
             .optional()?;
-        if let Some((existing, hash)) = by_name {
-            if existing == id && hash == password_hash {
+        if let Some((existing, hash, kept)) = by_name {
+            if existing == user.id && kept {
+                return Ok(ImportUser::AlreadyImported);
+            }
+            if existing == user.id && hash == user.password_hash {
                 // This very row was imported before the marker existed
                 // (same id, name and hash): the legacy service's tokens for
                 // this id are this user's. Anything less (a namesake
                 // registered here) proves nothing.
-                diesel::update(users::table.filter(users::id.eq(id)))
+                diesel::update(users::table.filter(users::id.eq(user.id)))
                     .set(users::kept_legacy_id.eq(true))
                     .execute(conn)?;
+                return Ok(ImportUser::AlreadyImported);
             }
             return Ok(ImportUser::UsernameTaken);
         }
-        let id_taken = diesel::select(diesel::dsl::exists(users::table.filter(users::id.eq(id))))
-            .get_result::<bool>(conn)?;
+        let id_taken =
+            diesel::select(diesel::dsl::exists(users::table.filter(users::id.eq(user.id))))
+                .get_result::<bool>(conn)?;
         if id_taken {
             return Ok(ImportUser::IdTaken);
         }
         diesel::insert_into(users::table)
             .values((
-                users::id.eq(id),
-                users::username.eq(name),
-                users::password_hash.eq(password_hash),
-                users::is_active.eq(is_active),
-                users::created_at.eq(now),
+                users::id.eq(user.id),
+                users::username.eq(user.username),
+                users::password_hash.eq(user.password_hash),
+                users::email.eq(user.email),
+                users::is_active.eq(user.is_active),
+                users::is_staff.eq(user.is_staff),
+                users::is_superuser.eq(user.is_superuser),
+                users::created_at.eq(user.date_joined),
                 users::kept_legacy_id.eq(true),
-                users::last_login.eq(last_login),
+                users::last_login.eq(user.last_login),
             ))
             .execute(conn)?;
         Ok(ImportUser::Imported)
     })
+}
+
+/// Adds an imported user to an (imported) group: only the user imported
+/// with this id and name, never a namesake registered here. False when
+/// there is no such user here or no such group.
+pub fn import_membership(
+    conn: &mut DbConnection,
+    id: i64,
+    username: &str,
+    group: &str,
+) -> Result<bool, StorageError> {
+    let imported = diesel::select(diesel::dsl::exists(
+        users::table
+            .filter(users::id.eq(id))
+            .filter(users::username.eq(username))
+            .filter(users::kept_legacy_id.eq(true)),
+    ))
+    .get_result::<bool>(conn)?;
+    if !imported {
+        return Ok(false);
+    }
+    Ok(super::groups::add_member(conn, id, group)? != super::groups::Membership::NoSuchGroup)
 }
 
 /// Makes every id tokend hands out from now on larger than `at_least`, so

@@ -66,7 +66,20 @@ async fn import_legacy_user(app: &TestApp, id: i64, name: &'static str) {
     let hash = tokend::auth::password::hash_password("pw12345", 4).expect("hash");
     let outcome = app
         .db
-        .run(move |conn| tokend::storage::users::import(conn, id, name, &hash, true, None, now()))
+        .run(move |conn| {
+            let user = tokend::storage::users::ImportedUser {
+                id,
+                username: name,
+                password_hash: &hash,
+                email: None,
+                is_active: true,
+                is_staff: false,
+                is_superuser: false,
+                last_login: None,
+                date_joined: now(),
+            };
+            tokend::storage::users::import(conn, &user)
+        })
         .await
         .expect("import");
     assert_eq!(outcome, tokend::storage::users::ImportUser::Imported);
