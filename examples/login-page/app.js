@@ -5,16 +5,18 @@
 const params = new URLSearchParams(location.search);
 // The API's base URL: ?api=http://host:port, default a local `cargo run`.
 const API = (params.get('api') || 'http://127.0.0.1:8000').replace(/\/+$/, '');
-// Where the refresh token lives: ?mode=cookie, default localStorage (below).
-const MODE = params.get('mode') === 'cookie' ? 'cookie' : 'localStorage';
+// How tokens are kept: ?mode=cookie or ?mode=tutorial, default localStorage
+// (below).
+const MODE = ['cookie', 'tutorial'].includes(params.get('mode')) ? params.get('mode') : 'localStorage';
 
 // Token storage, behind a small interface so that the rest of the page does
-// not care where tokens live. Two implementations, chosen by ?mode=:
-//   access()      the access token, or null
-//   save(data)    keep what this mode keeps of a login/refresh answer
-//   refreshBody() the body that presents the refresh token, or null if none
-//   clear()       forget everything
-//   credentials   fetch's `credentials` for the token calls
+// not care where tokens live. Three implementations, chosen by ?mode=:
+//   access()        the access token, or null
+//   save(data)      keep what this mode keeps of a login answer
+//   saveRefreshed(data)  the same for a refresh answer
+//   refreshBody()   the body that presents the refresh token, or null if none
+//   clear()         forget everything
+//   credentials     fetch's `credentials` for the token calls
 
 // localStorage mode (default): both tokens in localStorage. Any script on this
 // origin can read them, hence the strict CSP in index.html.
@@ -23,8 +25,12 @@ const localStorageStore = {
   access: () => localStorage.getItem('tokend.access'),
   save({ access, refresh }) {
     localStorage.setItem('tokend.access', access);
-    localStorage.setItem('tokend.refresh', refresh);
+    // A refresh answers a new refresh token only with rotation on (the old
+    // one is then spent); with TOKEND__JWT__ROTATE_REFRESH_TOKENS=false it
+    // answers `access` only and the refresh token we hold stays valid.
+    if (refresh) localStorage.setItem('tokend.refresh', refresh);
   },
+  saveRefreshed(data) { this.save(data); },
   refreshBody() {
     const refresh = localStorage.getItem('tokend.refresh');
     return refresh ? { refresh } : null;
@@ -44,11 +50,24 @@ const cookieStore = {
   credentials: 'include', // store and send the cross-origin cookie
   access: () => accessToken,
   save({ access }) { accessToken = access; },
+  saveRefreshed(data) { this.save(data); },
   refreshBody: () => ({}), // no `refresh` field: tokend reads the cookie
   clear() { accessToken = null; },
 };
 
-const store = MODE === 'cookie' ? cookieStore : localStorageStore;
+// Tutorial mode (?mode=tutorial): the frontend of the well-known "Django +
+// React" JWT tutorial, whose ProtectedRoute stores only `res.data.access`
+// after a refresh. Like localStorage mode, except that the refresh token from
+// the login is presented again at every refresh. That needs tokend with
+// TOKEND__JWT__ROTATE_REFRESH_TOKENS=false; with rotation on, the second
+// refresh presents a spent token, tokend ends the session (401 "Token is
+// blacklisted") and the user is logged out.
+const tutorialStore = {
+  ...localStorageStore,
+  saveRefreshed({ access }) { localStorage.setItem('tokend.access', access); },
+};
+
+const store = { cookie: cookieStore, tutorial: tutorialStore }[MODE] ?? localStorageStore;
 
 const $ = (id) => document.getElementById(id);
 
@@ -122,10 +141,11 @@ async function busy(task) {
 
 // --- Token lifecycle. ---
 
-// Trade the refresh token for a new pair. The API rotates refresh tokens:
-// the old one is spent, so the new one MUST be kept (in cookie mode the
-// browser does that). Concurrent callers share one request, so a token is
-// never presented twice.
+// Trade the refresh token for a new access token. With rotation on (tokend's
+// default) the answer also carries a new refresh token and the old one is
+// spent, so the new one MUST be kept (in cookie mode the browser does that;
+// tutorial mode does not, see above). Concurrent callers share one request,
+// so a token is never presented twice.
 let refreshing = null;
 function refreshTokens() {
   refreshing ??= (async () => {
@@ -133,7 +153,7 @@ function refreshTokens() {
     if (!body) return false;
     const { status, data } = await tokenApi('refresh/', body);
     if (status !== 200) return false;
-    store.save(data);
+    store.saveRefreshed(data);
     return true;
   })().finally(() => { refreshing = null; });
   return refreshing;

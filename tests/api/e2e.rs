@@ -1,9 +1,16 @@
 //! The example login page (examples/login-page) in headless Chromium against
 //! the real tokend binary on another origin: register, log in, refresh on
-//! 401 with the rotated token stored, log out. The scenario lives in
-//! `examples/login-page/e2e.mjs` (Playwright); this test runs it so that
-//! `cargo test` covers it. It needs Node.js and Debian's chromium: without
-//! them it is skipped, except under CI=true where it fails.
+//! 401 with the rotated token stored, log out (localStorage and cookie
+//! modes). Then the page's tutorial mode, a client that stores only the
+//! access token of a refresh answer and keeps presenting the login's refresh
+//! token: against tokend with `TOKEND__JWT__ROTATE_REFRESH_TOKENS=false` it
+//! stays logged in through 4 refreshes (200 `{"access": …}` each); against
+//! the default (rotation on, no reuse grace) its second refresh is reuse of
+//! a spent token, 401 "Token is blacklisted", and it is logged out. The
+//! scenarios live in `examples/login-page/e2e.mjs` (Playwright); this test
+//! runs them so that `cargo test` covers them. It needs Node.js and Debian's
+//! chromium: without them it is skipped, except under CI=true where it
+//! fails.
 
 use std::path::Path;
 use std::process::Command;
