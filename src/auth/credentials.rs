@@ -168,10 +168,23 @@ mod tests {
 
     #[test]
     fn group_names_as_django_without_invisible_surprises() {
-        for ok in ["editors", "Support team", "ops/eu-1", "été", &"g".repeat(150)] {
+        for ok in [
+            "editors",
+            "Support team",
+            "ops/eu-1",
+            "été",
+            &"g".repeat(150),
+        ] {
             assert_eq!(GroupName::parse(ok).unwrap().as_str(), ok);
         }
-        for bad in ["", " editors", "editors ", "a\nb", "a\u{0}b", &"g".repeat(151)] {
+        for bad in [
+            "",
+            " editors",
+            "editors ",
+            "a\nb",
+            "a\u{0}b",
+            &"g".repeat(151),
+        ] {
             assert!(GroupName::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -103,7 +103,9 @@ fn membership(outcome: Membership, group: &str, done: &str, already: &str) -> an
     match outcome {
         Membership::Changed => println!("{done}"),
         Membership::Unchanged => println!("{already}"),
-        Membership::NoSuchGroup => bail!("no group named {group:?} (create it: tokend groups create)"),
+        Membership::NoSuchGroup => {
+            bail!("no group named {group:?} (create it: tokend groups create)")
+        }
     }
     Ok(())
 }

@@ -262,9 +262,10 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
             }
             return Ok(ImportUser::UsernameTaken);
         }
-        let id_taken =
-            diesel::select(diesel::dsl::exists(users::table.filter(users::id.eq(user.id))))
-                .get_result::<bool>(conn)?;
+        let id_taken = diesel::select(diesel::dsl::exists(
+            users::table.filter(users::id.eq(user.id)),
+        ))
+        .get_result::<bool>(conn)?;
         if id_taken {
             return Ok(ImportUser::IdTaken);
         }
@@ -287,8 +288,8 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
 }
 
 /// Adds an imported user to an (imported) group: only the user imported
-/// with this id and name, never a namesake registered here. False when
-/// there is no such user here or no such group.
+/// with this id and name, never a namesake registered here. True when a
+/// membership was added.
 pub fn import_membership(
     conn: &mut DbConnection,
     id: i64,
@@ -305,7 +306,7 @@ pub fn import_membership(
     if !imported {
         return Ok(false);
     }
-    Ok(super::groups::add_member(conn, id, group)? != super::groups::Membership::NoSuchGroup)
+    Ok(super::groups::add_member(conn, id, group)? == super::groups::Membership::Changed)
 }
 
 /// Makes every id tokend hands out from now on larger than `at_least`, so

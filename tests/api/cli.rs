@@ -8,7 +8,7 @@ use crate::both_backends;
 use crate::helpers::{now, spawn_app, Backend, TestApp};
 
 /// Runs the tokend binary on the app's database; returns (success, stdout+stderr).
-fn tokend(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String) {
+pub(crate) fn tokend(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
         .args(args)
         .env("TOKEND__DATABASE__URL", &app.database_url)

@@ -352,7 +352,7 @@ async fn run_step(client: &reqwest::Client, side: &mut Side<'_>, step: &Step) ->
 }
 
 /// The reference Django/simplejwt app, part of the repository.
-fn reference_app() -> PathBuf {
+pub(crate) fn reference_app() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference-django")
 }
 

@@ -161,6 +161,16 @@ fn django_database(path: &std::path::Path, rows: &[(i64, &str, &str)]) {
     )
     .execute(&mut conn)
     .expect("create auth_user");
+    for table in [
+        "CREATE TABLE auth_group (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, \
+         name varchar(150) NOT NULL UNIQUE)",
+        "CREATE TABLE auth_user_groups (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, \
+         user_id integer NOT NULL, group_id integer NOT NULL)",
+    ] {
+        diesel::sql_query(table)
+            .execute(&mut conn)
+            .expect("create Django group tables");
+    }
     for (id, username, hash) in rows {
         diesel::sql_query(
             "INSERT INTO auth_user (id, password, is_superuser, username, last_name, email, \
@@ -293,7 +303,114 @@ async fn import_brings_last_login_over(backend: Backend) {
     assert_eq!(recorded, [(1, Some(1_741_064_767)), (2, None)]);
 }
 
+/// Runs Django's `manage.py` of the reference app on the SQLite file `db`.
+fn django_manage(db: &std::path::Path, args: &[&str]) {
+    let app = crate::compat::reference_app();
+    let venv = crate::helpers::python_venv("reference-django-venv", &app.join("requirements.txt"));
+    crate::helpers::run(
+        Command::new(venv.join("bin/python"))
+            .arg("manage.py")
+            .args(args)
+            .current_dir(&app)
+            .env("DJANGO_SETTINGS_MODULE", "backend.settings")
+            .env("PEER_SQLITE_PATH", db)
+            .env("PEER_SIGNING_KEY", crate::helpers::SIGNING_KEY)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+}
+
+/// Groups, memberships, is_staff, is_superuser, email and date_joined made
+/// by Django itself come over; with `jwt.extra_claims` they are in the
+/// access tokens. A namesake registered here gets no Django groups.
+async fn import_brings_groups_and_flags_from_django(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let django_db = dir.path().join("django.sqlite3");
+    django_manage(&django_db, &["migrate", "--noinput", "-v", "0"]);
+    let script = r#"
+from datetime import datetime, timezone
+from django.contrib.auth.models import Group, User
+carol = User.objects.create_user("carol", "", "carol pw")
+editors = Group.objects.create(name="editors")
+ops = Group.objects.create(name="ops team")
+alice = User.objects.create_user("alice", "alice@example.com", "alice pw", is_staff=True)
+alice.date_joined = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+alice.save()
+alice.groups.add(editors, ops)
+bob = User.objects.create_superuser("bob", "", "bob pw")
+bob.groups.add(ops)
+carol.groups.add(editors)
+"#;
+    django_manage(&django_db, &["shell", "-c", script]);
+
+    let app = spawn_app_with(
+        backend,
+        &[(
+            "TOKEND__JWT__EXTRA_CLAIMS",
+            "username,email,is_staff,is_superuser,groups",
+        )],
+    )
+    .await;
+    // carol registered here before the import, with the same id as
+    // Django's carol: a namesake, not imported, and no Django groups.
+    assert_eq!(app.register("carol", "tokend pw").await.json()["id"], 1);
+    let (ok, out) = import(&app, &format!("sqlite://{}", django_db.display()));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 imported with their ids, 1 skipped (username exists)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "groups: 2 created, 0 refused (invalid name); 3 memberships of imported users"
+        ),
+        "{out}"
+    );
+    let extra = |token: &str| {
+        let c = claims(token);
+        serde_json::json!([c["email"], c["is_staff"], c["is_superuser"], c["groups"]])
+    };
+    let alice = app.login("alice", "alice pw").await;
+    assert_eq!(alice.status, 200, "{}", alice.body);
+    assert_eq!(
+        extra(&alice.token("access")),
+        serde_json::json!(["alice@example.com", true, false, ["editors", "ops team"]])
+    );
+    let bob = app.login("bob", "bob pw").await;
+    assert_eq!(
+        extra(&bob.token("access")),
+        serde_json::json!(["", true, true, ["ops team"]])
+    );
+    let carol = app.login("carol", "tokend pw").await;
+    assert_eq!(
+        claims(&carol.token("access"))["groups"],
+        serde_json::json!([])
+    );
+    // date_joined is tokend's created_at, in unix seconds.
+    let joined = app
+        .db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use tokend::storage::schema::users;
+            Ok(users::table
+                .filter(users::username.eq("alice"))
+                .select(users::created_at)
+                .first::<i64>(conn)?)
+        })
+        .await
+        .expect("read alice");
+    assert_eq!(joined, 1_704_164_645);
+    // A re-run creates nothing twice and adds nothing new.
+    let (_, out) = import(&app, &format!("sqlite://{}", django_db.display()));
+    assert!(
+        out.contains(
+            "groups: 0 created, 0 refused (invalid name); 0 memberships of imported users"
+        ),
+        "{out}"
+    );
+}
+
 both_backends!(
+    import_brings_groups_and_flags_from_django,
     import_brings_last_login_over,
     django_users_log_in_with_their_old_passwords,
     import_refuses_id_clashes_and_invalid_usernames,

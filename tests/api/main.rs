@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod claims;
 mod cli;
 mod compat;
 mod concurrency;
