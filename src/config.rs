@@ -161,6 +161,20 @@ pub struct PasswordSettings {
     pub hashing_nice: i32,
     pub hashing_queue: usize,
     pub hashing_queue_per_client: usize,
+    /// The password policy (see `PasswordPolicy`).
+    pub min_length: usize,
+    pub min_strength: u8,
+    pub reject_username: bool,
+}
+
+impl PasswordSettings {
+    pub fn policy(&self) -> crate::auth::password_policy::PasswordPolicy {
+        crate::auth::password_policy::PasswordPolicy {
+            min_length: self.min_length,
+            min_strength: self.min_strength,
+            reject_username: self.reject_username,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -512,6 +526,15 @@ impl Settings {
                 clash.name()
             ));
         }
+        if self.password.min_length > crate::auth::credentials::PASSWORD_MAX_CHARS {
+            return invalid(format!(
+                "password.min_length must be at most {} (the longest password accepted)",
+                crate::auth::credentials::PASSWORD_MAX_CHARS
+            ));
+        }
+        if self.password.min_strength > crate::auth::password_policy::MAX_STRENGTH {
+            return invalid("password.min_strength must be a zxcvbn score, 0-4".into());
+        }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());
         }
@@ -857,6 +880,36 @@ mod tests {
             load(&[("TOKEND__INTROSPECTION__CLIENTS", "svc:a")]).is_ok(),
             "dev allows it"
         );
+    }
+
+    #[test]
+    fn the_password_policy_is_on_in_production_only() {
+        let dev = load(&[]).unwrap();
+        assert_eq!(
+            dev.password.policy(),
+            crate::auth::password_policy::PasswordPolicy::default()
+        );
+        let key = "k".repeat(MIN_PRODUCTION_KEY_BYTES);
+        let prod = load(&[
+            ("TOKEND_PROFILE", "production"),
+            ("TOKEND__JWT__SIGNING_KEY", key.as_str()),
+        ])
+        .unwrap();
+        assert_eq!(
+            prod.password.policy(),
+            crate::auth::password_policy::PasswordPolicy {
+                min_length: 8,
+                min_strength: 2,
+                reject_username: true,
+            }
+        );
+        for (name, value, message) in [
+            ("TOKEND__PASSWORD__MIN_STRENGTH", "5", "0-4"),
+            ("TOKEND__PASSWORD__MIN_LENGTH", "129", "at most 128"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().contains(message), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -240,6 +240,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         accept_sessionless_until: settings.jwt.accept_sessionless_until,
         update_last_login: settings.jwt.update_last_login,
         extra_claims: settings.jwt.extra_claims.clone(),
+        password_policy: settings.password.policy(),
         introspection_clients: settings.introspection.clients.clone(),
         throttle: settings.rate_limit.enabled.then(|| {
             Throttle::new(ThrottleSettings {

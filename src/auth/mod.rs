@@ -6,5 +6,6 @@ pub mod hashing;
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod password_policy;
 pub mod sessions;
 pub mod throttle;

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use tokend::auth::credentials::{GroupName, NewPassword, NewUsername};
 use tokend::auth::hashing::{HashingPolicy, HashingPool};
+use tokend::auth::password_policy::PasswordPolicy;
 use tokend::config::Settings;
 use tokend::service::accounts::{self, Accounts, LOCAL};
 use tokend::service::groups;
@@ -14,7 +15,8 @@ use tokend::clock::unix_now;
 
 use super::{database, GroupsCommand, UsersCommand};
 
-fn read_password() -> anyhow::Result<NewPassword> {
+/// The first line of stdin, checked against the password policy.
+fn read_password(policy: &PasswordPolicy, username: &str) -> anyhow::Result<NewPassword> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -23,7 +25,8 @@ fn read_password() -> anyhow::Result<NewPassword> {
     if value.is_empty() {
         bail!("no password on stdin (pipe it in: echo 'secret' | tokend users …)");
     }
-    NewPassword::parse(value)
+    policy
+        .parse(value, Some(username))
         .map_err(|problems| anyhow::anyhow!("password: {}", problems.join(" ")))
 }
 
@@ -67,7 +70,7 @@ fn with_accounts(settings: &Settings, command: Admin) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match command {
-            Admin::Users(command) => administer(&acc, command).await,
+            Admin::Users(command) => administer(&acc, &settings.password.policy(), command).await,
             Admin::Groups(command) => administer_groups(&acc, command).await,
         }
     })
@@ -128,12 +131,16 @@ async fn set_flag(
     Ok(())
 }
 
-async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result<()> {
+async fn administer(
+    acc: &Accounts<'_>,
+    policy: &PasswordPolicy,
+    command: UsersCommand,
+) -> anyhow::Result<()> {
     match command {
         UsersCommand::Create { username } => {
             let name = NewUsername::parse(username.trim())
                 .map_err(|problems| anyhow::anyhow!("username: {}", problems.join(" ")))?;
-            let password = read_password()?;
+            let password = read_password(policy, name.as_str())?;
             match accounts::create(acc, &name, &password, LOCAL, unix_now()).await? {
                 CreateUser::Created { id } => println!("created user {} (id {id})", name.as_str()),
                 CreateUser::UsernameTaken => {
@@ -164,7 +171,7 @@ async fn administer(acc: &Accounts<'_>, command: UsersCommand) -> anyhow::Result
         }
         UsersCommand::SetPassword { username } => {
             let user = find_user(acc, &username).await?;
-            let password = read_password()?;
+            let password = read_password(policy, &user.username)?;
             let revoked =
                 accounts::set_password(acc, user.id, &password, None, LOCAL, unix_now()).await?;
             println!("password of {username} set; {revoked} session(s) revoked");

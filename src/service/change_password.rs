@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{accounts, bearer, Services};
-use crate::auth::credentials::NewPassword;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::sessions::{self, RevokeReason};
 
@@ -34,7 +33,10 @@ pub async fn change_password(
             None
         }
     };
-    let new = match input.new_password.map(|v| NewPassword::parse(&v)) {
+    let new = match input
+        .new_password
+        .map(|v| svc.password_policy.parse(&v, Some(&user.username)))
+    {
         Ok(Ok(password)) => Some(password),
         Ok(Err(messages)) | Err(messages) => {
             errors.add("new_password", messages);

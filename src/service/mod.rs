@@ -44,6 +44,8 @@ pub struct Services {
     pub accept_sessionless_until: i64,
     /// Record each login's instant in `users.last_login`.
     pub update_last_login: bool,
+    /// What a new password must satisfy.
+    pub password_policy: crate::auth::password_policy::PasswordPolicy,
     /// User fields written into access tokens (`jwt.extra_claims`).
     pub extra_claims: Vec<crate::auth::claims::ExtraClaim>,
     /// The services allowed to introspect.

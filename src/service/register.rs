@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::accounts;
 use super::Services;
-use crate::auth::credentials::{NewPassword, NewUsername};
+use crate::auth::credentials::NewUsername;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::users::{self, CreateUser};
 
@@ -53,7 +53,8 @@ pub async fn register(
             errors.add("username", vec![MSG_USERNAME_TAKEN.to_owned()]);
         }
     }
-    let password = match input.password.map(|v| NewPassword::parse(&v)) {
+    let named = username.as_ref().map(NewUsername::as_str);
+    let password = match input.password.map(|v| svc.password_policy.parse(&v, named)) {
         Ok(Ok(password)) => Some(password),
         Ok(Err(messages)) | Err(messages) => {
             errors.add("password", messages);

@@ -7,10 +7,12 @@ use std::process::{Command, Stdio};
 use crate::both_backends;
 use crate::helpers::{now, spawn_app, Backend, TestApp};
 
-/// Runs the tokend binary on the app's database; returns (success, stdout+stderr).
+/// Runs the tokend binary on the app's database, with the app's settings;
+/// returns (success, stdout+stderr).
 pub(crate) fn tokend(app: &TestApp, args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
         .args(args)
+        .envs(app.extra.iter().map(|(k, v)| (k, v)))
         .env("TOKEND__DATABASE__URL", &app.database_url)
         .env("TOKEND__PASSWORD__BCRYPT_COST", "4")
         .env("TOKEND__JWT__SIGNING_KEY", crate::helpers::SIGNING_KEY)

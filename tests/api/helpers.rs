@@ -101,7 +101,8 @@ pub struct TestApp {
     // Dropped last: the database outlives the server's use of it. Replicas
     // share their primary's database and own none.
     _database: Option<TestDatabase>,
-    extra: Vec<(String, String)>,
+    /// The settings the app was spawned with (besides `test_env`).
+    pub extra: Vec<(String, String)>,
 }
 
 pub fn test_env(database_url: &str) -> HashMap<String, String> {

@@ -20,6 +20,7 @@ mod network;
 mod no_rotation;
 mod oauth;
 mod ops;
+mod password_policy;
 mod process;
 mod protocol;
 mod register;
