@@ -240,6 +240,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         accept_sessionless_until: settings.jwt.accept_sessionless_until,
         update_last_login: settings.jwt.update_last_login,
         extra_claims: settings.jwt.extra_claims.clone(),
+        claims_hook: crate::claims_hook::ClaimsHook::from_settings(&settings.claims)?,
         introspection_clients: settings.introspection.clients.clone(),
         throttle: settings.rate_limit.enabled.then(|| {
             Throttle::new(ThrottleSettings {

@@ -8,3 +8,4 @@ pub mod keys;
 pub mod password;
 pub mod sessions;
 pub mod throttle;
+pub mod webhook;

@@ -42,6 +42,7 @@ fn services(dir: &std::path::Path) -> Services {
         accept_sessionless_until: 0,
         update_last_login: false,
         extra_claims: Vec::new(),
+        claims_hook: None,
         introspection_clients: vec![],
         throttle: None,
         // Long enough that only an invalidation can make a check see a change.
