@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod claims_hook;
 mod cli;
 mod compat;
 mod concurrency;
