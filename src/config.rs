@@ -154,6 +154,63 @@ pub struct JwtSettings {
     pub extra_claims: Vec<ExtraClaim>,
 }
 
+/// The claims hook: an HTTP endpoint asked for extra access-token claims
+/// at every login and refresh.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClaimsSettings {
+    /// Empty: no hook.
+    pub hook_url: String,
+    /// `whsec_` + base64 (Standard Webhooks); required with a URL.
+    pub hook_secret: Secret,
+    pub hook_timeout_ms: u64,
+    pub hook_failure: HookFailure,
+}
+
+/// Bounds of `claims.hook_timeout_ms`: a login waits this long at most.
+pub const MAX_HOOK_TIMEOUT_MS: u64 = 10_000;
+
+impl ClaimsSettings {
+    /// The hook's URL, when one is configured.
+    pub fn hook_url(&self) -> Option<&str> {
+        Some(self.hook_url.trim()).filter(|u| !u.is_empty())
+    }
+
+    pub fn hook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.hook_timeout_ms)
+    }
+}
+
+/// What a login or refresh does when the claims hook fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFailure {
+    /// Refuse it: 503.
+    Closed,
+    /// Issue the token with the computed claims only.
+    Open,
+}
+
+impl HookFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookFailure::Closed => "closed",
+            HookFailure::Open => "open",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HookFailure {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.trim() {
+            "closed" => Ok(HookFailure::Closed),
+            "open" => Ok(HookFailure::Open),
+            other => Err(serde::de::Error::custom(format!(
+                "claims.hook_failure must be `closed` or `open`, not `{other}`"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct PasswordSettings {
     pub bcrypt_cost: u32,
@@ -402,6 +459,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub jwt: JwtSettings,
+    pub claims: ClaimsSettings,
     pub password: PasswordSettings,
     pub cors: CorsSettings,
     pub introspection: IntrospectionSettings,
@@ -562,6 +620,7 @@ impl Settings {
                 MAX_SESSIONLESS_WINDOW_SECS / 86400
             ));
         }
+        self.validate_claims_hook()?;
         if self.rate_limit.login_per_ip_per_minute == 0
             || self.rate_limit.register_per_ip_per_minute == 0
         {
@@ -667,6 +726,50 @@ impl Settings {
             }
         }
         DatabaseUrl::parse(self.database.url.expose())?;
+        Ok(())
+    }
+
+    fn validate_claims_hook(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let claims = &self.claims;
+        if !(1..=MAX_HOOK_TIMEOUT_MS).contains(&claims.hook_timeout_ms) {
+            return invalid(format!(
+                "claims.hook_timeout_ms must be between 1 and {MAX_HOOK_TIMEOUT_MS}, not {}",
+                claims.hook_timeout_ms
+            ));
+        }
+        let Some(url) = claims.hook_url() else {
+            return Ok(());
+        };
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+                // Settings are printed (check-config): nothing secret in them
+                // but the masked secrets; the signature authenticates tokend.
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return invalid(
+                        "claims.hook_url must not carry credentials (user:password@): the \
+                         webhook signature authenticates tokend to the hook"
+                            .into(),
+                    );
+                }
+            }
+            // The URL is not echoed: it may carry credentials.
+            _ => {
+                return invalid(
+                    "claims.hook_url must be an http:// or https:// URL (or empty: no hook)".into(),
+                )
+            }
+        }
+        if claims.hook_secret.is_empty() {
+            return invalid(
+                "claims.hook_url is set: TOKEND__CLAIMS__HOOK_SECRET is required (whsec_ and \
+                 base64 of 24-64 random bytes, e.g. `echo whsec_$(openssl rand -base64 32)`)"
+                    .into(),
+            );
+        }
+        if let Err(e) = crate::auth::webhook::parse_secret(claims.hook_secret.expose()) {
+            return invalid(format!("claims.hook_secret {e}"));
+        }
         Ok(())
     }
 
@@ -959,6 +1062,111 @@ mod tests {
         ] {
             let err = load(&[(key, &bad)]).unwrap_err().to_string();
             assert!(err.contains("jwt.accept_sessionless_until"), "{err}");
+        }
+    }
+
+    const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn the_claims_hook_is_off_by_default() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.claims.hook_url(), None);
+        assert!(s.claims.hook_secret.is_empty());
+        assert_eq!(s.claims.hook_timeout_ms, 500);
+        assert_eq!(s.claims.hook_failure, HookFailure::Closed);
+        // Whitespace only is no URL.
+        let s = load(&[("TOKEND__CLAIMS__HOOK_URL", "  ")]).unwrap();
+        assert_eq!(s.claims.hook_url(), None);
+    }
+
+    #[test]
+    fn a_claims_hook_needs_a_valid_secret_never_shown() {
+        let url = ("TOKEND__CLAIMS__HOOK_URL", "https://hooks.internal/claims");
+        let s = load(&[
+            url,
+            ("TOKEND__CLAIMS__HOOK_SECRET", HOOK_SECRET),
+            ("TOKEND__CLAIMS__HOOK_TIMEOUT_MS", "250"),
+            ("TOKEND__CLAIMS__HOOK_FAILURE", "open"),
+        ])
+        .unwrap();
+        assert_eq!(s.claims.hook_url(), Some("https://hooks.internal/claims"));
+        assert_eq!(
+            s.claims.hook_timeout(),
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(s.claims.hook_failure, HookFailure::Open);
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{dump}");
+        let err = load(&[url]).unwrap_err().to_string();
+        assert!(
+            err.contains("TOKEND__CLAIMS__HOOK_SECRET is required"),
+            "{err}"
+        );
+        for (bad, message) in [
+            (
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "must start with `whsec_`",
+            ),
+            ("whsec_c2hvcnQ=", "must decode to 24-64 bytes, not 5"),
+            ("whsec_!!notbase64-secret-value!!", "followed by base64"),
+        ] {
+            let err = load(&[url, ("TOKEND__CLAIMS__HOOK_SECRET", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("claims.hook_secret") && err.contains(message),
+                "{err}"
+            );
+            assert!(!err.contains(&bad[6..]), "the secret is not shown: {err}");
+        }
+        // Without a URL the secret is not needed (nor checked).
+        assert!(load(&[("TOKEND__CLAIMS__HOOK_SECRET", "x")]).is_ok());
+    }
+
+    #[test]
+    fn bad_claims_hook_settings_name_the_setting() {
+        let secret = ("TOKEND__CLAIMS__HOOK_SECRET", HOOK_SECRET);
+        for (name, value, message) in [
+            (
+                "TOKEND__CLAIMS__HOOK_URL",
+                "hooks.internal/claims",
+                "claims.hook_url must be",
+            ),
+            (
+                "TOKEND__CLAIMS__HOOK_URL",
+                "ftp://hooks.internal/",
+                "claims.hook_url must be",
+            ),
+            (
+                "TOKEND__CLAIMS__HOOK_URL",
+                "https://u:pw@hooks.internal/",
+                "claims.hook_url must not carry credentials",
+            ),
+            (
+                "TOKEND__CLAIMS__HOOK_TIMEOUT_MS",
+                "0",
+                "claims.hook_timeout_ms must be",
+            ),
+            (
+                "TOKEND__CLAIMS__HOOK_TIMEOUT_MS",
+                "10001",
+                "claims.hook_timeout_ms must be",
+            ),
+            (
+                "TOKEND__CLAIMS__HOOK_FAILURE",
+                "Open",
+                "claims.hook_failure must be `closed` or `open`, not `Open`",
+            ),
+        ] {
+            let err = load(&[secret, (name, value)]).unwrap_err().to_string();
+            assert!(err.contains(message), "{name}={value}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+        for ok in ["1", "10000"] {
+            assert!(
+                load(&[("TOKEND__CLAIMS__HOOK_TIMEOUT_MS", ok)]).is_ok(),
+                "{ok}"
+            );
         }
     }
 

@@ -116,6 +116,10 @@ pub enum ApiError {
     /// The cause is kept whole for the log; the client sees a fixed body.
     #[error("service unavailable")]
     Unavailable(#[source] BoxError),
+    /// The claims hook failed and `claims.hook_failure` is `closed` (the
+    /// failure is logged where it happens).
+    #[error("claims hook unavailable")]
+    ClaimsHookUnavailable,
     /// The cause is kept whole for the log; the client sees a fixed body.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -233,6 +237,10 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 json!({ "detail": "Service temporarily unavailable, try again later." })
             }
+            ApiError::ClaimsHookUnavailable => json!({
+                "detail": "Claims service unavailable.",
+                "code": "claims_hook_unavailable",
+            }),
             ApiError::Internal(_) => json!({ "detail": "A server error occurred." }),
         }
     }
@@ -263,7 +271,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::ClaimsHookUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -295,7 +305,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::ClaimsHookUnavailable => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             ApiError::Throttled(wait) => {
@@ -361,6 +371,24 @@ mod tests {
         let status = r.status().as_u16();
         let body = r.into_body().try_into_bytes().unwrap_or_default();
         (status, String::from_utf8_lossy(&body).into_owned(), www)
+    }
+
+    #[test]
+    fn a_failed_claims_hook_answers_503_like_unavailable() {
+        let response = ApiError::ClaimsHookUnavailable.error_response();
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        assert_eq!(
+            render(ApiError::ClaimsHookUnavailable),
+            (
+                503,
+                r#"{"detail":"Claims service unavailable.","code":"claims_hook_unavailable"}"#
+                    .into(),
+                None
+            )
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! djangorestframework-simplejwt. See README.md and docs/architecture.md.
 
 pub mod auth;
+pub mod claims_hook;
 pub mod clock;
 pub mod config;
 pub mod connections;

@@ -22,7 +22,18 @@ pub struct Metrics {
     rate_limited: IntCounter,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
+    claims_hook_failures: IntCounterVec,
+    claims_hook_duration: prometheus::Histogram,
 }
+
+/// The `reason` labels of `tokend_claims_hook_failures_total`.
+pub const CLAIMS_HOOK_FAILURE_REASONS: [&str; 5] = [
+    "timeout",
+    "unavailable",
+    "busy",
+    "bad_answer",
+    "reserved_claim",
+];
 
 /// How a login ended.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +95,22 @@ impl Metrics {
             "Database connections open in the pool",
         )?;
         let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
+        let claims_hook_failures = IntCounterVec::new(
+            Opts::new(
+                "claims_hook_failures_total",
+                "Failed claims hook calls by failure policy and reason",
+            ),
+            &["failure", "reason"],
+        )?;
+        let claims_hook_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "claims_hook_duration_seconds",
+                "Claims hook calls, request to whole answer (or failure)",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(logins.clone()))?;
@@ -92,12 +119,19 @@ impl Metrics {
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
+        registry.register(Box::new(claims_hook_failures.clone()))?;
+        registry.register(Box::new(claims_hook_duration.clone()))?;
         // Series that exist from the start, so a dashboard sees zeros.
         for outcome in ["ok", "failed"] {
             logins.with_label_values(&[outcome]);
         }
         for outcome in ["rotated", "replayed", "renewed", "refused"] {
             refreshes.with_label_values(&[outcome]);
+        }
+        for failure in ["closed", "open"] {
+            for reason in CLAIMS_HOOK_FAILURE_REASONS {
+                claims_hook_failures.with_label_values(&[failure, reason]);
+            }
         }
         Ok(Metrics {
             routes,
@@ -110,6 +144,8 @@ impl Metrics {
             rate_limited,
             pool_connections,
             pool_idle,
+            claims_hook_failures,
+            claims_hook_duration,
         })
     }
 
@@ -167,6 +203,19 @@ impl Metrics {
         self.reuse_detections.inc();
     }
 
+    /// A failed claims hook call: `failure` is the policy applied
+    /// (`closed`, `open`), `reason` one of `CLAIMS_HOOK_FAILURE_REASONS`.
+    pub fn claims_hook_failure(&self, failure: &str, reason: &str) {
+        self.claims_hook_failures
+            .with_label_values(&[failure, reason])
+            .inc();
+    }
+
+    /// How long a claims hook call took (answered or failed).
+    pub fn claims_hook_call(&self, seconds: f64) {
+        self.claims_hook_duration.observe(seconds);
+    }
+
     /// The text exposition, with the pool gauges read now.
     pub fn render(&self, pool: (u32, u32)) -> String {
         self.pool_connections.set(i64::from(pool.0));
@@ -203,6 +252,8 @@ mod tests {
         m.login(LoginOutcome::Ok);
         m.refresh(RefreshOutcome::Replayed);
         m.reuse_detected();
+        m.claims_hook_failure("open", "timeout");
+        m.claims_hook_call(0.03);
         let text = m.render((3, 2));
         for line in [
             r#"tokend_http_requests_total{method="POST",route="/api/token/",status="200"} 1"#,
@@ -216,6 +267,10 @@ mod tests {
             "tokend_rate_limited_requests_total 1",
             "tokend_db_pool_connections 3",
             "tokend_db_pool_idle_connections 2",
+            r#"tokend_claims_hook_failures_total{failure="open",reason="timeout"} 1"#,
+            // Every series exists from the start.
+            r#"tokend_claims_hook_failures_total{failure="closed",reason="reserved_claim"} 0"#,
+            r#"tokend_claims_hook_duration_seconds_bucket{le="0.05"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -241,6 +241,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         update_last_login: settings.jwt.update_last_login,
         extra_claims: settings.jwt.extra_claims.clone(),
         password_policy: settings.password.policy(),
+        claims_hook: crate::claims_hook::ClaimsHook::from_settings(&settings.claims)?,
         introspection_clients: settings.introspection.clients.clone(),
         throttle: settings.rate_limit.enabled.then(|| {
             Throttle::new(ThrottleSettings {

@@ -118,6 +118,45 @@ pub fn reserved_claim<'a>(claims: &'a ClaimMap, user_id_claim: &str) -> Option<&
 /// with each refresh token for replays.
 pub const MAX_CLAIMS_BYTES: usize = 4096;
 
+/// Why an answer of the claims hook was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookAnswerError {
+    #[error("the answer is not a JSON object with a `claims` object")]
+    Shape,
+    #[error("the answer sets `{0}`, a claim only tokend writes")]
+    Reserved(String),
+    #[error("the claims would take {0} bytes serialized, more than {MAX_CLAIMS_BYTES}")]
+    TooLarge(usize),
+}
+
+/// The claims of an access token once the hook answered `body`: its
+/// `claims` merged over the `computed` ones (the hook wins; computed claims
+/// keep their place). Other members of the answer are ignored, so hooks can
+/// add fields later. Refused when the hook sets a claim only tokend writes,
+/// or when the result is over `MAX_CLAIMS_BYTES`.
+pub fn merge_hook_answer(
+    computed: &ClaimMap,
+    body: &[u8],
+    user_id_claim: &str,
+) -> Result<ClaimMap, HookAnswerError> {
+    let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(body) else {
+        return Err(HookAnswerError::Shape);
+    };
+    let Some(Value::Object(added)) = answer.remove("claims") else {
+        return Err(HookAnswerError::Shape);
+    };
+    if let Some(name) = reserved_claim(&added, user_id_claim) {
+        return Err(HookAnswerError::Reserved(name.to_owned()));
+    }
+    let mut merged = computed.clone();
+    merged.extend(added);
+    let size = serde_json::to_vec(&merged).map_or(usize::MAX, |v| v.len());
+    if size > MAX_CLAIMS_BYTES {
+        return Err(HookAnswerError::TooLarge(size));
+    }
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +216,69 @@ mod tests {
             c.insert(name.into(), Value::Null);
             assert_eq!(reserved_claim(&c, "user_id"), Some(name), "{name}");
         }
+    }
+
+    #[test]
+    fn hook_answers_merge_over_the_computed_claims() {
+        let computed = profile_claims(&alice(), &[ExtraClaim::Username, ExtraClaim::Groups]);
+        let merged = merge_hook_answer(
+            &computed,
+            br#"{"claims": {"groups": ["admins"], "tenant": "acme"}, "later": 1}"#,
+            "user_id",
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&merged).unwrap(),
+            r#"{"username":"alice","groups":["admins"],"tenant":"acme"}"#
+        );
+        let same = merge_hook_answer(&computed, br#"{"claims": {}}"#, "user_id").unwrap();
+        assert_eq!(same, computed);
+    }
+
+    #[test]
+    fn bad_hook_answers_are_refused() {
+        let computed = ClaimMap::new();
+        for body in [
+            &b"not json"[..],
+            b"[]",
+            b"{}",
+            br#"{"claims": []}"#,
+            br#"{"claims": "x"}"#,
+            br#"{"claims": null}"#,
+        ] {
+            assert_eq!(
+                merge_hook_answer(&computed, body, "user_id"),
+                Err(HookAnswerError::Shape),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for (body, claim, user_id_claim) in [
+            (r#"{"claims": {"tenant": 1, "exp": 1}}"#, "exp", "user_id"),
+            (r#"{"claims": {"user_id": 2}}"#, "user_id", "user_id"),
+            (r#"{"claims": {"sub": "2"}}"#, "sub", "sub"),
+            (r#"{"claims": {"aud": "x"}}"#, "aud", "user_id"),
+        ] {
+            assert_eq!(
+                merge_hook_answer(&computed, body.as_bytes(), user_id_claim),
+                Err(HookAnswerError::Reserved(claim.into())),
+                "{body}"
+            );
+        }
+        // "sub" is the hook's to set unless it names the user.
+        assert!(merge_hook_answer(&computed, br#"{"claims": {"sub": "2"}}"#, "user_id").is_ok());
+        let fits = format!(
+            r#"{{"claims": {{"x": "{}"}}}}"#,
+            "a".repeat(MAX_CLAIMS_BYTES - 8)
+        );
+        assert!(merge_hook_answer(&computed, fits.as_bytes(), "user_id").is_ok());
+        let over = format!(
+            r#"{{"claims": {{"x": "{}"}}}}"#,
+            "a".repeat(MAX_CLAIMS_BYTES - 7)
+        );
+        assert_eq!(
+            merge_hook_answer(&computed, over.as_bytes(), "user_id"),
+            Err(HookAnswerError::TooLarge(MAX_CLAIMS_BYTES + 1))
+        );
     }
 }

@@ -329,6 +329,11 @@ impl JwtKeys {
         self.lifetimes
     }
 
+    /// The claim naming the user in every token (`jwt.user_id_claim`).
+    pub fn user_id_claim(&self) -> &str {
+        &self.policy.user_id_claim
+    }
+
     /// Signs claims. HS256 is deterministic: the same claims always give the
     /// same token, which is what lets a rotation be replayed exactly.
     pub fn sign(&self, claims: &Claims) -> Result<String, SigningError> {

@@ -144,6 +144,18 @@ pub struct Detail {
     detail: String,
 }
 
+/// The claims hook failed and `claims.hook_failure` is `closed`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"detail": "Claims service unavailable.", "code": "claims_hook_unavailable"}))]
+pub struct ClaimsHookUnavailable {
+    detail: String,
+    code: String,
+}
+
+/// A 503 of the endpoints that issue access tokens.
+pub struct IssuingUnavailable;
+
 /// simplejwt's token error, with a `code`; `messages` only for Bearer
 /// authentication.
 #[derive(ToSchema)]
@@ -219,6 +231,7 @@ one_of!(Rotated: "RotatedPair", "AccessOnly");
 one_of!(BadRequest: "FieldErrorsBody", "Detail");
 one_of!(BearerError: "Detail", "TokenErrorBody");
 one_of!(OAuthBadRequest: "OAuthError", "FieldErrorsBody", "Detail");
+one_of!(IssuingUnavailable: "Detail", "ClaimsHookUnavailable");
 
 /// A `{"detail": …}` response, with `Retry-After` when `retry` says so.
 fn detail_response(description: &str, retry: bool) -> RefOr<utoipa::openapi::Response> {
@@ -315,7 +328,7 @@ impl Modify for SecuritySchemes {
         Credentials, Registration, User, TokenPair, RotatedPair, AccessOnly, IssuedPair, Rotated,
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
         TokenMessage, TokenForm, Introspection, IntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
-        OAuthBadRequest
+        OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable
     )),
     modifiers(&SecuritySchemes),
     tags(

@@ -80,7 +80,7 @@ fn clearing_refused_cookie(
         (status = 429, description = "Too many attempts, or a login back-off", body = super::openapi::Detail,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Internal error", body = super::openapi::Detail),
-        (status = 503, description = "Database or hashing unavailable", body = super::openapi::Detail,
+        (status = 503, description = "Database or hashing unavailable; or the claims hook failed (claims.hook_failure closed)", body = super::openapi::IssuingUnavailable,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn obtain_pair(
@@ -111,7 +111,7 @@ pub async fn obtain_pair(
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "Cookie mode: a request from an origin not allowed", body = super::openapi::Detail),
         (status = 500, description = "Internal error", body = super::openapi::Detail),
-        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+        (status = 503, description = "Database unavailable; or the claims hook failed (claims.hook_failure closed)", body = super::openapi::IssuingUnavailable,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn refresh(

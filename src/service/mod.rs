@@ -48,6 +48,8 @@ pub struct Services {
     pub password_policy: crate::auth::password_policy::PasswordPolicy,
     /// User fields written into access tokens (`jwt.extra_claims`).
     pub extra_claims: Vec<crate::auth::claims::ExtraClaim>,
+    /// Asked for more claims at every login and refresh, when configured.
+    pub claims_hook: Option<crate::claims_hook::ClaimsHook>,
     /// The services allowed to introspect.
     pub introspection_clients: Vec<crate::config::IntrospectionClient>,
     /// Brute-force limits; `None` when disabled.

@@ -43,6 +43,7 @@ fn services(dir: &std::path::Path) -> Services {
         update_last_login: false,
         extra_claims: Vec::new(),
         password_policy: Default::default(),
+        claims_hook: None,
         introspection_clients: vec![],
         throttle: None,
         // Long enough that only an invalidation can make a check see a change.

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod claims;
+mod claims_hook;
 mod cli;
 mod compat;
 mod concurrency;
