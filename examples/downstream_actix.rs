@@ -13,22 +13,30 @@
 //!   `jwt.issuer` / `jwt.audience` are set.
 //! - `TOKEND_USER_ID_CLAIM`: tokend's `jwt.user_id_claim` (default
 //!   `user_id`), the claim holding the user id.
+//! - `TOKEND_REQUIRED_GROUP`: the group `GET /editors` requires (default
+//!   `editors`).
 //! - `PORT` (default 8080; 0 picks a free port).
 //!
 //! `GET /hello` answers `{"user_id":"42"}` for a valid access token
 //! (`Authorization: Bearer <access>`) and 401 `{"detail": ...}` otherwise.
+//! `GET /editors` also needs the required group in the token's `groups`
+//! claim (tokend's `TOKEND__JWT__EXTRA_CLAIMS=groups`):
+//! `{"user_id":"42","group":"editors"}`, or 403 `{"detail": ...}`.
 //!
 //! Run: `TOKEND_SHARED_KEY=... cargo run --example downstream_actix`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 
 /// The claims this service relies on. tokend (like simplejwt) writes the
 /// user id as a string, under `user_id` unless `jwt.user_id_claim` names
@@ -83,8 +91,8 @@ impl Verifier {
         validation
     }
 
-    /// The user id of a valid access token.
-    async fn check(&self, token: &str) -> Result<String, &'static str> {
+    /// The user of a valid access token.
+    async fn check(&self, token: &str) -> Result<Authenticated, &'static str> {
         let claims = match &self.keys {
             Keys::Shared(key) => decode(token, key, &self.validation(Algorithm::HS256))?,
             Keys::Jwks { .. } => {
@@ -99,10 +107,21 @@ impl Verifier {
         if claims.token_type != "access" {
             return Err("not an access token");
         }
-        match claims.other.get(&self.user_id_claim) {
-            Some(serde_json::Value::String(id)) => Ok(id.clone()),
-            _ => Err("token has no user id"),
-        }
+        let user_id = match claims.other.get(&self.user_id_claim) {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            _ => return Err("token has no user id"),
+        };
+        // Anything but an array of strings grants nothing (a string is not
+        // a list of one group).
+        let groups = match claims.other.get("groups") {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Ok(Authenticated { user_id, groups })
     }
 
     async fn jwk(&self, kid: &str) -> Result<(DecodingKey, Algorithm), &'static str> {
@@ -169,20 +188,107 @@ async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<JwkSet, reqwe
         .await
 }
 
-async fn hello(req: HttpRequest, verifier: web::Data<Arc<Verifier>>) -> HttpResponse {
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
-        return HttpResponse::Unauthorized()
-            .json(serde_json::json!({"detail": "missing bearer token"}));
-    };
-    match verifier.check(token).await {
-        Ok(user_id) => HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id })),
-        Err(reason) => HttpResponse::Unauthorized().json(serde_json::json!({ "detail": reason })),
+/// Why a request is refused, as `{"detail": ...}`.
+#[derive(Debug)]
+enum Refusal {
+    /// No valid access token: 401.
+    Unauthorized(&'static str),
+    /// A valid token without the rights: 403.
+    Forbidden(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unauthorized(detail) => f.write_str(detail),
+            Refusal::Forbidden(detail) => f.write_str(detail),
+        }
     }
+}
+
+impl ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "detail": self.to_string() }))
+    }
+}
+
+/// The user of the request's valid access token: taking it as a handler
+/// argument is what protects a route (401 otherwise).
+struct Authenticated {
+    user_id: String,
+    /// The token's `groups` claim: as of its issue, not of now.
+    groups: Vec<String>,
+}
+
+impl Authenticated {
+    fn require_group(&self, group: &str) -> Result<(), Refusal> {
+        if self.groups.iter().any(|g| g == group) {
+            Ok(())
+        } else {
+            Err(Refusal::Forbidden(format!(
+                "Membership of group '{group}' is required."
+            )))
+        }
+    }
+}
+
+impl FromRequest for Authenticated {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verifier = req.app_data::<web::Data<Arc<Verifier>>>().cloned();
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        Box::pin(async move {
+            // A set-up mistake, not the client's.
+            let verifier = verifier.ok_or_else(|| {
+                actix_web::error::ErrorInternalServerError("no Verifier in app data")
+            })?;
+            let token = token.ok_or(Refusal::Unauthorized("missing bearer token"))?;
+            Ok(verifier
+                .check(&token)
+                .await
+                .map_err(Refusal::Unauthorized)?)
+        })
+    }
+}
+
+/// The group `GET /editors` requires.
+struct RequiredGroup(String);
+
+async fn hello(user: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "user_id": user.user_id }))
+}
+
+/// A struct rather than `json!` keeps the fields in this order.
+#[derive(Serialize)]
+struct Member<'a> {
+    user_id: &'a str,
+    group: &'a str,
+}
+
+async fn editors(
+    user: Authenticated,
+    required: web::Data<RequiredGroup>,
+) -> Result<HttpResponse, Refusal> {
+    user.require_group(&required.0)?;
+    Ok(HttpResponse::Ok().json(Member {
+        user_id: &user.user_id,
+        group: &required.0,
+    }))
 }
 
 #[actix_web::main]
@@ -217,11 +323,16 @@ async fn main() -> std::io::Result<()> {
         audience: env("TOKEND_AUDIENCE"),
         user_id_claim: env("TOKEND_USER_ID_CLAIM").unwrap_or_else(|| "user_id".to_owned()),
     });
+    let required = web::Data::new(RequiredGroup(
+        env("TOKEND_REQUIRED_GROUP").unwrap_or_else(|| "editors".to_owned()),
+    ));
     let port: u16 = env("PORT").and_then(|p| p.parse().ok()).unwrap_or(8080);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(verifier.clone()))
+            .app_data(required.clone())
             .route("/hello", web::get().to(hello))
+            .route("/editors", web::get().to(editors))
     })
     .workers(1)
     .bind(("127.0.0.1", port))?;

@@ -10,11 +10,15 @@ Environment:
   TOKEND_JWKS_URL     http://tokend:8000/.well-known/jwks.json together with
   TOKEND_ALGORITHM    EdDSA or RS256 (tokend's TOKEND__JWT__ALGORITHM)
   TOKEND_ISSUER / TOKEND_AUDIENCE  when tokend sets jwt.issuer / jwt.audience
+  TOKEND_REQUIRED_GROUP  the group GET /editors/ requires, default editors
   PORT                default 8081; 0 picks a free port
   HOST                listen address, default 127.0.0.1 (0.0.0.0 in a container)
 
 GET /hello/ answers {"user_id": "42"} for a valid access token and 401
 otherwise (refresh tokens are refused: AUTH_TOKEN_CLASSES is AccessToken).
+GET /editors/ also needs the group in the token's "groups" claim (tokend's
+TOKEND__JWT__EXTRA_CLAIMS=groups): {"user_id": "42", "group": "editors"},
+or 403 {"detail": "Membership of group 'editors' is required."}.
 
 Run:  pip install -r requirements.txt
       TOKEND_SHARED_KEY=... python service.py
@@ -67,8 +71,39 @@ settings.configure(
 )
 django.setup()
 
-from rest_framework.decorators import api_view  # noqa: E402  (after setup)
+from rest_framework.decorators import api_view, permission_classes  # noqa: E402  (after setup)
+from rest_framework.permissions import BasePermission, IsAuthenticated  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
+
+
+class HasGroupClaim(BasePermission):
+    """Grants requests whose access token lists `group` in its "groups" claim.
+
+    The claim is as of the token's issue (login or refresh), not of now.
+    Use HasGroupClaim.of("editors") after IsAuthenticated (which answers 401
+    when there is no valid token; this class alone would answer 403)."""
+
+    group = None
+
+    @classmethod
+    def of(cls, group):
+        return type(f"HasGroupClaim_{group}", (cls,), {"group": group})
+
+    @property
+    def message(self):
+        return f"Membership of group '{self.group}' is required."
+
+    def has_permission(self, request, view):
+        # request.auth is the validated AccessToken (JWTStatelessUserAuthentication).
+        groups = request.auth.get("groups", []) if request.auth is not None else []
+        # Anything but a list of strings grants nothing (`in` on a string
+        # would match substrings).
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            return False
+        return self.group in groups
+
+
+REQUIRED_GROUP = env("TOKEND_REQUIRED_GROUP") or "editors"
 
 
 @api_view(["GET"])
@@ -76,7 +111,13 @@ def hello(request):
     return Response({"user_id": request.user.id})
 
 
-urlpatterns = [path("hello/", hello)]
+@api_view(["GET"])
+@permission_classes([IsAuthenticated, HasGroupClaim.of(REQUIRED_GROUP)])
+def editors(request):
+    return Response({"user_id": request.user.id, "group": REQUIRED_GROUP})
+
+
+urlpatterns = [path("hello/", hello), path("editors/", editors)]
 
 
 class QuietHandler(WSGIRequestHandler):

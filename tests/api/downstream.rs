@@ -2,7 +2,8 @@
 //! service (examples/downstream_actix.rs) and the Django/DRF service
 //! (examples/downstream-django), each with the shared key and with JWKS.
 //! Each must accept access tokens and refuse refresh tokens, expired,
-//! forged, `alg: none` and algorithm-confusion tokens.
+//! forged, `alg: none` and algorithm-confusion tokens. Their `/editors`
+//! routes authorise by the `groups` claim of tokend's access tokens.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,6 +141,110 @@ async fn assert_downstream(app: &TestApp, service: &ChildServer, path: &str, sig
     assert_eq!(status, 401, "no token");
 }
 
+/// `path` requires group `editors` from the `groups` claim
+/// (`jwt.extra_claims = groups`): membership reaches the service with the
+/// next refresh, in both directions; only signed claims count, and only an
+/// array of strings.
+async fn assert_group_claim(start: impl Fn(&[(&str, &str)]) -> ChildServer, path: &str) {
+    const DENIED: &str = r#"{"detail":"Membership of group 'editors' is required."}"#;
+    let app = spawn_app_with(Backend::Sqlite, &[("TOKEND__JWT__EXTRA_CLAIMS", "groups")]).await;
+    let service = start(&[("TOKEND_SHARED_KEY", SIGNING_KEY)]);
+    let cli = |args: &[&str]| {
+        let (ok, out) = crate::cli::tokend(&app, args, "");
+        assert!(ok, "tokend {args:?}: {out}");
+    };
+    let (user_id, access, refresh) = app.user_with_tokens("alice", "pw12345").await;
+    let member = format!(r#"{{"user_id":"{user_id}","group":"editors"}}"#);
+    assert_eq!(
+        call(&service, path, Some(&access)).await,
+        (403, DENIED.to_owned())
+    );
+
+    cli(&["groups", "create", "editors"]);
+    cli(&["users", "add-group", "alice", "editors"]);
+    // The token issued before still says no groups.
+    assert_eq!(
+        call(&service, path, Some(&access)).await,
+        (403, DENIED.to_owned())
+    );
+    let refreshed = app.refresh(&refresh).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let editor = refreshed.token("access");
+    assert_eq!(
+        call(&service, path, Some(&editor)).await,
+        (200, member.clone())
+    );
+    // The group is configurable.
+    let ops = start(&[
+        ("TOKEND_SHARED_KEY", SIGNING_KEY),
+        ("TOKEND_REQUIRED_GROUP", "ops"),
+    ]);
+    assert_eq!(
+        call(&ops, path, Some(&editor)).await,
+        (
+            403,
+            r#"{"detail":"Membership of group 'ops' is required."}"#.to_owned()
+        )
+    );
+
+    cli(&["users", "remove-group", "alice", "editors"]);
+    let removed = app.refresh(&refreshed.token("refresh")).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(
+        call(&service, path, Some(&removed.token("access"))).await,
+        (403, DENIED.to_owned())
+    );
+
+    // Forged tokens: a claim counts only under tokend's signature, and only
+    // as an array of strings.
+    let forged = |groups: Value| {
+        json!({"token_type": "access", "exp": now() + 60, "iat": now() - 10,
+               "jti": "0123456789abcdef0123456789abcdef",
+               "user_id": user_id.to_string(), "groups": groups})
+    };
+    let shared = Signer::shared();
+    assert_eq!(
+        call(
+            &service,
+            path,
+            Some(&shared.sign(&forged(json!(["editors"]))))
+        )
+        .await,
+        (200, member),
+        "a well-formed claim under the right key"
+    );
+    let wrong_key = jsonwebtoken::encode(
+        &shared.header,
+        &forged(json!(["editors"])),
+        &EncodingKey::from_secret(b"not-the-key-0123456789abcdef0123456789"),
+    )
+    .expect("sign");
+    let (status, body) = call(&service, path, Some(&wrong_key)).await;
+    assert_eq!(status, 401, "{body}");
+    for groups in [
+        json!("editors"),
+        json!(["editors", 1]),
+        json!({"editors": true}),
+    ] {
+        assert_eq!(
+            call(&service, path, Some(&shared.sign(&forged(groups.clone())))).await,
+            (403, DENIED.to_owned()),
+            "groups = {groups}"
+        );
+    }
+    let (status, body) = call(&service, path, None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // tokend without the claim: nobody is a member, whatever the database says.
+    let plain = spawn_app(Backend::Sqlite).await;
+    let (_, access, _) = plain.user_with_tokens("bob", "pw12345").await;
+    assert!(crate::helpers::claims(&access).get("groups").is_none());
+    assert_eq!(
+        call(&service, path, Some(&access)).await,
+        (403, DENIED.to_owned())
+    );
+}
+
 // ---- Rust (actix-web) ----
 
 /// `cargo test` builds the examples next to the test binaries.
@@ -153,6 +258,15 @@ fn rust_example() -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`",
+        path.display()
+    );
+    // `cargo test --test api` does not rebuild examples: refuse to test a
+    // binary older than its source.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream_actix.rs");
+    assert!(
+        modified(&path) >= modified(&source),
+        "{} is older than its source: run `cargo build --examples`",
         path.display()
     );
     path
@@ -217,6 +331,11 @@ async fn django_service_with_a_custom_user_id_claim() {
         return;
     };
     assert_custom_user_id_claim(|env| start_django(&python, env), "/hello/").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_service_authorises_by_group_claim() {
+    assert_group_claim(start_rust, "/editors").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,6 +411,14 @@ async fn django_service_with_the_shared_key() {
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["code"], "token_not_valid");
     assert_eq!(body["messages"][0]["message"], "Token has wrong type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_service_authorises_by_group_claim() {
+    let Some(python) = django_python() else {
+        return;
+    };
+    assert_group_claim(|env| start_django(&python, env), "/editors/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
