@@ -8,6 +8,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod keyfiles;
+pub mod mail;
 pub mod metrics;
 pub mod routes;
 pub mod service;

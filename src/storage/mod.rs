@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod django;
 pub mod groups;
+pub mod outbox;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;
