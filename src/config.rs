@@ -282,6 +282,50 @@ pub struct IntrospectionClient {
     pub secret: Secret,
 }
 
+/// E-mail delivery: the outbox sender (see `crate::mail`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailSettings {
+    /// `smtp://`, `smtp://…?tls=required|opportunistic` or `smtps://`
+    /// (lettre's URL forms); empty: no SMTP. May carry a password.
+    pub smtp_url: Secret,
+    /// The From header: `addr` or `Name <addr>`; required with a URL.
+    pub from: String,
+    /// Without an SMTP URL: log each message at INFO (true) or give it up
+    /// unsent (false; links in mails are credentials).
+    pub log_instead: bool,
+    pub poll_interval_ms: u64,
+    pub retry_initial_secs: i64,
+    pub retry_max_secs: i64,
+    /// A message still undelivered this long after it was queued is given
+    /// up (dead).
+    pub give_up_after_secs: i64,
+    /// One delivery (connection to QUIT) is abandoned after this long.
+    pub smtp_timeout_ms: u64,
+    /// Sent and dead messages are deleted by the purge after this many days.
+    pub retention_days: i64,
+}
+
+impl EmailSettings {
+    /// The SMTP URL, when one is configured.
+    pub fn smtp_url(&self) -> Option<&str> {
+        Some(self.smtp_url.expose().trim()).filter(|u| !u.is_empty())
+    }
+
+    /// The From mailbox, when one is configured.
+    pub fn from(&self) -> Option<&str> {
+        Some(self.from.trim()).filter(|f| !f.is_empty())
+    }
+
+    pub fn smtp_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.smtp_timeout_ms)
+    }
+
+    /// Outbox rows sent or given up before this instant are purged.
+    pub fn purge_before(&self, now: i64) -> i64 {
+        now.saturating_sub(self.retention_days.saturating_mul(86_400))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct PurgeSettings {
     pub interval_secs: u64,
@@ -468,6 +512,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub cookie: CookieSettings,
     pub log: LogSettings,
+    pub email: EmailSettings,
 }
 
 fn dev_profile() -> Profile {
@@ -621,6 +666,7 @@ impl Settings {
             ));
         }
         self.validate_claims_hook()?;
+        self.validate_email()?;
         if self.rate_limit.login_per_ip_per_minute == 0
             || self.rate_limit.register_per_ip_per_minute == 0
         {
@@ -726,6 +772,78 @@ impl Settings {
             }
         }
         DatabaseUrl::parse(self.database.url.expose())?;
+        Ok(())
+    }
+
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let email = &self.email;
+        if let Some(from) = email.from() {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return invalid(format!(
+                    "email.from: `{from}` is not an address; write addr@example.com or \
+                     Name <addr@example.com>"
+                ));
+            }
+        }
+        if !(10..=600_000).contains(&email.poll_interval_ms) {
+            return invalid("email.poll_interval_ms must be between 10 and 600000".into());
+        }
+        if email.retry_initial_secs < 1 || email.retry_max_secs < email.retry_initial_secs {
+            return invalid(
+                "email.retry_initial_secs must be at least 1, and email.retry_max_secs at \
+                 least email.retry_initial_secs"
+                    .into(),
+            );
+        }
+        if email.give_up_after_secs < 1 {
+            return invalid("email.give_up_after_secs must be at least 1".into());
+        }
+        if !(1_000..=300_000).contains(&email.smtp_timeout_ms) {
+            return invalid("email.smtp_timeout_ms must be between 1000 and 300000".into());
+        }
+        if email.retention_days < 1 {
+            return invalid("email.retention_days must be at least 1".into());
+        }
+        let Some(url) = email.smtp_url() else {
+            return Ok(());
+        };
+        // Messages never echo the URL: it may carry a password.
+        let parsed =
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "smtp" | "smtps") && parsed.has_host() => {
+                    parsed
+                }
+                _ => return invalid(
+                    "email.smtp_url must be smtp://host[:port], smtp://host[:port]?tls=required, \
+                     smtp://host[:port]?tls=opportunistic or smtps://host[:port] (or empty: no \
+                     SMTP)"
+                        .into(),
+                ),
+            };
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let encrypted = parsed.scheme() == "smtps" || tls.as_deref() == Some("required");
+        if parsed.password().is_some() && !encrypted {
+            return invalid(
+                "email.smtp_url carries a password but no required encryption: use \
+                 smtp://…?tls=required (STARTTLS) or smtps:// (implicit TLS), so the password \
+                 never crosses the network in clear"
+                    .into(),
+            );
+        }
+        if let Err(e) = crate::mail::sender::transport(url, self.email.smtp_timeout()) {
+            return invalid(format!("email.smtp_url: {e}"));
+        }
+        if email.from().is_none() {
+            return invalid(
+                "email.smtp_url is set: TOKEND__EMAIL__FROM is required (e.g. \
+                 `tokend <noreply@example.com>`)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -1077,6 +1195,95 @@ mod tests {
         // Whitespace only is no URL.
         let s = load(&[("TOKEND__CLAIMS__HOOK_URL", "  ")]).unwrap();
         assert_eq!(s.claims.hook_url(), None);
+    }
+
+    #[test]
+    fn email_is_logged_in_dev_and_never_in_production_without_smtp() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.email.smtp_url(), None);
+        assert_eq!(s.email.from(), None);
+        assert!(s.email.log_instead);
+        assert_eq!(s.email.poll_interval_ms, 1000);
+        assert_eq!(
+            (s.email.retry_initial_secs, s.email.retry_max_secs),
+            (5, 3600)
+        );
+        assert_eq!(s.email.give_up_after_secs, 86_400);
+        assert_eq!(s.email.retention_days, 7);
+        assert_eq!(s.email.purge_before(10 * 86_400), 3 * 86_400);
+        let s = load(&[
+            ("TOKEND_PROFILE", "production"),
+            ("TOKEND__JWT__SIGNING_KEY", &"k".repeat(32)),
+        ])
+        .unwrap();
+        assert!(!s.email.log_instead);
+    }
+
+    #[test]
+    fn smtp_urls_take_lettres_forms_and_never_show_the_password() {
+        let from = ("TOKEND__EMAIL__FROM", "tokend <noreply@example.com>");
+        for url in [
+            "smtp://127.0.0.1:2525",
+            "smtp://relay.internal",
+            "smtp://user:pwZq7%40x@relay.example.com:587?tls=required",
+            "smtp://relay.example.com?tls=opportunistic",
+            "smtps://user:pwZq7@smtp.example.com",
+        ] {
+            let s = load(&[("TOKEND__EMAIL__SMTP_URL", url), from]).unwrap();
+            assert_eq!(s.email.smtp_url(), Some(url));
+            assert!(!format!("{s:?}").contains("pwZq7"), "{url}");
+        }
+        for (url, message) in [
+            ("http://relay:25", "email.smtp_url must be smtp://"),
+            ("relay:25", "email.smtp_url must be smtp://"),
+            ("smtp://relay?tls=sometimes", "email.smtp_url: "),
+            (
+                "smtp://user:secretpw@relay:25",
+                "email.smtp_url carries a password but no required encryption",
+            ),
+            (
+                "smtp://user:secretpw@relay:587?tls=opportunistic",
+                "email.smtp_url carries a password but no required encryption",
+            ),
+        ] {
+            let err = load(&[("TOKEND__EMAIL__SMTP_URL", url), from])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(message), "{url}: {err}");
+            assert!(!err.contains("secretpw"), "{err}");
+        }
+        let err = load(&[("TOKEND__EMAIL__SMTP_URL", "smtp://127.0.0.1:2525")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOKEND__EMAIL__FROM is required"), "{err}");
+    }
+
+    #[test]
+    fn the_from_address_is_checked_at_load() {
+        for from in [
+            "noreply@example.com",
+            "Tokend Accounts <noreply@example.com>",
+        ] {
+            let s = load(&[("TOKEND__EMAIL__FROM", from)]).unwrap();
+            assert_eq!(s.email.from(), Some(from));
+        }
+        for from in ["noreply", "Tokend <noreply>", "a@b@c"] {
+            let err = load(&[("TOKEND__EMAIL__FROM", from)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("email.from: `"), "{from}: {err}");
+        }
+        for (key, value) in [
+            ("TOKEND__EMAIL__POLL_INTERVAL_MS", "0"),
+            ("TOKEND__EMAIL__RETRY_INITIAL_SECS", "0"),
+            ("TOKEND__EMAIL__RETRY_MAX_SECS", "1"),
+            ("TOKEND__EMAIL__GIVE_UP_AFTER_SECS", "0"),
+            ("TOKEND__EMAIL__SMTP_TIMEOUT_MS", "10"),
+            ("TOKEND__EMAIL__RETENTION_DAYS", "0"),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains("email."), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Metrics {
     pool_idle: IntGauge,
     claims_hook_failures: IntCounterVec,
     claims_hook_duration: prometheus::Histogram,
+    outbox_messages: prometheus::IntGaugeVec,
+    outbox_sent: IntCounterVec,
+    outbox_failed_attempts: IntCounterVec,
 }
 
 /// The `reason` labels of `tokend_claims_hook_failures_total`.
@@ -111,6 +114,38 @@ impl Metrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
         )?;
+        let outbox_messages = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "outbox_messages",
+                "Outbox messages by kind and state (queued: not yet sent nor given up; \
+                 dead: given up), as last counted by the sender",
+            ),
+            &["kind", "state"],
+        )?;
+        let outbox_sent = IntCounterVec::new(
+            Opts::new(
+                "outbox_sent_total",
+                "Outbox messages delivered (e-mail without SMTP in dev: logged) by this process",
+            ),
+            &["kind"],
+        )?;
+        let outbox_failed_attempts = IntCounterVec::new(
+            Opts::new(
+                "outbox_failed_attempts_total",
+                "Failed outbox delivery attempts (retried or given up) by this process",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(outbox_messages.clone()))?;
+        registry.register(Box::new(outbox_sent.clone()))?;
+        registry.register(Box::new(outbox_failed_attempts.clone()))?;
+        for kind in [crate::mail::KIND] {
+            for state in ["queued", "dead"] {
+                outbox_messages.with_label_values(&[kind, state]);
+            }
+            outbox_sent.with_label_values(&[kind]);
+            outbox_failed_attempts.with_label_values(&[kind]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(logins.clone()))?;
@@ -146,6 +181,9 @@ impl Metrics {
             pool_idle,
             claims_hook_failures,
             claims_hook_duration,
+            outbox_messages,
+            outbox_sent,
+            outbox_failed_attempts,
         })
     }
 
@@ -216,6 +254,24 @@ impl Metrics {
         self.claims_hook_duration.observe(seconds);
     }
 
+    /// The outbox's counts of `kind` (`queued`, `dead`).
+    pub fn outbox_counts(&self, kind: &str, queued: i64, dead: i64) {
+        self.outbox_messages
+            .with_label_values(&[kind, "queued"])
+            .set(queued);
+        self.outbox_messages
+            .with_label_values(&[kind, "dead"])
+            .set(dead);
+    }
+
+    pub fn outbox_sent(&self, kind: &str) {
+        self.outbox_sent.with_label_values(&[kind]).inc();
+    }
+
+    pub fn outbox_failed_attempt(&self, kind: &str) {
+        self.outbox_failed_attempts.with_label_values(&[kind]).inc();
+    }
+
     /// The text exposition, with the pool gauges read now.
     pub fn render(&self, pool: (u32, u32)) -> String {
         self.pool_connections.set(i64::from(pool.0));
@@ -254,6 +310,10 @@ mod tests {
         m.reuse_detected();
         m.claims_hook_failure("open", "timeout");
         m.claims_hook_call(0.03);
+        m.outbox_counts("email", 3, 1);
+        m.outbox_sent("email");
+        m.outbox_failed_attempt("email");
+        m.outbox_failed_attempt("email");
         let text = m.render((3, 2));
         for line in [
             r#"tokend_http_requests_total{method="POST",route="/api/token/",status="200"} 1"#,
@@ -271,6 +331,10 @@ mod tests {
             // Every series exists from the start.
             r#"tokend_claims_hook_failures_total{failure="closed",reason="reserved_claim"} 0"#,
             r#"tokend_claims_hook_duration_seconds_bucket{le="0.05"} 1"#,
+            r#"tokend_outbox_messages{kind="email",state="queued"} 3"#,
+            r#"tokend_outbox_messages{kind="email",state="dead"} 1"#,
+            r#"tokend_outbox_sent_total{kind="email"} 1"#,
+            r#"tokend_outbox_failed_attempts_total{kind="email"} 2"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -53,6 +53,14 @@ impl Application {
         if settings.purge.interval_secs > 0 {
             spawn_purge_task(state.db.clone(), &settings);
         }
+        // One sender per serving process; replicas share the outbox.
+        crate::mail::sender::Sender::new(
+            state.db.clone(),
+            state.outbox.clone(),
+            state.metrics.clone(),
+            &settings.email,
+        )?
+        .spawn();
         let cap = settings
             .server
             .connection_cap(settings.rate_limit.client_ip_header.as_ref());
@@ -199,13 +207,21 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
         loop {
             ticks.tick().await;
             let now = crate::clock::unix_now();
+            let outbox_before = settings.email.purge_before(now);
             match db
-                .purge(now, purge_horizon(&settings, now), batch, |_| {})
+                .purge(
+                    now,
+                    purge_horizon(&settings, now),
+                    outbox_before,
+                    batch,
+                    |_| {},
+                )
                 .await
             {
                 Ok(purged) if purged.total() > 0 => tracing::info!(
                     refresh_tokens = purged.refresh_tokens,
                     sessions = purged.sessions,
+                    outbox = purged.outbox,
                     "purged expired rows"
                 ),
                 Ok(_) => {}
@@ -256,6 +272,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             std::time::Duration::from_millis(settings.cache.ttl_ms),
             std::time::Duration::from_millis(settings.cache.stale_if_error_ms),
         ),
+        outbox: crate::mail::Outbox::new(),
         clock: crate::clock::unix_now,
     };
     Ok(AppState {

@@ -2,6 +2,7 @@
 //! the library; what it shares with the HTTP API (account administration)
 //! goes through the same use cases (`tokend::service`).
 
+mod email;
 mod import;
 mod keys;
 mod ops;
@@ -44,6 +45,18 @@ pub enum Command {
     /// Manage groups (Django's auth groups; `groups` in access tokens).
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// E-mail delivery: queue a test message, show the outbox.
+    #[command(subcommand)]
+    Email(EmailCommand),
+}
+
+#[derive(Subcommand)]
+pub enum EmailCommand {
+    /// Queue a test message to ADDRESS in the outbox; a running `tokend
+    /// serve` delivers it (within email.poll_interval_ms).
+    Test { address: String },
+    /// Print the outbox's e-mail counts: queued, sent, dead.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +148,7 @@ pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         Command::CheckConfig => keys::check_config(&settings),
         Command::Keys(command) => keys::keys(&settings, command),
         Command::Groups(command) => users::groups(&settings, command),
+        Command::Email(command) => email::email(&settings, command),
     }
 }
 

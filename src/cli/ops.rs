@@ -53,15 +53,22 @@ pub(super) fn purge(settings: &Settings) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let total = runtime.block_on(db.purge(at, horizon, settings.purge.batch_size, |batch| {
-        println!(
-            "purged a batch: {} refresh token(s), {} session(s)",
-            batch.refresh_tokens, batch.sessions
-        );
-    }))?;
+    let outbox_before = settings.email.purge_before(at);
+    let total = runtime.block_on(db.purge(
+        at,
+        horizon,
+        outbox_before,
+        settings.purge.batch_size,
+        |batch| {
+            println!(
+                "purged a batch: {} refresh token(s), {} session(s), {} outbox message(s)",
+                batch.refresh_tokens, batch.sessions, batch.outbox
+            );
+        },
+    ))?;
     println!(
-        "purge done: {} refresh token(s), {} session(s) removed",
-        total.refresh_tokens, total.sessions
+        "purge done: {} refresh token(s), {} session(s), {} outbox message(s) removed",
+        total.refresh_tokens, total.sessions, total.outbox
     );
     Ok(())
 }

@@ -26,3 +26,30 @@ impl std::fmt::Debug for Mail {
             .finish_non_exhaustive()
     }
 }
+
+pub mod sender;
+
+/// The process's handle on the outbox sender, shared through `Services`:
+/// the request path calls `notify` after committing a transaction that
+/// queued mail, so that this process sends it at once instead of at its
+/// next poll.
+#[derive(Clone, Default)]
+pub struct Outbox {
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes the sender (a no-op cost when it is busy: one stored permit).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next `notify` (or at once if one is pending).
+    pub async fn notified(&self) {
+        self.wake.notified().await;
+    }
+}

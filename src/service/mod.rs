@@ -57,6 +57,10 @@ pub struct Services {
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Wakes this process's e-mail sender: call `outbox.notify()` after
+    /// committing a transaction that queued mail
+    /// (`storage::outbox::enqueue_mail`).
+    pub outbox: crate::mail::Outbox,
     /// The wall clock, in unix seconds (replaceable in tests).
     pub clock: crate::clock::Clock,
 }

@@ -44,6 +44,7 @@ fn services(dir: &std::path::Path) -> Services {
         extra_claims: Vec::new(),
         password_policy: Default::default(),
         claims_hook: None,
+        outbox: crate::mail::Outbox::new(),
         introspection_clients: vec![],
         throttle: None,
         // Long enough that only an invalidation can make a check see a change.

@@ -354,26 +354,33 @@ impl Database {
             .is_ok()
     }
 
-    /// Deletes expired and long-revoked rows batch by batch until none is
-    /// left; `progress` sees each batch. Each batch is its own short
-    /// statement pair, so live traffic is never blocked for long.
+    /// Deletes expired and long-revoked rows, and outbox messages sent or
+    /// given up before `outbox_before`, batch by batch until none is left;
+    /// `progress` sees each batch. Each batch is its own short statements,
+    /// so live traffic is never blocked for long.
     pub async fn purge(
         &self,
         now: i64,
         revoked_before: i64,
+        outbox_before: i64,
         batch: i64,
         mut progress: impl FnMut(sessions::Purged),
     ) -> Result<sessions::Purged, StorageError> {
         let mut total = sessions::Purged::default();
         loop {
             let purged = self
-                .write(move |conn| sessions::purge_batch(conn, now, revoked_before, batch))
+                .write(move |conn| {
+                    let mut purged = sessions::purge_batch(conn, now, revoked_before, batch)?;
+                    purged.outbox = outbox::purge_batch(conn, outbox_before, batch)?;
+                    Ok(purged)
+                })
                 .await?;
             if purged.total() == 0 {
                 return Ok(total);
             }
             total.refresh_tokens += purged.refresh_tokens;
             total.sessions += purged.sessions;
+            total.outbox += purged.outbox;
             progress(purged);
         }
     }

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use super::schema::outbox;
-use super::DbConnection;
+use super::{DbConnection, StorageError};
 use crate::mail::Mail;
 
 /// Queues `mail`; call it inside the transaction of the change that causes
@@ -25,4 +25,147 @@ pub fn enqueue_mail(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// A message leased to this sender until the lease it was claimed with.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Claimed {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub payload: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub created_at: i64,
+}
+
+/// The rows of `kind` that are due and not leased, up to `limit`.
+const DUE: &str = "kind = {kind} AND sent_at IS NULL AND dead_at IS NULL \
+                   AND next_attempt_at <= {now} \
+                   AND (claimed_until IS NULL OR claimed_until <= {now})";
+
+/// Leases up to `limit` due messages of `kind` to the caller until
+/// `lease_until`, oldest first. One statement: on PostgreSQL rows another
+/// replica is claiming are skipped (`SKIP LOCKED`), and a row claimed by a
+/// transaction that committed first is re-checked and left out, so each
+/// message goes to exactly one sender; SQLite runs one writer at a time. A
+/// sender that dies leaves its rows to be claimed again once the lease ends.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    kind: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<Claimed>, StorageError> {
+    use diesel::sql_types::{BigInt, Text};
+    let returning = "RETURNING id, payload, attempts, created_at";
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            let due = DUE.replace("{kind}", "$2").replace("{now}", "$3");
+            Ok(diesel::sql_query(format!(
+                "UPDATE outbox SET claimed_until = $1 WHERE id IN \
+                 (SELECT id FROM outbox WHERE {due} ORDER BY id LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED) {returning}"
+            ))
+            .bind::<BigInt, _>(lease_until)
+            .bind::<Text, _>(kind)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(pg)?)
+        }
+        DbConnection::Sqlite(sqlite) => {
+            let due = DUE.replace("{kind}", "?2").replace("{now}", "?3");
+            Ok(diesel::sql_query(format!(
+                "UPDATE outbox SET claimed_until = ?1 WHERE id IN \
+                 (SELECT id FROM outbox WHERE {due} ORDER BY id LIMIT ?4) {returning}"
+            ))
+            .bind::<BigInt, _>(lease_until)
+            .bind::<Text, _>(kind)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(sqlite)?)
+        }
+    }
+}
+
+/// Records a delivery (releasing the lease).
+pub fn mark_sent(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), StorageError> {
+    diesel::update(outbox::table.filter(outbox::id.eq(id)))
+        .set((
+            outbox::sent_at.eq(now),
+            outbox::claimed_until.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at`, or given up (dead) now
+/// when `None`. `error` is short and never holds the message.
+pub fn mark_failed(
+    conn: &mut DbConnection,
+    id: i64,
+    error: &str,
+    retry_at: Option<i64>,
+    now: i64,
+) -> Result<(), StorageError> {
+    let row = outbox::table.filter(outbox::id.eq(id));
+    let attempts = outbox::attempts.eq(outbox::attempts + 1);
+    let error = outbox::last_error.eq(Some(error));
+    let released = outbox::claimed_until.eq(None::<i64>);
+    match retry_at {
+        Some(at) => diesel::update(row)
+            .set((attempts, error, released, outbox::next_attempt_at.eq(at)))
+            .execute(conn)?,
+        None => diesel::update(row)
+            .set((attempts, error, released, outbox::dead_at.eq(Some(now))))
+            .execute(conn)?,
+    };
+    Ok(())
+}
+
+/// Messages of `kind` by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Not yet sent nor given up (waiting, being sent, or to be retried).
+    pub queued: i64,
+    pub sent: i64,
+    pub dead: i64,
+}
+
+pub fn counts(conn: &mut DbConnection, kind: &str) -> Result<Counts, StorageError> {
+    let of_kind = || outbox::table.filter(outbox::kind.eq(kind.to_owned()));
+    let queued = of_kind()
+        .filter(outbox::sent_at.is_null())
+        .filter(outbox::dead_at.is_null())
+        .count()
+        .get_result(conn)?;
+    let sent = of_kind()
+        .filter(outbox::sent_at.is_not_null())
+        .count()
+        .get_result(conn)?;
+    let dead = of_kind()
+        .filter(outbox::dead_at.is_not_null())
+        .count()
+        .get_result(conn)?;
+    Ok(Counts { queued, sent, dead })
+}
+
+/// Deletes at most `batch` messages sent or given up before `before`; call
+/// until it returns zero. Queued messages are never deleted.
+pub fn purge_batch(
+    conn: &mut DbConnection,
+    before: i64,
+    batch: i64,
+) -> Result<usize, StorageError> {
+    let done = outbox::sent_at.le(before).or(outbox::dead_at.le(before));
+    let ids: Vec<i64> = outbox::table
+        .select(outbox::id)
+        .filter(done)
+        .limit(batch)
+        .load(conn)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids)).filter(done)).execute(conn)?)
 }

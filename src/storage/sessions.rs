@@ -208,11 +208,13 @@ pub fn revoke_all_for_user(
 pub struct Purged {
     pub refresh_tokens: usize,
     pub sessions: usize,
+    /// Outbox messages sent or given up long enough ago.
+    pub outbox: usize,
 }
 
 impl Purged {
     pub fn total(&self) -> usize {
-        self.refresh_tokens + self.sessions
+        self.refresh_tokens + self.sessions + self.outbox
     }
 }
 
@@ -265,5 +267,6 @@ pub fn purge_batch(
     Ok(Purged {
         refresh_tokens: refresh_tokens_deleted,
         sessions: sessions_deleted,
+        outbox: 0,
     })
 }

@@ -1,0 +1,448 @@
+//! The outbox sender: one background task per `tokend serve` process that
+//! claims due e-mail from the outbox, delivers it over SMTP (lettre, async:
+//! never a blocking thread for the network), and records the outcome. The
+//! database work goes through `Database::write`, on the bounded blocking
+//! pool.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{Mail, Outbox, KIND};
+use crate::config::EmailSettings;
+use crate::metrics::Metrics;
+use crate::storage::{outbox, Database};
+
+pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// Messages claimed (and delivered concurrently) at a time.
+const BATCH: i64 = 10;
+
+/// How often the sender counts the outbox for the gauges, at most.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
+
+/// Stored errors are cut to this many characters.
+const MAX_ERROR_CHARS: usize = 200;
+
+/// The SMTP transport for `url` (lettre's URL forms, see
+/// `AsyncSmtpTransport::from_url`); connects to nothing.
+pub fn transport(
+    url: &str,
+    timeout: Duration,
+) -> Result<Transport, lettre::transport::smtp::Error> {
+    Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
+        .timeout(Some(timeout))
+        .build())
+}
+
+/// How this process delivers mail.
+#[derive(Clone)]
+pub enum Delivery {
+    /// Shared by the concurrent deliveries of a batch.
+    Smtp(Arc<Smtp>),
+    /// No SMTP, dev: the message goes to the log and counts as sent.
+    Log,
+    /// No SMTP, production: the message is given up unsent (it is never
+    /// logged: its links are credentials).
+    Refuse,
+}
+
+impl Delivery {
+    pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Self> {
+        let Some(url) = settings.smtp_url() else {
+            return Ok(if settings.log_instead {
+                Delivery::Log
+            } else {
+                Delivery::Refuse
+            });
+        };
+        // Validated at load; the errors here never echo the URL.
+        let transport = transport(url, settings.smtp_timeout())
+            .map_err(|e| anyhow::anyhow!("email.smtp_url: {e}"))?;
+        let from = settings
+            .from()
+            .ok_or_else(|| anyhow::anyhow!("email.from is required with email.smtp_url"))?
+            .parse::<Mailbox>()
+            .map_err(|e| anyhow::anyhow!("email.from: {e}"))?;
+        Ok(Delivery::Smtp(Arc::new(Smtp {
+            transport,
+            from,
+            timeout: settings.smtp_timeout(),
+        })))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Delivery::Smtp(_) => "smtp",
+            Delivery::Log => "log",
+            Delivery::Refuse => "none",
+        }
+    }
+}
+
+pub struct Smtp {
+    transport: Transport,
+    from: Mailbox,
+    timeout: Duration,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Sent,
+    /// Try again later (unless the message is too old).
+    Retry(String),
+    /// Never try again: the relay refused it for good, or it cannot be sent.
+    Dead(String),
+}
+
+/// The retry schedule (`email.retry_*`, `email.give_up_after_secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial_secs: i64,
+    pub max_secs: i64,
+    pub give_up_after_secs: i64,
+}
+
+impl Backoff {
+    fn from_settings(settings: &EmailSettings) -> Self {
+        Backoff {
+            initial_secs: settings.retry_initial_secs,
+            max_secs: settings.retry_max_secs,
+            give_up_after_secs: settings.give_up_after_secs,
+        }
+    }
+
+    /// The delay before the attempt after `failures` failed ones: doubling
+    /// from `initial_secs`, capped at `max_secs`, less up to 20% (`jitter`
+    /// in 0..=1) so that messages that failed together spread out.
+    fn delay(&self, failures: i32, jitter: f64) -> i64 {
+        let doublings = failures.saturating_sub(1).clamp(0, 40) as u32;
+        let delay = self
+            .initial_secs
+            .saturating_mul(1_i64 << doublings.min(30))
+            .min(self.max_secs);
+        let spread = (delay as f64 * 0.2 * jitter.clamp(0.0, 1.0)) as i64;
+        (delay - spread).max(1)
+    }
+
+    /// When to try again after `failures` failed attempts of a message
+    /// queued at `created_at`, the last one failing `now`; `None`: give up
+    /// (only once the message has been tried for `give_up_after_secs`).
+    fn next_attempt(&self, created_at: i64, failures: i32, now: i64, jitter: f64) -> Option<i64> {
+        (now < created_at.saturating_add(self.give_up_after_secs))
+            .then(|| now.saturating_add(self.delay(failures, jitter)))
+    }
+}
+
+pub struct Sender {
+    db: Database,
+    outbox: Outbox,
+    delivery: Delivery,
+    metrics: Arc<Metrics>,
+    poll_interval: Duration,
+    backoff: Backoff,
+}
+
+impl Sender {
+    pub fn new(
+        db: Database,
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+        settings: &EmailSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Sender {
+            db,
+            outbox,
+            delivery: Delivery::from_settings(settings)?,
+            metrics,
+            poll_interval: Duration::from_millis(settings.poll_interval_ms),
+            backoff: Backoff::from_settings(settings),
+        })
+    }
+
+    /// Starts the loop on the current runtime.
+    pub fn spawn(self) {
+        tracing::info!(delivery = self.delivery.name(), "e-mail sender started");
+        tokio::spawn(self.run());
+    }
+
+    async fn run(self) {
+        let mut counted: Option<Instant> = None;
+        loop {
+            if counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
+                self.update_gauges().await;
+                counted = Some(Instant::now());
+            }
+            let full = match self.send_batch().await {
+                Ok(claimed) => claimed >= BATCH as usize,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %crate::error::Chain(&e),
+                        "outbox: cannot claim mail; will retry"
+                    );
+                    false
+                }
+            };
+            if full {
+                // More may be due right now.
+                continue;
+            }
+            tokio::select! {
+                () = self.outbox.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn update_gauges(&self) {
+        match self.db.run(|conn| outbox::counts(conn, KIND)).await {
+            Ok(counts) => self.metrics.outbox_counts(KIND, counts.queued, counts.dead),
+            Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "outbox: cannot count"),
+        }
+    }
+
+    /// Claims one batch of due mail and delivers it; returns how many
+    /// messages were claimed.
+    async fn send_batch(&self) -> Result<usize, crate::storage::StorageError> {
+        let now = crate::clock::unix_now();
+        // The lease outlasts the delivery timeout, so that no other sender
+        // takes a message this one may still be sending.
+        let timeout_secs = match &self.delivery {
+            Delivery::Smtp(smtp) => smtp.timeout.as_secs() as i64 + 1,
+            _ => 0,
+        };
+        let lease_until = now + timeout_secs + 30;
+        let claimed = self
+            .db
+            .write(move |conn| outbox::claim_due(conn, KIND, now, lease_until, BATCH))
+            .await?;
+        let count = claimed.len();
+        let mut deliveries = tokio::task::JoinSet::new();
+        for row in claimed {
+            let delivery = self.delivery.clone();
+            deliveries.spawn(async move {
+                let outcome = deliver(&delivery, row.id, &row.payload).await;
+                (row, outcome)
+            });
+        }
+        while let Some(joined) = deliveries.join_next().await {
+            match joined {
+                Ok((row, outcome)) => self.record(row, outcome).await,
+                // A panic in one delivery: its lease runs out and the
+                // message is claimed again.
+                Err(e) => tracing::error!(error = %e, "outbox: a delivery task failed"),
+            }
+        }
+        Ok(count)
+    }
+
+    async fn record(&self, row: outbox::Claimed, outcome: Outcome) {
+        let now = crate::clock::unix_now();
+        let id = row.id;
+        let failures = row.attempts.saturating_add(1);
+        let result = match outcome {
+            Outcome::Sent => {
+                self.metrics.outbox_sent(KIND);
+                self.db
+                    .write(move |conn| outbox::mark_sent(conn, id, now))
+                    .await
+            }
+            Outcome::Retry(error) => {
+                self.metrics.outbox_failed_attempt(KIND);
+                let retry_at =
+                    self.backoff
+                        .next_attempt(row.created_at, failures, now, rand::random::<f64>());
+                match retry_at {
+                    Some(at) => tracing::warn!(
+                        id,
+                        attempts = failures,
+                        error = %error,
+                        retry_in_secs = at - now,
+                        "outbox: e-mail delivery failed; will retry"
+                    ),
+                    None => tracing::error!(
+                        id,
+                        attempts = failures,
+                        error = %error,
+                        "outbox: e-mail delivery failed; giving up (email.give_up_after_secs)"
+                    ),
+                }
+                self.db
+                    .write(move |conn| outbox::mark_failed(conn, id, &error, retry_at, now))
+                    .await
+            }
+            Outcome::Dead(error) => {
+                self.metrics.outbox_failed_attempt(KIND);
+                tracing::error!(id, error = %error, "outbox: e-mail given up");
+                self.db
+                    .write(move |conn| outbox::mark_failed(conn, id, &error, None, now))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // The lease runs out and the message is claimed again: sent
+            // twice at worst, never lost.
+            tracing::warn!(
+                id,
+                error = %crate::error::Chain(&e),
+                "outbox: cannot record a delivery outcome"
+            );
+        }
+    }
+}
+
+/// One attempt at delivering the message stored as `payload`.
+async fn deliver(delivery: &Delivery, id: i64, payload: &str) -> Outcome {
+    let mail: Mail = match serde_json::from_str(payload) {
+        Ok(mail) => mail,
+        Err(_) => return Outcome::Dead("unreadable payload".into()),
+    };
+    match delivery {
+        Delivery::Log => {
+            tracing::info!(
+                id,
+                to = %mail.to,
+                subject = %mail.subject,
+                text = %mail.text,
+                "e-mail not sent (no SMTP configured, email.log_instead): logged instead"
+            );
+            Outcome::Sent
+        }
+        Delivery::Refuse => {
+            tracing::warn!(
+                id,
+                subject = %mail.subject,
+                "e-mail given up: no SMTP configured (set TOKEND__EMAIL__SMTP_URL)"
+            );
+            Outcome::Dead("no SMTP configured".into())
+        }
+        Delivery::Smtp(smtp) => {
+            let message = match message(&smtp.from, &mail) {
+                Ok(message) => message,
+                Err(e) => return Outcome::Dead(e),
+            };
+            match tokio::time::timeout(smtp.timeout, smtp.transport.send(message)).await {
+                Ok(Ok(_)) => Outcome::Sent,
+                Ok(Err(e)) if e.is_permanent() => Outcome::Dead(short(&e.to_string())),
+                Ok(Err(e)) => Outcome::Retry(short(&e.to_string())),
+                Err(_) => Outcome::Retry("timed out (email.smtp_timeout_ms)".into()),
+            }
+        }
+    }
+}
+
+/// The RFC 5322 message: text alone, or text and HTML alternatives.
+fn message(from: &Mailbox, mail: &Mail) -> Result<Message, String> {
+    let to: Mailbox = mail
+        .to
+        .parse()
+        .map_err(|_| "invalid recipient address".to_owned())?;
+    let builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(mail.subject.clone());
+    let built = match &mail.html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+            mail.text.clone(),
+            html.clone(),
+        )),
+        None => builder.singlepart(SinglePart::plain(mail.text.clone())),
+    };
+    built.map_err(|e| short(&format!("cannot build the message: {e}")))
+}
+
+fn short(error: &str) -> String {
+    error.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKOFF: Backoff = Backoff {
+        initial_secs: 5,
+        max_secs: 3600,
+        give_up_after_secs: 86_400,
+    };
+
+    #[test]
+    fn delays_double_from_the_initial_up_to_the_cap_less_jitter() {
+        let delays: Vec<i64> = (1..=12).map(|n| BACKOFF.delay(n, 0.0)).collect();
+        assert_eq!(
+            delays,
+            [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]
+        );
+        assert_eq!(BACKOFF.delay(1000, 0.0), 3600);
+        // Jitter takes off at most a fifth.
+        assert_eq!(BACKOFF.delay(1, 1.0), 4);
+        assert_eq!(BACKOFF.delay(11, 1.0), 2880);
+        assert_eq!(BACKOFF.delay(11, 0.5), 3240);
+    }
+
+    #[test]
+    fn messages_are_retried_for_the_whole_give_up_window() {
+        // Worst case jitter: the most attempts; none gives up early.
+        let created = 1_000_000;
+        let mut now = created;
+        let mut failures = 0;
+        while let Some(at) = BACKOFF.next_attempt(created, failures + 1, now, 1.0) {
+            failures += 1;
+            now = at;
+        }
+        let given_up = now - created;
+        assert!(
+            (86_400..86_400 + 3600).contains(&given_up),
+            "gave up after {given_up} s"
+        );
+        // Roughly 10 attempts to reach the cap, then hourly-ish.
+        assert!((30..=45).contains(&failures), "{failures} attempts");
+    }
+
+    #[test]
+    fn messages_have_both_alternatives_and_refuse_bad_recipients() {
+        let from: Mailbox = "tokend <noreply@example.com>".parse().unwrap();
+        let mail = Mail {
+            to: "alice@example.com".into(),
+            subject: "Reset".into(),
+            text: "Follow https://x/reset?t=1".into(),
+            html: Some("<p>Follow <a href=\"https://x/reset?t=1\">this</a></p>".into()),
+        };
+        let raw = String::from_utf8(message(&from, &mail).unwrap().formatted()).unwrap();
+        assert!(raw.contains("From: tokend <noreply@example.com>"), "{raw}");
+        assert!(raw.contains("To: alice@example.com"), "{raw}");
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("text/plain"), "{raw}");
+        assert!(raw.contains("text/html"), "{raw}");
+        let bad = Mail {
+            to: "not an address".into(),
+            ..mail
+        };
+        assert_eq!(
+            message(&from, &bad).err().as_deref(),
+            Some("invalid recipient address")
+        );
+    }
+
+    #[tokio::test]
+    async fn without_smtp_production_gives_up_and_dev_logs() {
+        let payload = serde_json::to_string(&Mail {
+            to: "a@example.com".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+        })
+        .unwrap();
+        assert_eq!(deliver(&Delivery::Log, 1, &payload).await, Outcome::Sent);
+        assert_eq!(
+            deliver(&Delivery::Refuse, 1, &payload).await,
+            Outcome::Dead("no SMTP configured".into())
+        );
+        assert_eq!(
+            deliver(&Delivery::Log, 1, "{").await,
+            Outcome::Dead("unreadable payload".into())
+        );
+    }
+}
