@@ -426,6 +426,57 @@ mod tests {
         );
     }
 
+    /// Queuing wakes the sender at once, long before its next poll.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_notify_wakes_the_sender_before_its_poll() {
+        use crate::config::{DatabaseSettings, Secret};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::new(&DatabaseSettings {
+            url: Secret::new(dir.path().join("t.db").display().to_string()),
+            pool_size: 2,
+            pool_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+        })
+        .unwrap();
+        db.migrate_blocking().unwrap();
+        let outbox = Outbox::new();
+        let metrics = Arc::new(Metrics::new(vec![]).unwrap());
+        let sender = Sender {
+            db: db.clone(),
+            outbox: outbox.clone(),
+            delivery: Delivery::Log,
+            metrics: metrics.clone(),
+            poll_interval: Duration::from_secs(600),
+            backoff: BACKOFF,
+        };
+        sender.spawn();
+        // Its first look finds nothing; the next poll is ten minutes away.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mail = Mail {
+            to: "a@example.com".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+        };
+        let now = crate::clock::unix_now();
+        db.write(move |conn| Ok(outbox::enqueue_mail(conn, &mail, now)?))
+            .await
+            .unwrap();
+        outbox.notify();
+        let started = Instant::now();
+        loop {
+            let counts = db.run(|conn| outbox::counts(conn, KIND)).await.unwrap();
+            if counts.sent == 1 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{counts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(metrics
+            .render((0, 0))
+            .contains(r#"tokend_outbox_sent_total{kind="email"} 1"#));
+    }
+
     #[tokio::test]
     async fn without_smtp_production_gives_up_and_dev_logs() {
         let payload = serde_json::to_string(&Mail {

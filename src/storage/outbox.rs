@@ -169,3 +169,85 @@ pub fn purge_batch(
     }
     Ok(diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids)).filter(done)).execute(conn)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DatabaseSettings, Secret};
+    use crate::mail::{Mail, KIND};
+    use crate::storage::Database;
+
+    fn database(dir: &std::path::Path) -> Database {
+        let db = Database::new(&DatabaseSettings {
+            url: Secret::new(dir.join("t.db").display().to_string()),
+            pool_size: 1,
+            pool_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+        })
+        .expect("database");
+        db.migrate_blocking().expect("migrations");
+        db
+    }
+
+    fn mail(n: usize) -> Mail {
+        Mail {
+            to: format!("u{n}@example.com"),
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_is_a_lease_taken_again_only_after_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(dir.path());
+        db.run_blocking(|conn| {
+            for n in 0..3 {
+                enqueue_mail(conn, &mail(n), 100)?;
+            }
+            // Not due yet: never claimed before its time.
+            enqueue_mail(conn, &mail(9), 500)?;
+            let first = claim_due(conn, KIND, 100, 160, 2)?;
+            assert_eq!(first.iter().map(|c| c.id).collect::<Vec<_>>(), [1, 2]);
+            assert_eq!(first[0].created_at, 100);
+            // Leased: the next claim gets the rest only.
+            let second = claim_due(conn, KIND, 101, 161, 10)?;
+            assert_eq!(second.iter().map(|c| c.id).collect::<Vec<_>>(), [3]);
+            assert!(claim_due(conn, KIND, 159, 219, 10)?.is_empty());
+            assert!(claim_due(conn, "webhook", 1_000, 1_060, 10)?.is_empty());
+            // 1 is sent, 2 failed (retry at 170), the claimer of 3 died.
+            mark_sent(conn, 1, 120)?;
+            mark_failed(conn, 2, "refused", Some(170), 120)?;
+            let after_lease = claim_due(conn, KIND, 162, 222, 10)?;
+            assert_eq!(after_lease.iter().map(|c| c.id).collect::<Vec<_>>(), [3]);
+            let retried = claim_due(conn, KIND, 170, 230, 10)?;
+            assert_eq!(
+                retried
+                    .iter()
+                    .map(|c| (c.id, c.attempts))
+                    .collect::<Vec<_>>(),
+                [(2, 1)]
+            );
+            mark_failed(conn, 2, "refused for good", None, 171)?;
+            assert!(claim_due(conn, KIND, 10_000, 10_060, 10)?
+                .iter()
+                .all(|c| c.id == 3 || c.id == 4));
+            assert_eq!(
+                counts(conn, KIND)?,
+                Counts {
+                    queued: 2,
+                    sent: 1,
+                    dead: 1
+                }
+            );
+            // Sent at 120 and dead at 171: only the first is older than 150.
+            assert_eq!(purge_batch(conn, 150, 10)?, 1);
+            assert_eq!(purge_batch(conn, 150, 10)?, 0);
+            assert_eq!(purge_batch(conn, 10_000, 10)?, 1);
+            assert_eq!(counts(conn, KIND)?.queued, 2);
+            Ok(())
+        })
+        .unwrap();
+    }
+}

@@ -21,6 +21,7 @@ mod network;
 mod no_rotation;
 mod oauth;
 mod ops;
+mod outbox;
 mod password_policy;
 mod process;
 mod protocol;
