@@ -171,17 +171,29 @@ impl Sender {
 
     async fn run(self) {
         let mut counted: Option<Instant> = None;
+        // While the database is away, one warning, not one per poll.
+        let mut failing = false;
         loop {
             if counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
                 self.update_gauges().await;
                 counted = Some(Instant::now());
             }
             let full = match self.send_batch().await {
-                Ok(claimed) => claimed >= BATCH as usize,
+                Ok(claimed) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("outbox: claiming mail again");
+                    }
+                    claimed >= BATCH as usize
+                }
+                Err(e) if failing => {
+                    tracing::debug!(error = %crate::error::Chain(&e), "outbox: cannot claim mail");
+                    false
+                }
                 Err(e) => {
+                    failing = true;
                     tracing::warn!(
                         error = %crate::error::Chain(&e),
-                        "outbox: cannot claim mail; will retry"
+                        "outbox: cannot claim mail; will retry every poll"
                     );
                     false
                 }

@@ -109,7 +109,11 @@ pub fn mark_failed(
     retry_at: Option<i64>,
     now: i64,
 ) -> Result<(), StorageError> {
-    let row = outbox::table.filter(outbox::id.eq(id));
+    // Never undoes a delivery recorded by a sender that took the message
+    // over after this one's lease ran out.
+    let row = outbox::table
+        .filter(outbox::id.eq(id))
+        .filter(outbox::sent_at.is_null());
     let attempts = outbox::attempts.eq(outbox::attempts + 1);
     let error = outbox::last_error.eq(Some(error));
     let released = outbox::claimed_until.eq(None::<i64>);
