@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod accounts;
+
 mod claims;
 mod claims_hook;
 mod cli;
