@@ -3,7 +3,6 @@
 mod helpers;
 
 mod accounts;
-
 mod claims;
 mod claims_hook;
 mod cli;
