@@ -273,6 +273,9 @@ pub fn upgrade_password_hash(
 pub enum ImportUser {
     /// Imported with the same id.
     Imported,
+    /// Imported with the same id but without its e-mail address, which
+    /// another user here has (addresses are unique here, not in Django).
+    ImportedWithoutEmail,
     /// This very user was imported before (same id and name): unchanged.
     AlreadyImported,
     /// The username exists here already (a namesake registered here):
@@ -290,6 +293,9 @@ pub struct ImportedUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
     pub email: Option<&'a str>,
+    pub email_verified: bool,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
     pub is_active: bool,
     pub is_staff: bool,
     pub is_superuser: bool,
@@ -331,12 +337,29 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
         if id_taken {
             return Ok(ImportUser::IdTaken);
         }
+        let key = user.email.map(crate::auth::email::key_of);
+        let email_taken = match &key {
+            Some(key) => diesel::select(diesel::dsl::exists(
+                users::table.filter(users::email_key.eq(key)),
+            ))
+            .get_result::<bool>(conn)?,
+            None => false,
+        };
+        let (email, key) = if email_taken {
+            (None, None)
+        } else {
+            (user.email, key)
+        };
         diesel::insert_into(users::table)
             .values((
                 users::id.eq(user.id),
                 users::username.eq(user.username),
                 users::password_hash.eq(user.password_hash),
-                users::email.eq(user.email),
+                users::email.eq(email),
+                users::email_key.eq(key),
+                users::email_verified.eq(user.email_verified && email.is_some()),
+                users::first_name.eq(user.first_name),
+                users::last_name.eq(user.last_name),
                 users::is_active.eq(user.is_active),
                 users::is_staff.eq(user.is_staff),
                 users::is_superuser.eq(user.is_superuser),
@@ -345,7 +368,11 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
                 users::last_login.eq(user.last_login),
             ))
             .execute(conn)?;
-        Ok(ImportUser::Imported)
+        Ok(if email_taken {
+            ImportUser::ImportedWithoutEmail
+        } else {
+            ImportUser::Imported
+        })
     })
 }
 
