@@ -235,6 +235,36 @@ impl PasswordSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct AccountsSettings {
+    pub email_verification: EmailVerification,
+    pub reset_ttl_secs: i64,
+    pub verify_ttl_secs: i64,
+    /// Links in mails: `{uid}` and `{token}` / `{key}` are replaced.
+    pub reset_url: String,
+    pub verify_url: String,
+    /// The service's name in mails.
+    pub site_name: String,
+    pub reset_subject: String,
+    pub reset_text: String,
+    pub reset_html: String,
+    pub verify_subject: String,
+    pub verify_text: String,
+    pub verify_html: String,
+}
+
+/// `accounts.email_verification`, as django-allauth's ACCOUNT_EMAIL_VERIFICATION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailVerification {
+    /// No verification mails.
+    None,
+    /// A verification mail at registration; login works unverified.
+    Optional,
+    /// Users with an address log in only once it is verified.
+    Mandatory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct CorsSettings {
     #[serde(deserialize_with = "origins")]
     pub allowed_origins: Origins,
@@ -343,6 +373,10 @@ pub struct RateLimitSettings {
     #[serde(deserialize_with = "client_ip_header")]
     pub client_ip_header: Option<HeaderName>,
     pub trusted_hops: usize,
+    /// Password-reset and verification mails requested per client address.
+    pub account_mail_per_ip_per_minute: u32,
+    /// … and per e-mail address, per hour.
+    pub account_mail_per_address_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,6 +539,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub claims: ClaimsSettings,
     pub password: PasswordSettings,
+    pub accounts: AccountsSettings,
     pub cors: CorsSettings,
     pub introspection: IntrospectionSettings,
     pub purge: PurgeSettings,
@@ -637,6 +672,30 @@ impl Settings {
         }
         if self.password.min_strength > crate::auth::password_policy::MAX_STRENGTH {
             return invalid("password.min_strength must be a zxcvbn score, 0-4".into());
+        }
+        let a = &self.accounts;
+        if a.reset_ttl_secs <= 0 || a.verify_ttl_secs <= 0 {
+            return invalid(
+                "accounts.reset_ttl_secs and accounts.verify_ttl_secs must be positive".into(),
+            );
+        }
+        for (name, url, placeholders) in [
+            (
+                "accounts.reset_url",
+                &a.reset_url,
+                &["{uid}", "{token}"][..],
+            ),
+            ("accounts.verify_url", &a.verify_url, &["{key}"][..]),
+        ] {
+            if url.is_empty() {
+                continue;
+            }
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid(format!("{name}: `{url}` must be an http(s) URL"));
+            }
+            if let Some(missing) = placeholders.iter().find(|p| !url.contains(*p)) {
+                return invalid(format!("{name}: `{url}` must contain {missing}"));
+            }
         }
         if self.jwt.refresh_reuse_grace_secs < 0 {
             return invalid("jwt.refresh_reuse_grace_secs must not be negative".into());

@@ -78,6 +78,10 @@ pub enum ApiError {
     /// Login with wrong credentials, an unknown or an inactive user.
     #[error("bad credentials")]
     BadCredentials,
+    /// Right credentials, but `accounts.email_verification` is mandatory
+    /// and the user's address is not verified yet.
+    #[error("e-mail not verified")]
+    EmailNotVerified,
     /// A token refused by refresh, verify or blacklist.
     #[error("token refused: {0}")]
     Token(TokenError),
@@ -188,6 +192,11 @@ impl ApiError {
             ApiError::BadCredentials => {
                 json!({ "detail": "No active account found with the given credentials" })
             }
+            // dj-rest-auth's wording (django-allauth's mandatory verification).
+            ApiError::EmailNotVerified => json!({
+                "detail": "E-mail is not verified.",
+                "code": "email_not_verified",
+            }),
             ApiError::Token(e) => json!({ "detail": e.to_string(), "code": "token_not_valid" }),
             ApiError::NoActiveAccountForToken => json!({
                 "detail": "No active account found for the given token.",
@@ -258,6 +267,7 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadCredentials
+            | ApiError::EmailNotVerified
             | ApiError::Token(_)
             | ApiError::NoActiveAccountForToken
             | ApiError::NotAuthenticated

@@ -257,6 +257,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
         update_last_login: settings.jwt.update_last_login,
         extra_claims: settings.jwt.extra_claims.clone(),
         password_policy: settings.password.policy(),
+        account_mails: crate::service::account_mails::AccountMails::new(settings.accounts.clone()),
         claims_hook: crate::claims_hook::ClaimsHook::from_settings(&settings.claims)?,
         introspection_clients: settings.introspection.clients.clone(),
         throttle: settings.rate_limit.enabled.then(|| {
@@ -265,6 +266,10 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                 register_per_ip_per_minute: settings.rate_limit.register_per_ip_per_minute,
                 free_failures: settings.rate_limit.free_failures,
                 max_backoff_secs: settings.rate_limit.max_backoff_secs,
+                account_mail_per_ip_per_minute: settings.rate_limit.account_mail_per_ip_per_minute,
+                account_mail_per_address_per_hour: settings
+                    .rate_limit
+                    .account_mail_per_address_per_hour,
             })
         }),
         metrics: std::sync::Arc::new(crate::metrics::Metrics::new(routes::paths())?),

@@ -9,6 +9,8 @@ pub const PASSWORD_MAX_CHARS: usize = 128;
 pub const MSG_INVALID_USERNAME: &str =
     "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.";
 pub const MSG_NULL_CHARACTERS: &str = "Null characters are not allowed.";
+/// DRF's message for a missing required field.
+pub const MSG_REQUIRED: &str = "This field is required.";
 
 pub fn max_length_message(max: usize) -> String {
     format!("Ensure this field has no more than {max} characters.")

@@ -1,7 +1,9 @@
 //! Pure authentication logic: no web framework, no database.
 
+pub mod account_tokens;
 pub mod claims;
 pub mod credentials;
+pub mod email;
 pub mod hashing;
 pub mod jwt;
 pub mod keys;

@@ -38,6 +38,8 @@ pub struct ThrottleSettings {
     /// Failed guesses (per subject and address) before the back-off starts.
     pub free_failures: u32,
     pub max_backoff_secs: u64,
+    pub account_mail_per_ip_per_minute: u32,
+    pub account_mail_per_address_per_hour: u32,
 }
 
 /// `Err(retry_after)` when the caller must wait.
@@ -92,6 +94,9 @@ pub struct Throttle {
     settings: ThrottleSettings,
     login: DefaultKeyedRateLimiter<IpAddr>,
     register: DefaultKeyedRateLimiter<IpAddr>,
+    account_mail: DefaultKeyedRateLimiter<IpAddr>,
+    /// Keyed by the SHA-256 of the address's uniqueness key.
+    account_mail_to: DefaultKeyedRateLimiter<[u8; 32]>,
     clock: DefaultClock,
     checks: AtomicU64,
     failures: Mutex<Failed>,
@@ -158,6 +163,13 @@ impl Throttle {
             register: DefaultKeyedRateLimiter::keyed(per_minute(
                 settings.register_per_ip_per_minute,
             )),
+            account_mail: DefaultKeyedRateLimiter::keyed(per_minute(
+                settings.account_mail_per_ip_per_minute,
+            )),
+            account_mail_to: DefaultKeyedRateLimiter::keyed(Quota::per_hour(
+                NonZeroU32::new(settings.account_mail_per_address_per_hour.max(1))
+                    .unwrap_or(NonZeroU32::MIN),
+            )),
             clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
             failures: Mutex::new(Failed::default()),
@@ -177,15 +189,28 @@ impl Throttle {
     /// as never seen): keeps the limiters' memory bounded by the addresses
     /// active within a minute.
     fn prune_limiters(&self) {
-        for limiter in [&self.login, &self.register] {
+        for limiter in [&self.login, &self.register, &self.account_mail] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        self.account_mail_to.retain_recent();
+        self.account_mail_to.shrink_to_fit();
     }
 
     /// Addresses the rate limiters hold state for.
     pub fn tracked_addresses(&self) -> usize {
-        self.login.len() + self.register.len()
+        self.login.len() + self.register.len() + self.account_mail.len()
+    }
+
+    /// One request for a password-reset or verification mail from `ip` to
+    /// the address whose uniqueness key is `email_key`: both quotas must
+    /// allow it.
+    pub fn account_mail_attempt(&self, ip: IpAddr, email_key: &str) -> Verdict {
+        self.check(&self.account_mail, ip)?;
+        let to: [u8; 32] = Sha256::digest(email_key.as_bytes()).into();
+        self.account_mail_to
+            .check_key(&to)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// One login (or other password) attempt from `ip`.
@@ -334,7 +359,21 @@ mod tests {
             register_per_ip_per_minute: 1,
             free_failures: free,
             max_backoff_secs: max,
+            account_mail_per_ip_per_minute: 2,
+            account_mail_per_address_per_hour: 1,
         })
+    }
+
+    #[test]
+    fn account_mails_are_limited_per_address_and_per_recipient() {
+        let t = throttle(5, 900);
+        assert!(t.account_mail_attempt(A, "alice@example.com").is_ok());
+        // The same recipient from elsewhere: its hourly quota is used.
+        let wait = t.account_mail_attempt(B, "alice@example.com").unwrap_err();
+        assert!(wait > Duration::from_secs(3000), "{wait:?}");
+        assert!(t.account_mail_attempt(A, "bob@example.com").is_ok());
+        // A's per-minute quota (2) is used, whoever the recipient.
+        assert!(t.account_mail_attempt(A, "carol@example.com").is_err());
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
@@ -386,6 +425,8 @@ mod tests {
             register_per_ip_per_minute: 600,
             free_failures: 5,
             max_backoff_secs: 900,
+            account_mail_per_ip_per_minute: 600,
+            account_mail_per_address_per_hour: 600,
         });
         for i in 0..500u32 {
             let _ = t.login_attempt(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));

@@ -18,6 +18,7 @@ struct ImportCounts {
     id_taken: u64,
     bad_username: u64,
     unusable: u64,
+    without_email: u64,
     groups: u64,
     bad_group: u64,
     memberships: u64,
@@ -116,6 +117,9 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                 username: &user.username,
                 password_hash: &user.password,
                 email: Some(user.email.as_str()).filter(|e| !e.is_empty()),
+                email_verified: user.email_verified,
+                first_name: &user.first_name,
+                last_name: &user.last_name,
                 is_active: user.is_active,
                 is_staff: user.is_staff,
                 is_superuser: user.is_superuser,
@@ -123,8 +127,15 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                 date_joined: user.date_joined.unwrap_or_else(unix_now),
             };
             let outcome = db.run_blocking(|conn| user_store::import(conn, &imported))?;
+            if outcome == ImportUser::ImportedWithoutEmail {
+                counts.without_email += 1;
+                eprintln!(
+                    "import-django: id {} imported without its e-mail address: another user here has it",
+                    user.id
+                );
+            }
             match outcome {
-                ImportUser::Imported => {
+                ImportUser::Imported | ImportUser::ImportedWithoutEmail => {
                     counts.imported += 1;
                     if !tokend::auth::password::is_checkable_hash(&user.password) {
                         counts.unusable += 1;
@@ -152,6 +163,12 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
          {} refused (id belongs to another user), {} refused (invalid username)",
         c.read, c.imported, c.skipped, c.id_taken, c.bad_username
     );
+    if c.without_email > 0 {
+        println!(
+            "{} user(s) imported without their e-mail address (another user has it; see above)",
+            c.without_email
+        );
+    }
     println!(
         "groups: {} created, {} refused (invalid name); {} memberships of imported users",
         c.groups, c.bad_group, c.memberships

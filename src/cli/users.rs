@@ -141,9 +141,9 @@ async fn administer(
             let name = NewUsername::parse(username.trim())
                 .map_err(|problems| anyhow::anyhow!("username: {}", problems.join(" ")))?;
             let password = read_password(policy, name.as_str())?;
-            match accounts::create(acc, &name, &password, LOCAL, unix_now()).await? {
+            match accounts::create(acc, &name, &password, None, None, LOCAL, unix_now()).await? {
                 CreateUser::Created { id } => println!("created user {} (id {id})", name.as_str()),
-                CreateUser::UsernameTaken => {
+                CreateUser::UsernameTaken | CreateUser::EmailTaken => {
                     bail!("a user named {:?} already exists", name.as_str())
                 }
             }

@@ -2,6 +2,8 @@
 //! verification), queued in the outbox and delivered by a background
 //! sender.
 
+pub mod templates;
+
 use serde::{Deserialize, Serialize};
 
 /// The outbox `kind` of e-mail messages.

@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::service::introspect::ActiveToken;
+use crate::service::me::UserDetails;
 use crate::service::register::Registered;
 use crate::storage::cache::UserSummary;
 
@@ -54,6 +55,39 @@ impl From<Registered> for UserBody {
         UserBody {
             id: user.id,
             username: user.username,
+        }
+    }
+}
+
+/// dj-rest-auth's answers: `{"detail": "…"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetailBody {
+    #[schema(example = "Password reset e-mail has been sent.")]
+    pub detail: &'static str,
+}
+
+/// dj-rest-auth's user details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthUser {
+    #[schema(example = 1)]
+    pub pk: i64,
+    #[schema(example = "alice")]
+    pub username: String,
+    /// "" when the user has none.
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+impl From<UserDetails> for AuthUser {
+    fn from(u: UserDetails) -> Self {
+        AuthUser {
+            pk: u.pk,
+            username: u.username,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::auth::credentials::char_field_problems;
 use crate::error::{ApiError, FieldErrors};
 
-pub const MSG_REQUIRED: &str = "This field is required.";
+pub use crate::auth::credentials::MSG_REQUIRED;
 pub const MSG_NULL: &str = "This field may not be null.";
 pub const MSG_BLANK: &str = "This field may not be blank.";
 pub const MSG_NOT_A_STRING: &str = "Not a valid string.";
@@ -98,6 +98,19 @@ impl Fields {
             return Err(vec![MSG_BLANK.to_owned()]);
         }
         Ok(value)
+    }
+
+    /// An optional `CharField` (required=False, allow_blank, allow_null):
+    /// `None` when absent, null or blank.
+    pub fn optional_char_field(&self, name: &str) -> Result<Option<String>, Vec<String>> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => match self.char_field(name) {
+                Ok(value) => Ok(Some(value)),
+                Err(messages) if messages == [MSG_BLANK] => Ok(None),
+                Err(messages) => Err(messages),
+            },
+        }
     }
 
     /// Several plain char fields (no validators beyond DRF's default NUL

@@ -1,6 +1,7 @@
 //! The route table and the state handlers share. Handlers are thin: parse the
 //! request, call a use case of `service`, shape the response.
 
+mod accounts;
 mod bearer;
 pub mod bodies;
 pub mod cookie;
@@ -217,6 +218,19 @@ fn routes() -> Vec<Route> {
             users::logout_everywhere,
         ),
         Route::new(Api, users::__path_change_password, users::change_password),
+        Route::new(Api, accounts::__path_user, accounts::user),
+        Route::new(
+            Api,
+            accounts::__path_password_reset,
+            accounts::password_reset,
+        ),
+        Route::new(
+            Api,
+            accounts::__path_password_reset_confirm,
+            accounts::password_reset_confirm,
+        ),
+        Route::new(Api, accounts::__path_verify_email, accounts::verify_email),
+        Route::new(Api, accounts::__path_resend_email, accounts::resend_email),
         Route::new(Api, jwks::__path_jwks, jwks::jwks),
         Route::new(Health, health::__path_healthz, health::healthz),
         Route::new(Health, health::__path_readyz, health::readyz),

@@ -82,19 +82,61 @@ pub struct Credentials {
     password: String,
 }
 
-/// A new user (JSON or form-encoded).
+/// A new user (JSON or form-encoded). `email` is optional (absent, null
+/// or blank: none) unless `accounts.email_verification` is `mandatory`.
 #[derive(ToSchema)]
 pub struct Registration {
     #[schema(schema_with = username)]
     username: String,
     #[schema(schema_with = new_password)]
     password: String,
+    #[schema(schema_with = email)]
+    email: Option<String>,
+}
+
+/// An e-mail address: at most 254 characters.
+fn email() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .max_length(Some(254))
+        .description(Some(
+            "An e-mail address, at most 254 characters once trimmed.",
+        ))
+        .build()
+}
+
+/// `{"email": …}`.
+#[derive(ToSchema)]
+pub struct EmailRequest {
+    #[schema(schema_with = email)]
+    email: String,
+}
+
+/// A password-reset confirmation: the `uid` and `token` of the mailed
+/// link, the new password twice.
+#[derive(ToSchema)]
+pub struct ResetConfirmation {
+    #[schema(schema_with = new_password)]
+    new_password1: String,
+    #[schema(schema_with = new_password)]
+    new_password2: String,
+    #[schema(schema_with = text)]
+    uid: String,
+    #[schema(schema_with = text)]
+    token: String,
+}
+
+/// `{"key": …}`: the key of a verification mail.
+#[derive(ToSchema)]
+pub struct KeyRequest {
+    #[schema(schema_with = text)]
+    key: String,
 }
 
 // The success bodies are the served types themselves.
 pub use super::bodies::{
-    AccessOnly, Empty, Inactive, IntrospectionBody, RotatedPair, Status, TokenPair,
-    UserBody as User,
+    AccessOnly, AuthUser, DetailBody, Empty, Inactive, IntrospectionBody, RotatedPair, Status,
+    TokenPair, UserBody as User,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for
@@ -328,12 +370,14 @@ impl Modify for SecuritySchemes {
         Credentials, Registration, User, TokenPair, RotatedPair, AccessOnly, IssuedPair, Rotated,
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
         TokenMessage, TokenForm, Introspection, IntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
-        OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable
+        OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable, EmailRequest, ResetConfirmation,
+        KeyRequest, DetailBody, AuthUser
     )),
     modifiers(&SecuritySchemes),
     tags(
         (name = "tokens", description = "simplejwt's token endpoints"),
         (name = "users", description = "Registration and the current user"),
+        (name = "accounts", description = "Password reset and e-mail verification (dj-rest-auth's paths and bodies)"),
         (name = "oauth", description = "RFC 7662 introspection and RFC 7009 revocation"),
         (name = "operations", description = "Health, metrics and keys"),
     )

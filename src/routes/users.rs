@@ -29,6 +29,7 @@ pub async fn register(
     let input = Registration {
         username: fields.char_field("username"),
         password: fields.char_field("password"),
+        email: fields.optional_char_field("email"),
     };
     let user = signup::register(&state, super::client_ip(&state, &req), input).await?;
     Ok(HttpResponse::Created().json(UserBody::from(user)))

@@ -4,8 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::auth::credentials::{NewPassword, NewUsername};
+use crate::auth::email::Email;
 use crate::auth::hashing::HashingPool;
 use crate::error::ApiError;
+use crate::storage::account_tokens::MailedToken;
 use crate::storage::cache::StateCache;
 use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users::{self, CreateUser, UserRecord};
@@ -46,12 +48,15 @@ pub async fn list(acc: &Accounts<'_>) -> Result<Vec<UserRecord>, ApiError> {
     Ok(acc.db.run(users::list).await?)
 }
 
-/// A new active user with tokend's hash of `password`; `client` is whose
-/// share of the hashing pool pays for it.
+/// A new active user with tokend's hash of `password` (and `email`, with
+/// `mailed`: its verification token and mail, in the same transaction);
+/// `client` is whose share of the hashing pool pays for it.
 pub async fn create(
     acc: &Accounts<'_>,
     username: &NewUsername,
     password: &NewPassword,
+    email: Option<Email>,
+    mailed: Option<MailedToken>,
     client: IpAddr,
     now: i64,
 ) -> Result<CreateUser, ApiError> {
@@ -62,7 +67,7 @@ pub async fn create(
     let name = username.as_str().to_owned();
     Ok(acc
         .db
-        .write(move |conn| users::create(conn, &name, &hash, now))
+        .write(move |conn| users::create(conn, &name, &hash, email.as_ref(), mailed.as_ref(), now))
         .await?)
 }
 

@@ -7,6 +7,7 @@ use super::claims::access_claims;
 use super::Services;
 use crate::auth::claims::ClaimsEvent;
 use crate::auth::sessions::{new_session_id, PairSpec, SignedPair};
+use crate::config::EmailVerification;
 use crate::error::ApiError;
 use crate::metrics::LoginOutcome;
 use crate::storage::refresh_tokens::{self, IssueOutcome};
@@ -59,6 +60,15 @@ pub async fn login(
     };
     if let Some(guess) = guess {
         guess.succeeded();
+    }
+    // Only once the password is right, so it takes a wrong password's time
+    // and tells a guesser nothing; users without an address are exempt.
+    if svc.account_mails.verification() == EmailVerification::Mandatory
+        && user.email.is_some()
+        && !user.email_verified
+    {
+        svc.metrics.login(LoginOutcome::Failed);
+        return Err(ApiError::EmailNotVerified);
     }
     // The hashes this login may rely on: the one checked, and its upgrade.
     let mut checked = vec![user.password_hash.clone()];

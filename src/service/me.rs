@@ -22,3 +22,31 @@ pub async fn current_user(svc: &Services, token: &str) -> Result<UserSummary, Ap
     }
     Ok(user)
 }
+
+/// dj-rest-auth's user details of the token's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDetails {
+    pub pk: i64,
+    pub username: String,
+    /// "" when none, as Django's.
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+pub async fn details(svc: &Services, token: &str) -> Result<UserDetails, ApiError> {
+    let user = current_user(svc, token).await?;
+    let id = user.id;
+    let (username, email, first_name, last_name) = svc
+        .db
+        .run(move |conn| crate::storage::users::details(conn, id))
+        .await?
+        .ok_or(ApiError::UserNotFound)?;
+    Ok(UserDetails {
+        pk: id,
+        username,
+        email: email.unwrap_or_default(),
+        first_name,
+        last_name,
+    })
+}

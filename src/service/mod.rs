@@ -5,17 +5,20 @@
 //! events) happens inside it, so neither the HTTP handlers nor the command
 //! line can forget any of it.
 
+pub mod account_mails;
 pub mod accounts;
 pub mod bearer;
 pub mod cached;
 pub mod change_password;
 pub mod claims;
+pub mod email_verification;
 pub mod groups;
 pub mod introspect;
 pub mod login;
 pub mod logout;
 pub mod logout_all;
 pub mod me;
+pub mod password_reset;
 pub mod policy;
 pub mod register;
 pub mod revoke;
@@ -44,6 +47,8 @@ pub struct Services {
     pub accept_sessionless_until: i64,
     /// Record each login's instant in `users.last_login`.
     pub update_last_login: bool,
+    /// Password-reset and verification mails (`accounts.*`).
+    pub account_mails: account_mails::AccountMails,
     /// What a new password must satisfy.
     pub password_policy: crate::auth::password_policy::PasswordPolicy,
     /// User fields written into access tokens (`jwt.extra_claims`).
@@ -57,9 +62,7 @@ pub struct Services {
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
     pub metrics: std::sync::Arc<Metrics>,
-    /// Wakes this process's e-mail sender: call `outbox.notify()` after
-    /// committing a transaction that queued mail
-    /// (`storage::outbox::enqueue_mail`).
+    /// Wakes this process's outbox sender (see `outbox_notify`).
     pub outbox: crate::mail::Outbox,
     /// The wall clock, in unix seconds (replaceable in tests).
     pub clock: crate::clock::Clock,
@@ -69,6 +72,13 @@ impl Services {
     /// The current instant, in unix seconds.
     pub fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Wakes this process's outbox sender: call it after committing a
+    /// transaction that queued mail or a job, so that it goes out at once
+    /// rather than at the sender's next poll.
+    pub fn outbox_notify(&self) {
+        self.outbox.notify();
     }
 
     /// The part account administration needs.

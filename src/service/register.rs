@@ -4,16 +4,22 @@ use std::net::IpAddr;
 
 use super::accounts;
 use super::Services;
-use crate::auth::credentials::NewUsername;
+use crate::auth::credentials::{NewUsername, MSG_REQUIRED};
+use crate::auth::email::Email;
+use crate::config::EmailVerification;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::users::{self, CreateUser};
 
 const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
+/// django-allauth's message for an address in use.
+pub const MSG_EMAIL_TAKEN: &str = "A user is already registered with this e-mail address.";
 
 /// The raw fields: each the trimmed value or its field problems.
 pub struct Registration {
     pub username: Result<String, Vec<String>>,
     pub password: Result<String, Vec<String>>,
+    /// Optional: `Ok(None)` when absent, null or blank.
+    pub email: Result<Option<String>, Vec<String>>,
 }
 
 /// The account created.
@@ -53,6 +59,34 @@ pub async fn register(
             errors.add("username", vec![MSG_USERNAME_TAKEN.to_owned()]);
         }
     }
+    let email = match input.email {
+        Ok(None) if svc.account_mails.verification() == EmailVerification::Mandatory => {
+            errors.add("email", vec![MSG_REQUIRED.to_owned()]);
+            None
+        }
+        Ok(None) => None,
+        Ok(Some(value)) => match Email::parse(&value) {
+            Ok(email) => Some(email),
+            Err(messages) => {
+                errors.add("email", messages);
+                None
+            }
+        },
+        Err(messages) => {
+            errors.add("email", messages);
+            None
+        }
+    };
+    if let Some(email) = &email {
+        let key = email.key();
+        if svc
+            .db
+            .run(move |conn| users::email_key_exists(conn, &key))
+            .await?
+        {
+            errors.add("email", vec![MSG_EMAIL_TAKEN.to_owned()]);
+        }
+    }
     let named = username.as_ref().map(NewUsername::as_str);
     let password = match input.password.map(|v| svc.password_policy.parse(&v, named)) {
         Ok(Ok(password)) => Some(password),
@@ -65,8 +99,30 @@ pub async fn register(
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    let created =
-        accounts::create(&svc.accounts(), &username, &password, client, svc.now()).await?;
+    let now = svc.now();
+    // With verification on, the mail is queued with the account: both or
+    // neither.
+    let mailed = match (&email, svc.account_mails.verification()) {
+        (Some(email), EmailVerification::Optional | EmailVerification::Mandatory) => Some(
+            svc.account_mails
+                .verify(username.as_str(), email.as_str(), now),
+        ),
+        _ => None,
+    };
+    let queued = mailed.is_some();
+    let created = accounts::create(
+        &svc.accounts(),
+        &username,
+        &password,
+        email,
+        mailed,
+        client,
+        now,
+    )
+    .await?;
+    if queued {
+        svc.outbox_notify();
+    }
     match created {
         CreateUser::Created { id } => Ok(Registered {
             id,
@@ -75,6 +131,10 @@ pub async fn register(
         CreateUser::UsernameTaken => Err(ApiError::Validation(FieldErrors::single(
             "username",
             MSG_USERNAME_TAKEN,
+        ))),
+        CreateUser::EmailTaken => Err(ApiError::Validation(FieldErrors::single(
+            "email",
+            MSG_EMAIL_TAKEN,
         ))),
     }
 }

@@ -43,6 +43,14 @@ fn services(dir: &std::path::Path) -> Services {
         update_last_login: false,
         extra_claims: Vec::new(),
         password_policy: Default::default(),
+        account_mails: crate::service::account_mails::AccountMails::new(
+            crate::config::Settings::load_from(
+                std::path::Path::new("/nonexistent"),
+                &Default::default(),
+            )
+            .expect("default settings")
+            .accounts,
+        ),
         claims_hook: None,
         outbox: crate::mail::Outbox::new(),
         introspection_clients: vec![],
@@ -69,9 +77,17 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
         NewUsername::parse("alice").expect("username"),
         NewPassword::parse("pw one").expect("password"),
     );
-    let created = accounts::create(&svc.accounts(), &name, &password, CLIENT, svc.now())
-        .await
-        .expect("create");
+    let created = accounts::create(
+        &svc.accounts(),
+        &name,
+        &password,
+        None,
+        None,
+        CLIENT,
+        svc.now(),
+    )
+    .await
+    .expect("create");
     let CreateUser::Created { id } = created else {
         panic!("not created: {created:?}");
     };

@@ -14,6 +14,8 @@ diesel::table! {
         password -> Text,
         username -> Text,
         email -> Text,
+        first_name -> Text,
+        last_name -> Text,
         is_active -> Bool,
         is_staff -> Bool,
         is_superuser -> Bool,
@@ -46,6 +48,8 @@ pub struct DjangoUser {
     pub username: String,
     /// "" when none (Django's way).
     pub email: String,
+    pub first_name: String,
+    pub last_name: String,
     pub is_active: bool,
     pub is_staff: bool,
     pub is_superuser: bool,
@@ -54,6 +58,8 @@ pub struct DjangoUser {
     pub last_login: Option<i64>,
     /// Unix seconds; `None` only when SQLite cannot read the stored text.
     pub date_joined: Option<i64>,
+    /// django-allauth verified this address (false without allauth).
+    pub email_verified: bool,
 }
 
 /// Never prints the password hash.
@@ -127,6 +133,15 @@ pub fn page(
         })
     };
     let (last_login, date_joined) = (seconds("last_login"), seconds("date_joined"));
+    // django-allauth keeps verified addresses in its own table, when it is
+    // installed.
+    let verified = if has_table(conn, "account_emailaddress")? {
+        "EXISTS (SELECT 1 FROM account_emailaddress a WHERE a.user_id = auth_user.id \
+         AND lower(a.email) = lower(auth_user.email) AND a.verified)"
+    } else {
+        "1 = 0"
+    };
+    let verified = diesel::dsl::sql::<diesel::sql_types::Bool>(verified);
     Ok(auth_user::table
         .filter(auth_user::id.gt(after))
         .order(auth_user::id)
@@ -136,13 +151,38 @@ pub fn page(
             auth_user::password,
             auth_user::username,
             auth_user::email,
+            auth_user::first_name,
+            auth_user::last_name,
             auth_user::is_active,
             auth_user::is_staff,
             auth_user::is_superuser,
             last_login,
             date_joined,
+            verified,
         ))
         .load(conn)?)
+}
+
+/// Whether the source database has table `name`.
+fn has_table(conn: &mut DbConnection, name: &str) -> Result<bool, StorageError> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let query = match conn {
+        DbConnection::Sqlite(_) => {
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?"
+        }
+        DbConnection::Postgresql(_) => {
+            "SELECT COUNT(*) AS n FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = $1"
+        }
+    };
+    let found: Found = diesel::sql_query(query)
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result(conn)?;
+    Ok(found.n > 0)
 }
 
 /// Every group name, by id.

@@ -5,6 +5,7 @@
 //! before anything connects; `DbConnection` (diesel's `MultiConnection`) lets
 //! one set of queries serve both.
 
+pub mod account_tokens;
 pub mod cache;
 pub mod django;
 pub mod groups;

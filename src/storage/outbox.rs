@@ -27,6 +27,25 @@ pub fn enqueue_mail(
     Ok(())
 }
 
+/// Queues an internal job of `kind` (e.g. an account mail request, which a
+/// worker resolves later) with its JSON payload.
+pub fn enqueue_job(
+    conn: &mut DbConnection,
+    kind: &str,
+    payload: &serde_json::Value,
+    now: i64,
+) -> Result<(), diesel::result::Error> {
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::kind.eq(kind),
+            outbox::payload.eq(payload.to_string()),
+            outbox::created_at.eq(now),
+            outbox::next_attempt_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// A message leased to this sender until the lease it was claimed with.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Claimed {

@@ -18,6 +18,23 @@ diesel::table! {
         email -> Nullable<Text>,
         is_staff -> Bool,
         is_superuser -> Bool,
+        /// The address lowercased: unique.
+        email_key -> Nullable<Text>,
+        email_verified -> Bool,
+        first_name -> Text,
+        last_name -> Text,
+    }
+}
+
+diesel::table! {
+    account_tokens (digest) {
+        digest -> Text,
+        user_id -> BigInt,
+        purpose -> Text,
+        email -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
     }
 }
 
@@ -80,6 +97,7 @@ diesel::table! {
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
+diesel::joinable!(account_tokens -> users (user_id));
 diesel::joinable!(user_groups -> groups (group_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -87,5 +105,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     groups,
     user_groups,
-    outbox
+    outbox,
+    account_tokens
 );

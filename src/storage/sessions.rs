@@ -13,6 +13,8 @@ pub enum RevokeReason {
     Logout,
     LogoutEverywhere,
     PasswordChange,
+    /// The password was reset through a mailed link.
+    PasswordReset,
     AccountDisabled,
     /// Too many wrong old passwords in a password change: the access token
     /// is likely stolen.
@@ -26,6 +28,7 @@ impl RevokeReason {
             RevokeReason::Logout => "logout",
             RevokeReason::LogoutEverywhere => "logout_everywhere",
             RevokeReason::PasswordChange => "password_change",
+            RevokeReason::PasswordReset => "password_reset",
             RevokeReason::AccountDisabled => "account_disabled",
             RevokeReason::PasswordGuessing => "password_guessing",
         }

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use super::schema::users;
 use super::{is_unique_violation, DbConnection, StorageError};
 use crate::auth::claims::UserProfile;
+use crate::auth::email::Email;
 
 #[derive(Clone, Queryable)]
 pub struct UserRecord {
@@ -15,6 +16,8 @@ pub struct UserRecord {
     /// Imported with the id the legacy (Django) service gave this same
     /// user: that service's sessionless tokens name this user.
     pub kept_legacy_id: bool,
+    pub email: Option<String>,
+    pub email_verified: bool,
 }
 
 /// Never prints the password hash.
@@ -25,6 +28,7 @@ impl std::fmt::Debug for UserRecord {
             .field("username", &self.username)
             .field("is_active", &self.is_active)
             .field("kept_legacy_id", &self.kept_legacy_id)
+            .field("email_verified", &self.email_verified)
             .finish_non_exhaustive()
     }
 }
@@ -35,6 +39,8 @@ type UserColumns = (
     users::password_hash,
     users::is_active,
     users::kept_legacy_id,
+    users::email,
+    users::email_verified,
 );
 const USER_COLUMNS: UserColumns = (
     users::id,
@@ -42,7 +48,44 @@ const USER_COLUMNS: UserColumns = (
     users::password_hash,
     users::is_active,
     users::kept_legacy_id,
+    users::email,
+    users::email_verified,
 );
+
+/// The user whose address has this uniqueness key, if any.
+pub fn find_by_email_key(
+    conn: &mut DbConnection,
+    key: &str,
+) -> Result<Option<UserRecord>, StorageError> {
+    Ok(users::table
+        .filter(users::email_key.eq(key))
+        .select(USER_COLUMNS)
+        .first(conn)
+        .optional()?)
+}
+
+pub fn email_key_exists(conn: &mut DbConnection, key: &str) -> Result<bool, StorageError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        users::table.filter(users::email_key.eq(key)),
+    ))
+    .get_result(conn)?)
+}
+
+/// dj-rest-auth's user details: (username, email, first_name, last_name).
+pub type Details = (String, Option<String>, String, String);
+
+pub fn details(conn: &mut DbConnection, id: i64) -> Result<Option<Details>, StorageError> {
+    Ok(users::table
+        .filter(users::id.eq(id))
+        .select((
+            users::username,
+            users::email,
+            users::first_name,
+            users::last_name,
+        ))
+        .first(conn)
+        .optional()?)
+}
 
 pub fn find_by_username(
     conn: &mut DbConnection,
@@ -128,28 +171,45 @@ pub fn username_exists(conn: &mut DbConnection, name: &str) -> Result<bool, Stor
 pub enum CreateUser {
     Created { id: i64 },
     UsernameTaken,
+    EmailTaken,
 }
 
-/// Inserts a user. Concurrent registrations of one name are decided by the
-/// unique index: exactly one insert wins, the others see `UsernameTaken`.
+/// Inserts a user. Concurrent registrations of one name (or address) are
+/// decided by the unique indexes: exactly one insert wins, the others see
+/// `UsernameTaken` (or `EmailTaken`). `mailed` (a verification token and
+/// its mail) is recorded in the same transaction.
 pub fn create(
     conn: &mut DbConnection,
     name: &str,
     password_hash: &str,
+    email: Option<&Email>,
+    mailed: Option<&super::account_tokens::MailedToken>,
     now: i64,
 ) -> Result<CreateUser, StorageError> {
-    let inserted = diesel::insert_into(users::table)
-        .values((
-            users::username.eq(name),
-            users::password_hash.eq(password_hash),
-            users::is_active.eq(true),
-            users::created_at.eq(now),
-        ))
-        .returning(users::id)
-        .get_result::<i64>(conn);
+    let inserted = conn.transaction(|conn| {
+        let id = diesel::insert_into(users::table)
+            .values((
+                users::username.eq(name),
+                users::password_hash.eq(password_hash),
+                users::is_active.eq(true),
+                users::created_at.eq(now),
+                users::email.eq(email.map(Email::as_str)),
+                users::email_key.eq(email.map(Email::key)),
+            ))
+            .returning(users::id)
+            .get_result::<i64>(conn)?;
+        if let Some(token) = mailed {
+            super::account_tokens::issue_mailed(conn, id, token, now)?;
+        }
+        Ok::<_, diesel::result::Error>(id)
+    });
     match inserted {
         Ok(id) => Ok(CreateUser::Created { id }),
-        Err(e) if is_unique_violation(&e) => Ok(CreateUser::UsernameTaken),
+        Err(e) if is_unique_violation(&e) => Ok(if username_exists(conn, name)? {
+            CreateUser::UsernameTaken
+        } else {
+            CreateUser::EmailTaken
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -179,6 +239,8 @@ pub fn change_password(
         diesel::update(users::table.filter(users::id.eq(id)))
             .set(users::password_hash.eq(hash))
             .execute(conn)?;
+        // A reset link mailed before must not undo this change.
+        super::account_tokens::void_resets(conn, id)?;
         super::sessions::revoke_all_for_user(
             conn,
             id,
@@ -211,6 +273,9 @@ pub fn upgrade_password_hash(
 pub enum ImportUser {
     /// Imported with the same id.
     Imported,
+    /// Imported with the same id but without its e-mail address, which
+    /// another user here has (addresses are unique here, not in Django).
+    ImportedWithoutEmail,
     /// This very user was imported before (same id and name): unchanged.
     AlreadyImported,
     /// The username exists here already (a namesake registered here):
@@ -228,6 +293,9 @@ pub struct ImportedUser<'a> {
     pub username: &'a str,
     pub password_hash: &'a str,
     pub email: Option<&'a str>,
+    pub email_verified: bool,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
     pub is_active: bool,
     pub is_staff: bool,
     pub is_superuser: bool,
@@ -269,12 +337,29 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
         if id_taken {
             return Ok(ImportUser::IdTaken);
         }
+        let key = user.email.map(crate::auth::email::key_of);
+        let email_taken = match &key {
+            Some(key) => diesel::select(diesel::dsl::exists(
+                users::table.filter(users::email_key.eq(key)),
+            ))
+            .get_result::<bool>(conn)?,
+            None => false,
+        };
+        let (email, key) = if email_taken {
+            (None, None)
+        } else {
+            (user.email, key)
+        };
         diesel::insert_into(users::table)
             .values((
                 users::id.eq(user.id),
                 users::username.eq(user.username),
                 users::password_hash.eq(user.password_hash),
-                users::email.eq(user.email),
+                users::email.eq(email),
+                users::email_key.eq(key),
+                users::email_verified.eq(user.email_verified && email.is_some()),
+                users::first_name.eq(user.first_name),
+                users::last_name.eq(user.last_name),
                 users::is_active.eq(user.is_active),
                 users::is_staff.eq(user.is_staff),
                 users::is_superuser.eq(user.is_superuser),
@@ -283,7 +368,11 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
                 users::last_login.eq(user.last_login),
             ))
             .execute(conn)?;
-        Ok(ImportUser::Imported)
+        Ok(if email_taken {
+            ImportUser::ImportedWithoutEmail
+        } else {
+            ImportUser::Imported
+        })
     })
 }
 

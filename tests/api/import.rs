@@ -332,13 +332,24 @@ from django.contrib.auth.models import Group, User
 carol = User.objects.create_user("carol", "", "carol pw")
 editors = Group.objects.create(name="editors")
 ops = Group.objects.create(name="ops team")
-alice = User.objects.create_user("alice", "alice@example.com", "alice pw", is_staff=True)
+alice = User.objects.create_user("alice", "alice@example.com", "alice pw", is_staff=True,
+                                 first_name="Alice", last_name="Liddell")
 alice.date_joined = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 alice.save()
 alice.groups.add(editors, ops)
 bob = User.objects.create_superuser("bob", "", "bob pw")
 bob.groups.add(ops)
 carol.groups.add(editors)
+# Addresses are unique in tokend, not in Django.
+User.objects.create_user("dave", "ALICE@example.com", "dave pw")
+# django-allauth's table of addresses: alice's is verified.
+from django.db import connection
+with connection.cursor() as c:
+    c.execute("CREATE TABLE account_emailaddress (id integer PRIMARY KEY AUTOINCREMENT, "
+              "email varchar(254) NOT NULL, verified bool NOT NULL, \"primary\" bool NOT NULL, "
+              "user_id integer NOT NULL)")
+    c.execute("INSERT INTO account_emailaddress (email, verified, \"primary\", user_id) "
+              "VALUES ('alice@example.com', 1, 1, %s)", [alice.id])
 "#;
     django_manage(&django_db, &["shell", "-c", script]);
 
@@ -356,7 +367,13 @@ carol.groups.add(editors)
     let (ok, out) = import(&app, &format!("sqlite://{}", django_db.display()));
     assert!(ok, "{out}");
     assert!(
-        out.contains("2 imported with their ids, 1 skipped (username exists)"),
+        out.contains("3 imported with their ids, 1 skipped (username exists)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "import-django: id 4 imported without its e-mail address: another user here has it"
+        ),
         "{out}"
     );
     assert!(
@@ -399,6 +416,35 @@ carol.groups.add(editors)
         .await
         .expect("read alice");
     assert_eq!(joined, 1_704_164_645);
+    // Names, the address and allauth's verified flag.
+    let auth = format!("Bearer {}", alice.token("access"));
+    app.send(app.client.get(app.url("/api/auth/user/")).header("Authorization", auth))
+        .await
+        .assert(
+            200,
+            r#"{"pk":2,"username":"alice","email":"alice@example.com","first_name":"Alice","last_name":"Liddell"}"#,
+        );
+    let verified: Vec<(String, Option<String>, bool)> = app
+        .db
+        .run(|conn| {
+            use diesel::prelude::*;
+            use tokend::storage::schema::users;
+            Ok(users::table
+                .filter(users::username.eq_any(["alice", "bob", "dave"]))
+                .order(users::id)
+                .select((users::username, users::email, users::email_verified))
+                .load(conn)?)
+        })
+        .await
+        .expect("read users");
+    assert_eq!(
+        verified,
+        [
+            ("alice".into(), Some("alice@example.com".into()), true),
+            ("bob".into(), None, false),
+            ("dave".into(), None, false),
+        ]
+    );
     // A re-run creates nothing twice and adds nothing new.
     let (_, out) = import(&app, &format!("sqlite://{}", django_db.display()));
     assert!(

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod accounts;
 mod claims;
 mod claims_hook;
 mod cli;
