@@ -53,13 +53,23 @@ impl Application {
         if settings.purge.interval_secs > 0 {
             spawn_purge_task(state.db.clone(), &settings);
         }
-        // One sender per serving process; replicas share the outbox.
+        // One sender per serving process; replicas share the outbox. It
+        // also runs the account mail jobs, which need the services.
+        let jobs_state = state.clone();
+        let jobs = crate::mail::sender::Jobs {
+            kinds: &crate::service::jobs::KINDS,
+            run: std::sync::Arc::new(move |kind, payload| {
+                let state = jobs_state.clone();
+                Box::pin(async move { crate::service::jobs::run(&state, kind, &payload).await })
+            }),
+        };
         crate::mail::sender::Sender::new(
             state.db.clone(),
             state.outbox.clone(),
             state.metrics.clone(),
             &settings.email,
         )?
+        .with_jobs(jobs)
         .spawn();
         let cap = settings
             .server

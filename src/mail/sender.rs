@@ -4,6 +4,8 @@
 //! database work goes through `Database::write`, on the bounded blocking
 //! pool.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,30 @@ const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// Stored errors are cut to this many characters.
 const MAX_ERROR_CHARS: usize = 200;
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// Try again later (e.g. the database was away).
+    Retry(String),
+    /// It can never succeed.
+    Dead(String),
+}
+
+/// Runs a job of the kind given, with its payload (provided by the service
+/// layer: `service::jobs::run`).
+pub type JobRunner = Arc<
+    dyn Fn(&'static str, String) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The jobs the sender runs: their kinds and how.
+#[derive(Clone)]
+pub struct Jobs {
+    pub kinds: &'static [&'static str],
+    pub run: JobRunner,
+}
 
 /// The SMTP transport for `url` (lettre's URL forms, see
 /// `AsyncSmtpTransport::from_url`); connects to nothing.
@@ -144,6 +170,7 @@ pub struct Sender {
     metrics: Arc<Metrics>,
     poll_interval: Duration,
     backoff: Backoff,
+    jobs: Option<Jobs>,
 }
 
 impl Sender {
@@ -160,7 +187,14 @@ impl Sender {
             metrics,
             poll_interval: Duration::from_millis(settings.poll_interval_ms),
             backoff: Backoff::from_settings(settings),
+            jobs: None,
         })
+    }
+
+    /// Also runs `jobs` (before delivering mail, which they may queue).
+    pub fn with_jobs(mut self, jobs: Jobs) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// Starts the loop on the current runtime.
@@ -178,7 +212,7 @@ impl Sender {
                 self.update_gauges().await;
                 counted = Some(Instant::now());
             }
-            let full = match self.send_batch().await {
+            let full = match self.round().await {
                 Ok(claimed) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("outbox: claiming mail again");
@@ -216,9 +250,21 @@ impl Sender {
         }
     }
 
-    /// Claims one batch of due mail and delivers it; returns how many
-    /// messages were claimed.
-    async fn send_batch(&self) -> Result<usize, crate::storage::StorageError> {
+    /// One batch of each job kind, then one of mail; returns the largest
+    /// number of rows claimed of one kind.
+    async fn round(&self) -> Result<usize, crate::storage::StorageError> {
+        let mut most = 0;
+        if let Some(jobs) = &self.jobs {
+            for kind in jobs.kinds {
+                most = most.max(self.batch(kind).await?);
+            }
+        }
+        Ok(most.max(self.batch(KIND).await?))
+    }
+
+    /// Claims one batch of due rows of `kind` and handles them
+    /// concurrently; returns how many were claimed.
+    async fn batch(&self, kind: &'static str) -> Result<usize, crate::storage::StorageError> {
         let now = crate::clock::unix_now();
         // The lease outlasts the delivery timeout, so that no other sender
         // takes a message this one may still be sending.
@@ -229,57 +275,69 @@ impl Sender {
         let lease_until = now + timeout_secs + 30;
         let claimed = self
             .db
-            .write(move |conn| outbox::claim_due(conn, KIND, now, lease_until, BATCH))
+            .write(move |conn| outbox::claim_due(conn, kind, now, lease_until, BATCH))
             .await?;
         let count = claimed.len();
-        let mut deliveries = tokio::task::JoinSet::new();
+        let mut tasks = tokio::task::JoinSet::new();
         for row in claimed {
             let delivery = self.delivery.clone();
-            deliveries.spawn(async move {
-                let outcome = deliver(&delivery, row.id, &row.payload).await;
+            let jobs = self.jobs.clone();
+            tasks.spawn(async move {
+                let outcome = match jobs {
+                    Some(jobs) if kind != KIND => {
+                        match (jobs.run)(kind, row.payload.clone()).await {
+                            Ok(()) => Outcome::Sent,
+                            Err(JobError::Retry(e)) => Outcome::Retry(short(&e)),
+                            Err(JobError::Dead(e)) => Outcome::Dead(short(&e)),
+                        }
+                    }
+                    _ => deliver(&delivery, row.id, &row.payload).await,
+                };
                 (row, outcome)
             });
         }
-        while let Some(joined) = deliveries.join_next().await {
+        while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((row, outcome)) => self.record(row, outcome).await,
-                // A panic in one delivery: its lease runs out and the
-                // message is claimed again.
-                Err(e) => tracing::error!(error = %e, "outbox: a delivery task failed"),
+                Ok((row, outcome)) => self.record(kind, row, outcome).await,
+                // A panic in one task: its lease runs out and the row is
+                // claimed again.
+                Err(e) => tracing::error!(kind, error = %e, "outbox: a task failed"),
             }
         }
         Ok(count)
     }
 
-    async fn record(&self, row: outbox::Claimed, outcome: Outcome) {
+    async fn record(&self, kind: &'static str, row: outbox::Claimed, outcome: Outcome) {
         let now = crate::clock::unix_now();
         let id = row.id;
         let failures = row.attempts.saturating_add(1);
         let result = match outcome {
             Outcome::Sent => {
-                self.metrics.outbox_sent(KIND);
+                self.metrics.outbox_sent(kind);
                 self.db
                     .write(move |conn| outbox::mark_sent(conn, id, now))
                     .await
             }
             Outcome::Retry(error) => {
-                self.metrics.outbox_failed_attempt(KIND);
+                self.metrics.outbox_failed_attempt(kind);
                 let retry_at =
                     self.backoff
                         .next_attempt(row.created_at, failures, now, rand::random::<f64>());
                 match retry_at {
                     Some(at) => tracing::warn!(
+                        kind,
                         id,
                         attempts = failures,
                         error = %error,
                         retry_in_secs = at - now,
-                        "outbox: e-mail delivery failed; will retry"
+                        "outbox: delivery failed; will retry"
                     ),
                     None => tracing::error!(
+                        kind,
                         id,
                         attempts = failures,
                         error = %error,
-                        "outbox: e-mail delivery failed; giving up (email.give_up_after_secs)"
+                        "outbox: delivery failed; giving up (email.give_up_after_secs)"
                     ),
                 }
                 self.db
@@ -287,8 +345,8 @@ impl Sender {
                     .await
             }
             Outcome::Dead(error) => {
-                self.metrics.outbox_failed_attempt(KIND);
-                tracing::error!(id, error = %error, "outbox: e-mail given up");
+                self.metrics.outbox_failed_attempt(kind);
+                tracing::error!(kind, id, error = %error, "outbox: given up");
                 self.db
                     .write(move |conn| outbox::mark_failed(conn, id, &error, None, now))
                     .await
@@ -298,9 +356,10 @@ impl Sender {
             // The lease runs out and the message is claimed again: sent
             // twice at worst, never lost.
             tracing::warn!(
+                kind,
                 id,
                 error = %crate::error::Chain(&e),
-                "outbox: cannot record a delivery outcome"
+                "outbox: cannot record an outcome"
             );
         }
     }
@@ -460,6 +519,7 @@ mod tests {
             metrics: metrics.clone(),
             poll_interval: Duration::from_secs(600),
             backoff: BACKOFF,
+            jobs: None,
         };
         sender.spawn();
         // Its first look finds nothing; the next poll is ten minutes away.

@@ -14,6 +14,7 @@ pub mod claims;
 pub mod email_verification;
 pub mod groups;
 pub mod introspect;
+pub mod jobs;
 pub mod login;
 pub mod logout;
 pub mod logout_all;

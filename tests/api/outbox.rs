@@ -536,6 +536,51 @@ async fn purge_removes_old_sent_and_dead_mail(backend: Backend) {
     assert_eq!(left, ids[2..]);
 }
 
+/// A password reset request: the sender runs the queued job (the user is
+/// looked up after the answer) and delivers the mail it queues, with the
+/// reset link; an unknown address gets nothing.
+async fn reset_requests_are_mailed_by_the_sender(backend: Backend) {
+    if !have_python() {
+        return;
+    }
+    let mut sink = Sink::new();
+    sink.start();
+    let mut settings = smtp_settings(&sink.url());
+    settings.push((
+        "TOKEND__ACCOUNTS__RESET_URL".to_owned(),
+        "https://app.example/reset/{uid}/{token}".to_owned(),
+    ));
+    // A long poll: the request path's notify wakes the sender.
+    settings.push((
+        "TOKEND__EMAIL__POLL_INTERVAL_MS".to_owned(),
+        "600000".to_owned(),
+    ));
+    let app = app_with(backend, &settings).await;
+    app.post_json(
+        "/api/user/register/",
+        serde_json::json!({"username": "alice", "password": "pw", "email": "alice@example.com"}),
+    )
+    .await
+    .assert(201, r#"{"id":1,"username":"alice"}"#);
+    for email in ["alice@example.com", "nobody@example.com"] {
+        app.post_json(
+            "/api/auth/password/reset/",
+            serde_json::json!({ "email": email }),
+        )
+        .await
+        .assert(200, r#"{"detail":"Password reset e-mail has been sent."}"#);
+    }
+    let received = sink.received(1, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["to"], "alice@example.com");
+    let text = received[0]["text"].as_str().expect("text");
+    assert!(text.contains("https://app.example/reset/MQ/"), "{text}");
+    // Both jobs done, the mail sent: nothing left queued.
+    let rows = rows(&app.db).await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.3 && !r.4 && r.1 == 0), "{rows:?}");
+}
+
 both_backends!(
     queued_mail_is_delivered_once_with_both_parts,
     mail_is_retried_until_the_relay_is_up,
@@ -543,4 +588,5 @@ both_backends!(
     queued_mail_survives_a_restart,
     without_smtp_dev_logs_and_production_gives_up,
     purge_removes_old_sent_and_dead_mail,
+    reset_requests_are_mailed_by_the_sender,
 );
