@@ -1,6 +1,7 @@
 //! The outbox sender: one background task per `tokend serve` process that
 //! claims due e-mail from the outbox, delivers it over SMTP (lettre, async:
-//! never a blocking thread for the network), and records the outcome. The
+//! never a blocking thread for the network), and records the outcome;
+//! before the mail, it runs the account mail jobs (`service::jobs`). The
 //! database work goes through `Database::write`, on the bounded blocking
 //! pool.
 
