@@ -227,7 +227,165 @@ async fn reset_requests_answer_the_same_for_any_address(backend: Backend) {
         .assert(400, r#"{"email":["This field is required."]}"#);
 }
 
+/// Waits for the `n`th mail to `to` (the sender runs reset jobs after the
+/// request's answer).
+async fn nth_mail(app: &TestApp, to: &'static str, n: usize) -> Value {
+    for _ in 0..200 {
+        if let Some(mail) = mails_to(app, to).await.into_iter().nth(n - 1) {
+            return mail;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail #{n} to {to}");
+}
+
+async fn a_reset_link_works_once_and_revokes_every_session(backend: Backend) {
+    let app = spawn_app_with(backend, &LINKS).await;
+    register(
+        &app,
+        json!({"username": "alice", "password": "old pw", "email": "alice@example.com"}),
+    )
+    .await
+    .assert(201, r#"{"id":1,"username":"alice"}"#);
+    let (refresh, access) = {
+        let login = app.login("alice", "old pw").await;
+        (login.token("refresh"), login.token("access"))
+    };
+    app.post_json(
+        "/api/auth/password/reset/",
+        json!({"email": "ALICE@example.com"}),
+    )
+    .await
+    .assert(200, r#"{"detail":"Password reset e-mail has been sent."}"#);
+    let mail = nth_mail(&app, "alice@example.com", 1).await;
+    assert_eq!(mail["subject"], "Password reset on tokend");
+    let parts = link_parts(&mail, "https://app.example/reset/");
+    let (uid, token) = (parts[0].clone(), parts[1].clone());
+    assert_eq!(uid, "MQ");
+    let confirm = |body: Value| app.post_json("/api/auth/password/reset/confirm/", body);
+    let body = |uid: &str, token: &str, p1: &str, p2: &str| json!({"uid": uid, "token": token, "new_password1": p1, "new_password2": p2});
+    confirm(json!({})).await.assert(
+        400,
+        r#"{"new_password1":["This field is required."],"new_password2":["This field is required."],"uid":["This field is required."],"token":["This field is required."]}"#,
+    );
+    // dj-rest-auth's order: uid, token, then the passwords.
+    confirm(body("!!", &token, "a", "b"))
+        .await
+        .assert(400, r#"{"uid":["Invalid value"]}"#);
+    confirm(body("Mg", &token, "a", "b"))
+        .await
+        .assert(400, r#"{"uid":["Invalid value"]}"#);
+    confirm(body(&uid, "forged", "a", "b"))
+        .await
+        .assert(400, r#"{"token":["Invalid value"]}"#);
+    confirm(body(&uid, &token, "new pw", "other pw"))
+        .await
+        .assert(
+            400,
+            r#"{"new_password2":["The two password fields didn’t match."]}"#,
+        );
+    // Still valid after those: nothing was spent.
+    confirm(body(&uid, &token, "new pw", "new pw"))
+        .await
+        .assert(
+            200,
+            r#"{"detail":"Password has been reset with the new password."}"#,
+        );
+    // Once only.
+    confirm(body(&uid, &token, "newer pw", "newer pw"))
+        .await
+        .assert(400, r#"{"token":["Invalid value"]}"#);
+    assert_eq!(app.login("alice", "old pw").await.status, 401);
+    assert_eq!(app.login("alice", "new pw").await.status, 200);
+    // Every session of the user is revoked, its tokens with it.
+    assert_eq!(app.refresh(&refresh).await.status, 401);
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {access}"))).await.status,
+        401
+    );
+}
+
+/// Any password change voids the reset links mailed before it.
+async fn a_password_change_voids_reset_links(backend: Backend) {
+    let app = spawn_app_with(backend, &LINKS).await;
+    register(
+        &app,
+        json!({"username": "bob", "password": "pw one", "email": "bob@example.com"}),
+    )
+    .await
+    .assert(201, r#"{"id":1,"username":"bob"}"#);
+    app.post_json(
+        "/api/auth/password/reset/",
+        json!({"email": "bob@example.com"}),
+    )
+    .await
+    .assert(200, r#"{"detail":"Password reset e-mail has been sent."}"#);
+    let parts = link_parts(
+        &nth_mail(&app, "bob@example.com", 1).await,
+        "https://app.example/reset/",
+    );
+    let access = app.login("bob", "pw one").await.token("access");
+    app.post_bearer(
+        "/api/user/password/",
+        &access,
+        json!({"old_password": "pw one", "new_password": "pw two"}),
+    )
+    .await
+    .assert(200, "{}");
+    app.post_json(
+        "/api/auth/password/reset/confirm/",
+        json!({"uid": parts[0], "token": parts[1], "new_password1": "x", "new_password2": "x"}),
+    )
+    .await
+    .assert(400, r#"{"token":["Invalid value"]}"#);
+    assert_eq!(app.login("bob", "pw two").await.status, 200);
+}
+
+/// Expired links are refused; mail requests are limited per recipient.
+async fn reset_links_expire_and_requests_are_limited(backend: Backend) {
+    let mut env = LINKS.to_vec();
+    env.extend([
+        ("TOKEND__ACCOUNTS__RESET_TTL_SECS", "1"),
+        ("TOKEND__RATE_LIMIT__ENABLED", "true"),
+        ("TOKEND__RATE_LIMIT__ACCOUNT_MAIL_PER_ADDRESS_PER_HOUR", "2"),
+    ]);
+    let app = spawn_app_with(backend, &env).await;
+    register(
+        &app,
+        json!({"username": "carol", "password": "pw", "email": "carol@example.com"}),
+    )
+    .await
+    .assert(201, r#"{"id":1,"username":"carol"}"#);
+    let reset = || {
+        app.post_json(
+            "/api/auth/password/reset/",
+            json!({"email": "Carol@Example.com"}),
+        )
+    };
+    reset()
+        .await
+        .assert(200, r#"{"detail":"Password reset e-mail has been sent."}"#);
+    let parts = link_parts(
+        &nth_mail(&app, "carol@example.com", 1).await,
+        "https://app.example/reset/",
+    );
+    assert_eq!(reset().await.status, 200);
+    let third = reset().await;
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert!(third.header("retry-after").is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.post_json(
+        "/api/auth/password/reset/confirm/",
+        json!({"uid": parts[0], "token": parts[1], "new_password1": "x", "new_password2": "x"}),
+    )
+    .await
+    .assert(400, r#"{"token":["Invalid value"]}"#);
+}
+
 both_backends!(
+    a_reset_link_works_once_and_revokes_every_session,
+    a_password_change_voids_reset_links,
+    reset_links_expire_and_requests_are_limited,
     registration_takes_an_optional_unique_email,
     optional_verification_mails_a_key,
     mandatory_verification_gates_login,
