@@ -383,6 +383,40 @@ def timing(target, n, workdir):
     return medians["native"]
 
 
+def reset_timing(target, n):
+    """A password-reset request must not tell known addresses from unknown
+    ones: both answer 200 with the same body in the same time (the request
+    only queues a job; the lookup happens after the answer). Medians of n
+    interleaved requests each; fails when they differ by more than 50 %
+    and 1 ms (the requests are ~1 ms, so smaller gaps are noise)."""
+    status, body = http("POST", target.base + "/api/user/register/",
+                        {"username": "reset-known", "password": PASSWORD, "email": "known@bench.example"})
+    assert status == 201, (status, body)
+    emails = {"known": "known@bench.example", "unknown": "unknown@bench.example"}
+    samples = {kind: [] for kind in emails}
+    bodies = set()
+    for round_ in range(n + 1):
+        for kind, email in emails.items():
+            t0 = time.perf_counter()
+            status, body = http("POST", target.base + "/api/auth/password/reset/", {"email": email})
+            took = (time.perf_counter() - t0) * 1000
+            assert status == 200, (kind, status, body)
+            bodies.add(json.dumps(body, sort_keys=True))
+            if round_ > 0:
+                samples[kind].append(took)
+    medians = {kind: sorted(v)[len(v) // 2] for kind, v in samples.items()}
+    spread = max(medians.values()) / min(medians.values())
+    gap = max(medians.values()) - min(medians.values())
+    print(f"bench target={target.name} db={target.db} reset_timing " +
+          " ".join(f"{kind}_p50_ms={ms:.2f}" for kind, ms in medians.items()) +
+          f" spread={spread:.3f} bodies={'same' if len(bodies) == 1 else 'DIFFERENT'}", flush=True)
+    if len(bodies) != 1:
+        raise SystemExit("reset requests answer differently: " + str(bodies))
+    if spread > 1.5 and gap > 1.0:
+        raise SystemExit(f"reset request times tell addresses apart: {medians}")
+    return medians
+
+
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
@@ -415,6 +449,7 @@ def main():
                 if name == "tokend" and db == "sqlite":
                     # One wrong-password login, alone, is one bcrypt verify.
                     bcrypt_seconds = timing(target, max(args.timing, 3), workdir) / 1000
+                    reset_timing(target, max(args.timing * 20, 50))
             finally:
                 target.stop()
 
