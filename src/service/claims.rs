@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::Services;
-use crate::auth::claims::{profile_claims, ClaimMap, ClaimsEvent};
+use crate::auth::claims::{profile_claims, ClaimMap, ClaimsEvent, MAX_CLAIMS_BYTES};
 use crate::config::HookFailure;
 use crate::error::ApiError;
 use crate::storage::users;
@@ -30,6 +30,19 @@ pub async fn access_claims(
         return Ok(ClaimMap::new());
     };
     let computed = profile_claims(&profile, &svc.extra_claims);
+    // Tokens travel in headers: rather no token than one proxies refuse
+    // (or one silently missing groups). Only many groups get here.
+    let size = serde_json::to_string(&computed).map_or(usize::MAX, |s| s.len());
+    if size > MAX_CLAIMS_BYTES {
+        return Err(ApiError::Internal(
+            format!(
+                "user {user_id}: the extra claims take {size} bytes, more than {MAX_CLAIMS_BYTES} \
+                 ({} groups); remove groups or `groups` from jwt.extra_claims",
+                profile.groups.len()
+            )
+            .into(),
+        ));
+    }
     let Some(hook) = &svc.claims_hook else {
         return Ok(computed);
     };

@@ -169,7 +169,31 @@ async fn no_extra_claims_by_default(backend: Backend) {
     assert_eq!(extra(&rotated.token("access")), json!({}));
 }
 
+/// Claims too large for a header are refused with the fixed 500 body (the
+/// cause, with the user and the size, goes to the log), never issued.
+async fn oversized_claims_are_refused(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TOKEND__JWT__EXTRA_CLAIMS", "groups")]).await;
+    assert_eq!(app.register("dave", "pw12345").await.status, 201);
+    let id = app.login("dave", "pw12345").await.json();
+    assert!(id.get("access").is_some());
+    app.db
+        .run(|conn| {
+            for n in 0..40 {
+                let name = format!("{n:03}-{}", "g".repeat(140));
+                tokend::storage::groups::create(conn, &name)?;
+                tokend::storage::groups::add_member(conn, 1, &name)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("groups");
+    app.login("dave", "pw12345")
+        .await
+        .assert(500, r#"{"detail":"A server error occurred."}"#);
+}
+
 both_backends!(
+    oversized_claims_are_refused,
     extra_claims_follow_groups_and_flags,
     extra_claims_without_rotation,
     no_extra_claims_by_default,
