@@ -6,7 +6,6 @@ use std::net::IpAddr;
 
 use super::Services;
 use crate::auth::account_tokens::digest;
-use crate::auth::email::Email;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::{account_tokens, users};
 
@@ -39,13 +38,7 @@ pub async fn resend(
     client: IpAddr,
     email: Result<String, Vec<String>>,
 ) -> Result<(), ApiError> {
-    let email = email
-        .and_then(|value| Email::parse(&value))
-        .map_err(|messages| {
-            let mut errors = FieldErrors::default();
-            errors.add("email", messages);
-            ApiError::Validation(errors)
-        })?;
+    let email = super::password_reset::email_field(email)?;
     if svc.account_mails.verification() == crate::config::EmailVerification::None {
         return Ok(());
     }

@@ -26,14 +26,18 @@ pub async fn request(
     client: IpAddr,
     email: Result<String, Vec<String>>,
 ) -> Result<(), ApiError> {
-    let email = email
+    queue_job(svc, client, JOB, &email_field(email)?).await
+}
+
+/// The `email` field of a mail request, validated.
+pub(super) fn email_field(email: Result<String, Vec<String>>) -> Result<Email, ApiError> {
+    email
         .and_then(|value| Email::parse(&value))
         .map_err(|messages| {
             let mut errors = FieldErrors::default();
             errors.add("email", messages);
             ApiError::Validation(errors)
-        })?;
-    queue_job(svc, client, JOB, &email).await
+        })
 }
 
 /// Queues an account mail job for `email` (one insert whatever the

@@ -26,16 +26,7 @@ impl Receiver {
     /// outside CI.
     fn start() -> Option<Receiver> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/claims-hook");
-        let has_python = Command::new("python3")
-            .args(["-c", "import venv"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has_python {
-            assert!(
-                std::env::var("CI").is_err(),
-                "python3 with venv is required in CI for the claims hook receiver"
-            );
-            eprintln!("SKIPPED: python3 with venv not found");
+        if !crate::helpers::have_python("the claims hook receiver") {
             return None;
         }
         let venv = python_venv("claims-hook-venv", &dir.join("requirements.txt"));

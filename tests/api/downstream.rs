@@ -367,16 +367,7 @@ async fn rust_service_with_jwks() {
 /// missing outside CI. In CI (CI=true) a missing Python fails the test.
 fn django_python() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream-django");
-    let has_python = Command::new("python3")
-        .args(["-c", "import venv"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_python {
-        assert!(
-            std::env::var("CI").is_err(),
-            "python3 with venv is required in CI for the Django downstream example"
-        );
-        eprintln!("SKIPPED: python3 with venv not found");
+    if !crate::helpers::have_python("the Django downstream example") {
         return None;
     }
     Some(python_venv("downstream-django-venv", &dir.join("requirements.txt")).join("bin/python"))

@@ -493,6 +493,23 @@ pub fn run(command: &mut Command) {
 /// A Python virtualenv with `requirements` installed, built once per target
 /// directory (a venv's scripts name its own path, so it is built where it
 /// stays) and rebuilt when the requirements change.
+/// Whether python3 with venv is here; outside CI a test without it is
+/// skipped (false), under CI=true it fails: `purpose` says what needs it.
+pub fn have_python(purpose: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import venv"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "python3 with venv is required in CI for {purpose}"
+        );
+        eprintln!("SKIPPED: python3 with venv not found");
+    }
+    found
+}
+
 pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());

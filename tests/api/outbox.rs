@@ -30,18 +30,7 @@ fn free_port() -> u16 {
 
 /// Whether the sink can run; panics under CI=true when it cannot.
 fn have_python() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import venv"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "python3 with venv is required in CI for the SMTP sink"
-        );
-        eprintln!("SKIPPED: python3 with venv not found");
-    }
-    found
+    crate::helpers::have_python("the SMTP sink")
 }
 
 /// The SMTP server of a test, on a port chosen before it starts (so that
