@@ -232,6 +232,7 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
                     refresh_tokens = purged.refresh_tokens,
                     sessions = purged.sessions,
                     outbox = purged.outbox,
+                    account_tokens = purged.account_tokens,
                     "purged expired rows"
                 ),
                 Ok(_) => {}

@@ -61,14 +61,16 @@ pub(super) fn purge(settings: &Settings) -> anyhow::Result<()> {
         settings.purge.batch_size,
         |batch| {
             println!(
-                "purged a batch: {} refresh token(s), {} session(s), {} outbox message(s)",
-                batch.refresh_tokens, batch.sessions, batch.outbox
+                "purged a batch: {} refresh token(s), {} session(s), {} outbox message(s), \
+                 {} account token(s)",
+                batch.refresh_tokens, batch.sessions, batch.outbox, batch.account_tokens
             );
         },
     ))?;
     println!(
-        "purge done: {} refresh token(s), {} session(s), {} outbox message(s) removed",
-        total.refresh_tokens, total.sessions, total.outbox
+        "purge done: {} refresh token(s), {} session(s), {} outbox message(s), {} account \
+         token(s) removed",
+        total.refresh_tokens, total.sessions, total.outbox, total.account_tokens
     );
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::storage::account_tokens::MailedToken;
 use crate::storage::cache::StateCache;
 use crate::storage::sessions::{self, RevokeReason};
-use crate::storage::users::{self, CreateUser, UserRecord};
+use crate::storage::users::{self, CreateUser, PasswordChange, UserRecord};
 use crate::storage::Database;
 
 /// What account administration needs: the command line has no signing keys
@@ -81,16 +81,43 @@ pub async fn set_password(
     client: IpAddr,
     now: i64,
 ) -> Result<usize, ApiError> {
+    match change_password(acc, user_id, password, keep, None, client, now).await? {
+        PasswordChange::Changed { revoked } => Ok(revoked),
+        // Unconditional: neither happens.
+        PasswordChange::Superseded | PasswordChange::SessionRevoked => Ok(0),
+    }
+}
+
+/// `set_password`, only if the stored hash is still `replaces` (the one the
+/// old password was checked against) and `keep` still live.
+pub async fn change_password(
+    acc: &Accounts<'_>,
+    user_id: i64,
+    password: &NewPassword,
+    keep: Option<String>,
+    replaces: Option<String>,
+    client: IpAddr,
+    now: i64,
+) -> Result<PasswordChange, ApiError> {
     let hash = acc
         .hashing
         .hash(client, password.expose().to_owned())
         .await?;
-    let revoked = acc
+    let outcome = acc
         .db
-        .write(move |conn| users::change_password(conn, user_id, &hash, keep.as_deref(), now))
+        .write(move |conn| {
+            users::change_password(
+                conn,
+                user_id,
+                &hash,
+                keep.as_deref(),
+                replaces.as_deref(),
+                now,
+            )
+        })
         .await?;
     acc.forget(user_id);
-    Ok(revoked)
+    Ok(outcome)
 }
 
 /// Deactivates the user and revokes all their sessions: every token fails.

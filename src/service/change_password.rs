@@ -5,8 +5,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{accounts, bearer, Services};
+use crate::auth::jwt::TokenError;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::sessions::{self, RevokeReason};
+use crate::storage::users::PasswordChange as Changed;
 
 const MSG_WRONG_PASSWORD: &str = "Wrong password.";
 
@@ -87,10 +89,28 @@ pub async fn change_password(
     if let Some(guess) = guess {
         guess.succeeded();
     }
-    // `authenticated` made sure the token names its (live) session.
-    let revoked =
-        accounts::set_password(&svc.accounts(), user.id, &new, token.sid, client, svc.now())
-            .await?;
+    // `authenticated` made sure the token names its (live) session; a reset
+    // or another change since the check wins over this one.
+    let outcome = accounts::change_password(
+        &svc.accounts(),
+        user.id,
+        &new,
+        token.sid,
+        Some(user.password_hash.clone()),
+        client,
+        svc.now(),
+    )
+    .await?;
+    let revoked = match outcome {
+        Changed::Changed { revoked } => revoked,
+        Changed::Superseded => {
+            return Err(ApiError::Validation(FieldErrors::single(
+                "old_password",
+                MSG_WRONG_PASSWORD,
+            )))
+        }
+        Changed::SessionRevoked => return Err(ApiError::BearerToken(TokenError::Blacklisted)),
+    };
     tracing::info!(
         security_event = "password_change",
         user_id = user.id,

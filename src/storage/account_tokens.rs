@@ -79,16 +79,19 @@ pub fn issue_mailed(
     token: &MailedToken,
     now: i64,
 ) -> Result<(), diesel::result::Error> {
-    issue(
-        conn,
-        user_id,
-        token.purpose,
-        token.email.as_deref(),
-        &token.digest,
-        now,
-        token.expires_at,
-    )?;
-    super::outbox::enqueue_mail(conn, &token.mail, now)
+    // A transaction of its own (a savepoint inside the caller's).
+    conn.transaction(|conn| {
+        issue(
+            conn,
+            user_id,
+            token.purpose,
+            token.email.as_deref(),
+            &token.digest,
+            now,
+            token.expires_at,
+        )?;
+        super::outbox::enqueue_mail(conn, &token.mail, now)
+    })
 }
 
 /// Spends a live token: exactly one of concurrent calls wins. Answers the
@@ -162,6 +165,11 @@ pub fn reset_password(
     now: i64,
 ) -> Result<ResetOutcome, StorageError> {
     conn.transaction::<_, StorageError, _>(|conn| {
+        // The user's row first, as a password change takes it (then the
+        // tokens): the same lock order, no deadlock between the two.
+        diesel::update(users::table.filter(users::id.eq(user_id)))
+            .set(users::is_active.eq(users::is_active))
+            .execute(conn)?;
         // A deactivated account stays locked: its link does nothing.
         let active: bool = users::table
             .filter(users::id.eq(user_id))

@@ -373,6 +373,8 @@ impl Database {
                 .write(move |conn| {
                     let mut purged = sessions::purge_batch(conn, now, revoked_before, batch)?;
                     purged.outbox = outbox::purge_batch(conn, outbox_before, batch)?;
+                    // Used or expired one-time tokens: nothing refers to them.
+                    purged.account_tokens = account_tokens::purge_batch(conn, now, batch)?;
                     Ok(purged)
                 })
                 .await?;
@@ -382,6 +384,7 @@ impl Database {
             total.refresh_tokens += purged.refresh_tokens;
             total.sessions += purged.sessions;
             total.outbox += purged.outbox;
+            total.account_tokens += purged.account_tokens;
             progress(purged);
         }
     }

@@ -213,11 +213,13 @@ pub struct Purged {
     pub sessions: usize,
     /// Outbox messages sent or given up long enough ago.
     pub outbox: usize,
+    /// One-time account tokens used or expired.
+    pub account_tokens: usize,
 }
 
 impl Purged {
     pub fn total(&self) -> usize {
-        self.refresh_tokens + self.sessions + self.outbox
+        self.refresh_tokens + self.sessions + self.outbox + self.account_tokens
     }
 }
 
@@ -271,5 +273,6 @@ pub fn purge_batch(
         refresh_tokens: refresh_tokens_deleted,
         sessions: sessions_deleted,
         outbox: 0,
+        account_tokens: 0,
     })
 }

@@ -226,28 +226,72 @@ pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool
         == 1)
 }
 
+/// What a password change found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// Changed; this many other sessions were revoked.
+    Changed { revoked: usize },
+    /// The password is no longer the one checked (changed or reset
+    /// meanwhile): nothing changed.
+    Superseded,
+    /// The session to keep was revoked meanwhile (a reset, logout
+    /// everywhere): nothing changed.
+    SessionRevoked,
+}
+
 /// Replaces the password hash and revokes every session of the user except
-/// `keep`, in one transaction. Returns how many sessions were revoked.
+/// `keep`, in one transaction. With `replaces` (the hash the old password
+/// was checked against), only if the password is still that one and `keep`
+/// is still live: a change checked before a concurrent reset must not undo
+/// it.
 pub fn change_password(
     conn: &mut DbConnection,
     id: i64,
     hash: &str,
     keep: Option<&str>,
+    replaces: Option<&str>,
     now: i64,
-) -> Result<usize, StorageError> {
+) -> Result<PasswordChange, StorageError> {
     conn.transaction(|conn| {
-        diesel::update(users::table.filter(users::id.eq(id)))
-            .set(users::password_hash.eq(hash))
-            .execute(conn)?;
+        let target = users::table.filter(users::id.eq(id));
+        let changed = match replaces {
+            Some(old) => diesel::update(target.filter(users::password_hash.eq(old)))
+                .set(users::password_hash.eq(hash))
+                .execute(conn)?,
+            None => diesel::update(target)
+                .set(users::password_hash.eq(hash))
+                .execute(conn)?,
+        };
+        if replaces.is_some() && changed == 0 {
+            return Ok(PasswordChange::Superseded);
+        }
+        if let Some(sid) = keep.filter(|_| replaces.is_some()) {
+            if !matches!(
+                super::sessions::state_of(conn, sid, id, now)?,
+                super::sessions::SessionState::Live { .. }
+            ) {
+                // Undo the update above: the transaction rolls back.
+                return Err(StorageError::Query(
+                    diesel::result::Error::RollbackTransaction,
+                ));
+            }
+        }
         // A reset link mailed before must not undo this change.
         super::account_tokens::void_resets(conn, id)?;
-        super::sessions::revoke_all_for_user(
+        let revoked = super::sessions::revoke_all_for_user(
             conn,
             id,
             keep,
             super::sessions::RevokeReason::PasswordChange,
             now,
-        )
+        )?;
+        Ok(PasswordChange::Changed { revoked })
+    })
+    .or_else(|e| match e {
+        StorageError::Query(diesel::result::Error::RollbackTransaction) => {
+            Ok(PasswordChange::SessionRevoked)
+        }
+        e => Err(e),
     })
 }
 

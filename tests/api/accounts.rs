@@ -382,7 +382,86 @@ async fn reset_links_expire_and_requests_are_limited(backend: Backend) {
     .assert(400, r#"{"token":["Invalid value"]}"#);
 }
 
+/// A password change whose old password was checked before a concurrent
+/// reset (or another change) commits nothing: the reset wins. Driven at the
+/// storage level, where the interleaving can be fixed.
+async fn a_change_checked_before_a_reset_does_not_undo_it(backend: Backend) {
+    use tokend::storage::users::{self, PasswordChange};
+    let app = spawn_app(backend).await;
+    let (id, _, _) = app.user_with_tokens("frank", "pw one").await;
+    let sid = tokend::auth::sessions::new_session_id();
+    let (checked, keep) = (
+        app.db
+            .run(move |conn| Ok(users::find_by_id(conn, id)?.expect("user").password_hash))
+            .await
+            .expect("hash"),
+        sid,
+    );
+    // The reset lands first: the stored hash is no longer the checked one.
+    app.db
+        .write(move |conn| users::change_password(conn, id, "reset-hash", None, None, 1))
+        .await
+        .expect("reset");
+    let stale = checked.clone();
+    let outcome = app
+        .db
+        .write(move |conn| {
+            users::change_password(conn, id, "attacker-hash", Some(&keep), Some(&stale), 2)
+        })
+        .await
+        .expect("change");
+    assert_eq!(outcome, PasswordChange::Superseded);
+    let stored = app
+        .db
+        .run(move |conn| Ok(users::find_by_id(conn, id)?.expect("user").password_hash))
+        .await
+        .expect("hash");
+    assert_eq!(stored, "reset-hash");
+    // Same hash, but the session to keep was revoked by the reset: nothing.
+    let (_, access, _) = app.user_with_tokens("grace", "pw").await;
+    let claims = crate::helpers::claims(&access);
+    let (gid, gsid) = (
+        claims["user_id"]
+            .as_str()
+            .expect("id")
+            .parse::<i64>()
+            .expect("id"),
+        claims["sid"].as_str().expect("sid").to_owned(),
+    );
+    let hash = app
+        .db
+        .run(move |conn| Ok(users::find_by_id(conn, gid)?.expect("user").password_hash))
+        .await
+        .expect("hash");
+    app.db
+        .write(move |conn| {
+            tokend::storage::sessions::revoke_all_for_user(
+                conn,
+                gid,
+                None,
+                tokend::storage::sessions::RevokeReason::PasswordReset,
+                3,
+            )
+        })
+        .await
+        .expect("revoke");
+    let (h, s2) = (hash.clone(), gsid.clone());
+    let outcome = app
+        .db
+        .write(move |conn| users::change_password(conn, gid, "late-hash", Some(&s2), Some(&h), 4))
+        .await
+        .expect("change");
+    assert_eq!(outcome, PasswordChange::SessionRevoked);
+    let stored = app
+        .db
+        .run(move |conn| Ok(users::find_by_id(conn, gid)?.expect("user").password_hash))
+        .await
+        .expect("hash");
+    assert_eq!(stored, hash, "rolled back");
+}
+
 both_backends!(
+    a_change_checked_before_a_reset_does_not_undo_it,
     a_reset_link_works_once_and_revokes_every_session,
     a_password_change_voids_reset_links,
     reset_links_expire_and_requests_are_limited,
