@@ -6,11 +6,18 @@
 //! token: against tokend with `TOKEND__JWT__ROTATE_REFRESH_TOKENS=false` it
 //! stays logged in through 4 refreshes (200 `{"access": …}` each); against
 //! the default (rotation on, no reuse grace) its second refresh is reuse of
-//! a spent token, 401 "Token is blacklisted", and it is logged out. The
-//! scenarios live in `examples/login-page/e2e.mjs` (Playwright); this test
-//! runs them so that `cargo test` covers them. It needs Node.js and Debian's
-//! chromium: without them it is skipped, except under CI=true where it
-//! fails.
+//! a spent token, 401 "Token is blacklisted", and it is logged out. Then the
+//! account flows against tokend with verification mandatory and its mail
+//! going over SMTP to tests/smtp-sink/sink.py: register with an address,
+//! login refused ("E-mail is not verified."), resend, the link read from the
+//! mail and opened in the browser, login; "Forgot password?", the mailed
+//! reset link, a mismatch shown at its field, the new password set, the old
+//! one refused, the used link refused ("Invalid value"). The scenarios live
+//! in `examples/login-page/e2e.mjs` (Playwright); this test runs them so that
+//! `cargo test` covers them. It needs Node.js and Debian's chromium, and
+//! python3 with venv for the SMTP sink (the outbox tests' virtualenv, passed
+//! as SMTP_SINK_PYTHON): without them it is skipped (without python3, only
+//! the account scenario), except under CI=true where it fails.
 
 use std::path::Path;
 use std::process::Command;
