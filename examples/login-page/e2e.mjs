@@ -680,7 +680,8 @@ async function main(tmp) {
   } finally {
     await browser.close();
   }
-  console.log(`\ne2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots: ${modes.map((mode) => MODES[mode].screenshot).join(', ')})`);
+  const screenshots = [...modes.map((mode) => MODES[mode].screenshot), ...(account ? [screenshotWith('accounts')] : [])];
+  console.log(`\ne2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots: ${screenshots.join(', ')})`);
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tokend-e2e-'));
