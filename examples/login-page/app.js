@@ -1,5 +1,6 @@
 // tokend login page: register, log in, show the current user, refresh an
-// expired access token, log out. Vanilla JS, no build step.
+// expired access token, log out; password reset and e-mail verification
+// from the mailed links. Vanilla JS, no build step.
 'use strict';
 
 const params = new URLSearchParams(location.search);
@@ -111,18 +112,47 @@ function show({ status = '', error = '' } = {}) {
   $('error').textContent = error;
 }
 
-function showSignedOut(messages) {
-  $('session').hidden = true;
-  $('auth').hidden = false;
+// Field errors of the last answer, cleared before each request.
+function clearFieldErrors() {
+  document.querySelectorAll('.field-error').forEach((p) => { p.textContent = ''; });
+  document.querySelectorAll('[aria-invalid]').forEach((input) => input.removeAttribute('aria-invalid'));
+}
+
+// An error answer: each DRF field error next to its field in `form`, in the
+// server's words; a `detail` and errors of fields the form lacks in #error.
+function showErrors(form, data, status) {
+  clearFieldErrors();
+  if (typeof data.detail === 'string') return show({ error: data.detail });
+  const rest = {};
+  for (const [field, msgs] of Object.entries(data)) {
+    const input = form.elements.namedItem(field);
+    const slot = input && $(`${input.id}-error`);
+    if (!slot) {
+      rest[field] = msgs;
+      continue;
+    }
+    slot.textContent = [].concat(msgs).join(' ');
+    input.setAttribute('aria-invalid', 'true');
+  }
+  const marked = Object.keys(data).length > Object.keys(rest).length;
+  show({ error: Object.keys(rest).length || !marked ? errorText(rest, status) : 'Please correct the marked fields.' });
+}
+
+// The page's views: one of these at a time.
+const VIEWS = ['auth', 'forgot-form', 'reset-form', 'session'];
+function showView(id, messages) {
+  for (const view of VIEWS) $(view).hidden = view !== id;
+  $('unverified').hidden = true;
+  clearFieldErrors();
   show(messages);
 }
 
-function showSignedIn(user) {
+const showSignedOut = (messages) => showView('auth', messages);
+
+function showSignedIn(user, messages) {
   $('who').textContent = user.username;
   $('user-id').textContent = user.id;
-  $('auth').hidden = true;
-  $('session').hidden = false;
-  show();
+  showView('session', messages);
 }
 
 // Disable the buttons while a request is in flight; report network errors.
@@ -133,7 +163,8 @@ async function busy(task) {
     await task();
   } catch (err) {
     show({ error: err.message });
-    if ($('session').hidden) $('auth').hidden = false; // never leave a blank page
+    // Never leave a blank page.
+    if (VIEWS.every((view) => $(view).hidden)) $('auth').hidden = false;
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
   }
@@ -162,13 +193,14 @@ function refreshTokens() {
 // GET /api/user/me/; on 401 (access token expired or revoked) refresh the
 // tokens once and retry. Without an access token (cookie mode after a
 // reload), refresh first. Falls back to the login form when that fails.
-async function loadMe() {
-  if (!store.access() && !await refreshTokens()) return showSignedOut();
+// `messages` are shown with the result (see show()).
+async function loadMe(messages) {
+  if (!store.access() && !await refreshTokens()) return showSignedOut(messages);
   let me = await api('/api/user/me/', { access: store.access() });
   if (me.status === 401 && await refreshTokens()) {
     me = await api('/api/user/me/', { access: store.access() });
   }
-  if (me.status === 200) return showSignedIn(me.data);
+  if (me.status === 200) return showSignedIn(me.data, messages);
   store.clear();
   showSignedOut({ error: me.status === 401 ? 'Your session has ended, please log in again.' : errorText(me.data, me.status) });
 }
@@ -180,20 +212,105 @@ function formFields() {
 }
 
 async function register() {
-  const { status, data } = await api('/api/user/register/', { body: formFields() });
-  if (status === 201) {
-    show({ status: `Account "${data.username}" created. You can log in now.` });
-  } else {
-    show({ error: errorText(data, status) });
-  }
+  const body = formFields();
+  const email = $('email').value.trim();
+  if (email) body.email = email;
+  const { status, data } = await api('/api/user/register/', { body });
+  if (status !== 201) return showErrors($('auth'), data, status);
+  clearFieldErrors();
+  // With verification on, tokend has mailed a link; with "mandatory" it
+  // refuses the login until the link is opened. The page cannot tell which.
+  show({
+    status: email
+      ? `Account "${data.username}" created. If a verification e-mail arrives at ${email}, open its link, then log in.`
+      : `Account "${data.username}" created. You can log in now.`,
+  });
 }
 
 async function login() {
   const { status, data } = await tokenApi('', formFields());
-  if (status !== 200) return show({ error: errorText(data, status) });
+  if (status === 401 && data.code === 'email_not_verified') {
+    clearFieldErrors();
+    $('resend-email').value = $('email').value;
+    $('unverified').hidden = false;
+    return show({ error: `${data.detail} Open the link in the verification e-mail we sent you, or have it sent again below.` });
+  }
+  if (status !== 200) return showErrors($('auth'), data, status);
   store.save(data);
   $('password').value = '';
   await loadMe();
+}
+
+// A new verification mail. tokend answers {"detail": "ok"} whatever the
+// address (it tells no one which addresses it knows), so say what happens.
+async function resendVerification() {
+  const email = $('resend-email').value.trim();
+  const { status, data } = await api('/api/auth/registration/resend-email/', { body: { email } });
+  if (status !== 200) return showErrors($('unverified'), data, status);
+  clearFieldErrors();
+  show({ status: `If ${email} belongs to an account that is not verified yet, a new verification e-mail is on its way.` });
+}
+
+// "Forgot password?": tokend answers the same for known and unknown
+// addresses; show its words.
+async function requestReset() {
+  const { status, data } = await api('/api/auth/password/reset/', { body: { email: $('forgot-email').value.trim() } });
+  if (status !== 200) return showErrors($('forgot-form'), data, status);
+  clearFieldErrors();
+  show({ status: data.detail });
+}
+
+// The uid and token of the reset link this page was opened from.
+let resetLink = null;
+
+async function confirmReset() {
+  const body = { ...resetLink, new_password1: $('new_password1').value, new_password2: $('new_password2').value };
+  const { status, data } = await api('/api/auth/password/reset/confirm/', { body });
+  if (status === 200) {
+    // The reset revoked every session of the user, this page's included.
+    store.clear();
+    resetLink = null;
+    $('reset-form').reset();
+    return showSignedOut({ status: `${data.detail} Log in with it now.` });
+  }
+  if (data.uid || data.token) {
+    // Expired, used, or voided by a later password change: a new link is
+    // the only way on.
+    const field = data.uid ? 'uid' : 'token';
+    return showView('forgot-form', { error: `This reset link does not work any more (${field}: ${[].concat(data[field]).join(' ')}). Ask for a new one:` });
+  }
+  showErrors($('reset-form'), data, status);
+}
+
+// The address verification link: post its key, say how it went.
+async function verifyEmail(key) {
+  const { status, data } = await api('/api/auth/registration/verify-email/', { body: { key } });
+  if (status === 200) return loadMe({ status: 'Your e-mail address is verified. You can log in now.' });
+  await loadMe();
+  show({
+    error: status === 404
+      ? `This verification link does not work (${data.detail}): it is unknown, expired or used already. Log in to have a new one sent.`
+      : errorText(data, status),
+  });
+}
+
+// Opened from a mailed link: #reset=UID/TOKEN or #verify=KEY (set
+// TOKEND__ACCOUNTS__RESET_URL and VERIFY_URL to this page with these
+// fragments). A fragment never reaches a server (nor a Referer header), so
+// the one-time codes stay out of access logs; it is dropped from the address
+// bar at once, so that a reload or the history does not replay it.
+async function openLink() {
+  const link = new URLSearchParams(location.hash.slice(1));
+  if (!link.has('reset') && !link.has('verify')) return false;
+  history.replaceState(null, '', location.pathname + location.search);
+  if (link.has('verify')) {
+    await verifyEmail(link.get('verify'));
+  } else {
+    const [uid, token = ''] = link.get('reset').split('/');
+    resetLink = { uid, token };
+    showView('reset-form');
+  }
+  return true;
 }
 
 // Logout revokes the whole session server side (its access tokens too),
@@ -214,9 +331,17 @@ async function logout() {
 $('api').textContent = API;
 $('mode').textContent = MODE;
 $('auth').addEventListener('submit', (e) => { e.preventDefault(); busy(login); });
-$('register').addEventListener('click', () => {
-  if ($('auth').reportValidity()) busy(register);
+$('register').addEventListener('click', () => busy(register));
+$('forgot').addEventListener('click', () => {
+  $('forgot-email').value = $('email').value;
+  showView('forgot-form');
 });
+$('unverified').addEventListener('submit', (e) => { e.preventDefault(); busy(resendVerification); });
+$('forgot-form').addEventListener('submit', (e) => { e.preventDefault(); busy(requestReset); });
+$('reset-form').addEventListener('submit', (e) => { e.preventDefault(); busy(confirmReset); });
+document.querySelectorAll('.back').forEach((b) => b.addEventListener('click', () => busy(loadMe)));
 $('whoami').addEventListener('click', () => busy(loadMe));
 $('logout').addEventListener('click', () => busy(logout));
-busy(loadMe);
+// A link pasted into this tab changes only the fragment: no reload.
+window.addEventListener('hashchange', () => busy(openLink));
+busy(async () => { if (!await openLink()) await loadMe(); });

@@ -1,14 +1,18 @@
 // End-to-end test of the login page in its modes (localStorage, cookie:
 // tokend's HttpOnly refresh cookie, and tutorial: a client that never stores
-// a new refresh token, against tokend with rotation off and on), each against
-// its own real tokend, the page served from another origin (so every API call
-// is a real cross-origin request with CORS), driven in headless Chromium.
+// a new refresh token, against tokend with rotation off and on), and of its
+// account flows (verification required, password reset, the links read from
+// mail delivered over SMTP to tests/smtp-sink/sink.py), each against its own
+// real tokend, the page served from another origin (so every API call is a
+// real cross-origin request with CORS), driven in headless Chromium.
 //
 //   npm ci && node e2e.mjs
 //
 // Environment: TOKEND_BIN (default ../../target/debug/tokend), CHROMIUM
 // (default /usr/bin/chromium), SCREENSHOT (default <repo>/target/e2e/login-page.png;
-// the other scenarios' go next to it with a suffix, e.g. login-page-cookie.png).
+// the other scenarios' go next to it with a suffix, e.g. login-page-cookie.png),
+// SMTP_SINK_PYTHON (a Python with tests/smtp-sink/requirements.txt installed;
+// without it the account scenario is skipped, or fails under CI=true).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -25,7 +29,10 @@ const SCREENSHOT = path.resolve(process.env.SCREENSHOT ?? path.join(repo, 'targe
 const ACCESS_TTL_SECS = 2;
 const TUTORIAL_REFRESHES = 4; // refresh cycles the tutorial client must survive with rotation off
 const BLACKLISTED = '{"detail":"Token is blacklisted","code":"token_not_valid"}';
-const DEADLINE_MS = 120_000; // the whole run; a hung step fails instead of blocking CI
+const SMTP_SINK_PYTHON = process.env.SMTP_SINK_PYTHON;
+const MAIL_FROM = 'Login example <noreply@example.com>';
+const SITE_NAME = 'Login example';
+const DEADLINE_MS = 150_000; // the whole run; a hung step fails instead of blocking CI
 
 const started = Date.now();
 const log = (msg) => console.log(`[e2e ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
@@ -103,6 +110,14 @@ async function saveFailure(page, label, screenshot) {
   fs.mkdirSync(path.dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot }).catch(() => {});
   console.error(`${label}, page at failure: ${screenshot}; #status=${JSON.stringify(await page.locator('#status').textContent().catch(() => '?'))} #error=${JSON.stringify(await page.locator('#error').textContent().catch(() => '?'))}`);
+}
+
+// Exact texts of elements: { selector: text }.
+async function expectText(page, wanted) {
+  for (const [selector, text] of Object.entries(wanted)) {
+    const got = await page.locator(selector).textContent();
+    check(got === text, `${selector}: expected ${JSON.stringify(text)}, got ${JSON.stringify(got)}`);
+  }
 }
 
 // Every API answer the page gets ("GET /api/user/me/ 401"), to check the
@@ -186,7 +201,8 @@ const TUTORIAL = {
 };
 
 // tokend on a free port, with a fresh SQLite database in its own directory
-// and a 2 s access token lifetime so that the refresh path runs.
+// and a 2 s access token lifetime so that the refresh path runs. `env` is an
+// object, or a function of the API's URL that returns one.
 async function startTokend(name, env, pageOrigin, tmp) {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir);
@@ -207,7 +223,7 @@ async function startTokend(name, env, pageOrigin, tmp) {
       TOKEND__JWT__ACCESS_TTL_SECS: String(ACCESS_TTL_SECS),
       // The replay grace must be shorter than the access lifetime.
       TOKEND__JWT__REFRESH_REUSE_GRACE_SECS: '1',
-      ...env,
+      ...(typeof env === 'function' ? env(api) : env),
     },
   });
   await until(`${api}/healthz`, tokend, async () => (await fetch(`${api}/healthz`)).status === 200);
@@ -280,7 +296,8 @@ async function scenario(browser, mode, api, pageOrigin) {
     await page2.click('#login');
     await page2.locator('#error', { hasText: 'No active account found with the given credentials' }).waitFor();
     await page2.click('#register');
-    await page2.locator('#error', { hasText: 'username: A user with that username already exists.' }).waitFor();
+    await page2.locator('#username-error', { hasText: 'A user with that username already exists.' }).waitFor();
+    await expectText(page2, { '#username-error': 'A user with that username already exists.', '#error': 'Please correct the marked fields.' });
     await other.close();
     step('wrong password and taken username shown as errors');
 
@@ -418,6 +435,209 @@ async function tutorialScenario(browser, name, api, pageOrigin) {
   }
 }
 
+// The SMTP sink (tests/smtp-sink/sink.py) on a free port, writing each
+// message it accepts to `dir` as N.json (headers and decoded parts).
+async function startSink(tmp) {
+  const dir = path.join(tmp, 'mail');
+  fs.mkdirSync(dir);
+  const child = start('smtp sink', SMTP_SINK_PYTHON, [path.join(repo, 'tests/smtp-sink/sink.py'), '0', dir], {
+    env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' },
+  });
+  const url = await until('the SMTP sink to listen', child, async () =>
+    child.output.match(/listening on (smtp:\/\/127\.0\.0\.1:\d+)/)?.[1]);
+  return { child, dir, url };
+}
+
+// The account scenario's tokend: verification mandatory, the mails' links
+// pointing at the page (the codes in the fragment), mail to the sink.
+const accountsEnv = (pageOrigin, smtpUrl) => (api) => {
+  const page = `${pageOrigin}/?api=${encodeURIComponent(api)}`;
+  return {
+    TOKEND__ACCOUNTS__EMAIL_VERIFICATION: 'mandatory',
+    TOKEND__ACCOUNTS__RESET_URL: `${page}#reset={uid}/{token}`,
+    TOKEND__ACCOUNTS__VERIFY_URL: `${page}#verify={key}`,
+    TOKEND__ACCOUNTS__SITE_NAME: SITE_NAME,
+    TOKEND__EMAIL__SMTP_URL: smtpUrl,
+    TOKEND__EMAIL__FROM: MAIL_FROM,
+  };
+};
+
+// Message number n at the sink, once it is there: its envelope and headers
+// checked, the one link of its text part returned.
+async function mailedLink(sink, n, to, subject) {
+  const file = path.join(sink.dir, `${n}.json`);
+  const mail = await until(`mail #${n} at the SMTP sink`, sink.child, async () => JSON.parse(fs.readFileSync(file, 'utf8')));
+  const got = { mail_from: mail.mail_from, rcpt_tos: mail.rcpt_tos, from: mail.from, to: mail.to, subject: mail.subject };
+  const want = { mail_from: 'noreply@example.com', rcpt_tos: [to], from: MAIL_FROM, to, subject };
+  check(JSON.stringify(got) === JSON.stringify(want), `mail #${n}: expected ${JSON.stringify(want)}, got ${JSON.stringify(got)}`);
+  const links = mail.text?.match(/https?:\/\/\S+/g) ?? [];
+  check(links.length === 1, `mail #${n}: expected one link in the text part, got ${JSON.stringify(mail.text)}`);
+  return links[0];
+}
+
+// The answer of the API call to `url` that `action` makes the page send:
+// { status, body } (the body as text, to compare exactly). Waits until the
+// page is done with it (its buttons are disabled meanwhile).
+async function answerTo(page, url, action) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url() === url && r.request().method() === 'POST'),
+    action(),
+  ]);
+  const answer = { status: response.status(), body: await response.text() };
+  await page.waitForFunction(() => [...document.querySelectorAll('button')].every((b) => !b.disabled));
+  return answer;
+}
+
+function expectAnswer(got, status, body, what) {
+  check(got.status === status && got.body === body,
+    `${what}: expected ${status} ${body}, got ${got.status} ${got.body}`);
+}
+
+// Account flows with verification mandatory, in a fresh browser context:
+// register with an address, login refused until the mailed link is opened
+// (after a resend), then "Forgot password?", the mailed reset link (a
+// mismatch first), the new password works and the old one not, and the
+// used link is refused. Mailed links are opened in new tabs, as from a mail
+// client.
+async function accountsScenario(browser, api, pageOrigin, sink) {
+  const step = (msg) => log(`accounts: ${msg}`);
+  const pageUrl = `${pageOrigin}/?api=${encodeURIComponent(api)}`;
+  const username = `carol-${process.pid}`;
+  const email = `carol-${process.pid}@example.com`;
+  const password = 'correct horse battery staple';
+  const newPassword = 'purple monkey dishwasher 42';
+  const screenshot = screenshotWith('accounts');
+  const NOT_VERIFIED = '{"detail":"E-mail is not verified.","code":"email_not_verified"}';
+
+  const context = await browser.newContext({ viewport: { width: 800, height: 900 } });
+  let page; // the tab in use, saved on failure
+  const newTab = async (url) => {
+    page = await context.newPage();
+    page.setDefaultTimeout(15_000);
+    page.on('pageerror', (err) => step(`page error: ${err.message}`));
+    await page.goto(url);
+    return page;
+  };
+  const logIn = (tab, pass) => answerTo(tab, `${api}/api/token/`, async () => {
+    await tab.fill('#username', username);
+    await tab.fill('#password', pass);
+    await tab.click('#login');
+  });
+
+  try {
+    // Register: without an address the field error is shown next to it.
+    const tab1 = await newTab(pageUrl);
+    await tab1.fill('#username', username);
+    await tab1.fill('#password', password);
+    let answer = await answerTo(tab1, `${api}/api/user/register/`, () => tab1.click('#register'));
+    expectAnswer(answer, 400, '{"email":["This field is required."]}', 'registration without an address');
+    await expectText(tab1, { '#email-error': 'This field is required.', '#error': 'Please correct the marked fields.' });
+    check(await tab1.getAttribute('#email', 'aria-invalid') === 'true', 'the e-mail field is not marked invalid');
+    await tab1.fill('#email', email);
+    answer = await answerTo(tab1, `${api}/api/user/register/`, () => tab1.click('#register'));
+    check(answer.status === 201, `registration: ${answer.status} ${answer.body}`);
+    await expectText(tab1, {
+      '#status': `Account "${username}" created. If a verification e-mail arrives at ${email}, open its link, then log in.`,
+      '#email-error': '',
+      '#error': '',
+    });
+    step('registration: the missing address shown at its field, then registered with one');
+
+    // Login refused until the address is verified; the page offers a resend.
+    answer = await logIn(tab1, password);
+    expectAnswer(answer, 401, NOT_VERIFIED, 'login before verification');
+    await expectText(tab1, { '#error': 'E-mail is not verified. Open the link in the verification e-mail we sent you, or have it sent again below.' });
+    check(await tab1.locator('#unverified').isVisible(), 'no resend form after the not-verified login');
+    check(await tab1.inputValue('#resend-email') === email, 'the resend form does not hold the address');
+    const verifySubject = `Confirm your e-mail address on ${SITE_NAME}`;
+    const first = await mailedLink(sink, 1, email, verifySubject);
+    check(first.startsWith(`${pageUrl}#verify=`), `verification link: ${first}`);
+    step('login refused: E-mail is not verified; verification mail received');
+
+    answer = await answerTo(tab1, `${api}/api/auth/registration/resend-email/`, () => tab1.click('#resend'));
+    expectAnswer(answer, 200, '{"detail":"ok"}', 'resend');
+    await expectText(tab1, { '#status': `If ${email} belongs to an account that is not verified yet, a new verification e-mail is on its way.`, '#error': '' });
+    const verifyLink = await mailedLink(sink, 2, email, verifySubject);
+    check(verifyLink.startsWith(`${pageUrl}#verify=`) && verifyLink !== first, `second verification link: ${verifyLink}`);
+    step('resent: a second verification mail with a new link');
+
+    // The link opened in a new tab: verified, the code gone from the address bar.
+    const tab2 = await context.newPage();
+    page = tab2;
+    tab2.setDefaultTimeout(15_000);
+    answer = await answerTo(tab2, `${api}/api/auth/registration/verify-email/`, () => tab2.goto(verifyLink));
+    expectAnswer(answer, 200, '{"detail":"ok"}', 'verification');
+    await expectText(tab2, { '#status': 'Your e-mail address is verified. You can log in now.', '#error': '' });
+    check(await tab2.locator('#auth').isVisible(), 'no login form after the verification');
+    check(tab2.url() === pageUrl, `the verification key is still in the address bar: ${tab2.url()}`);
+    answer = await logIn(tab2, password);
+    check(answer.status === 200, `login after verification: ${answer.status} ${answer.body}`);
+    await tab2.locator('#who', { hasText: username }).waitFor();
+    await tab2.click('#logout');
+    await tab2.locator('#status', { hasText: 'Logged out.' }).waitFor();
+    step('verification link opened: verified, logged in, logged out');
+
+    // Forgot password: the server's answer shown.
+    await tab2.click('#forgot');
+    check(await tab2.locator('#forgot-form').isVisible() && !await tab2.locator('#auth').isVisible(), 'no reset request form');
+    await tab2.fill('#forgot-email', email);
+    answer = await answerTo(tab2, `${api}/api/auth/password/reset/`, () => tab2.click('#send-reset'));
+    expectAnswer(answer, 200, '{"detail":"Password reset e-mail has been sent."}', 'reset request');
+    await expectText(tab2, { '#status': 'Password reset e-mail has been sent.', '#error': '' });
+    const resetLink = await mailedLink(sink, 3, email, `Password reset on ${SITE_NAME}`);
+    check(resetLink.startsWith(`${pageUrl}#reset=`), `reset link: ${resetLink}`);
+    step('"Forgot password?": reset mail received');
+
+    // The reset link: a mismatch first, shown at the second field.
+    const tab3 = await newTab(resetLink);
+    await tab3.locator('#reset-form').waitFor();
+    check(tab3.url() === pageUrl, `the reset token is still in the address bar: ${tab3.url()}`);
+    const setPassword = (tab, second) => answerTo(tab, `${api}/api/auth/password/reset/confirm/`, async () => {
+      await tab.fill('#new_password1', newPassword);
+      await tab.fill('#new_password2', second);
+      await tab.click('#set-password');
+    });
+    answer = await setPassword(tab3, `${newPassword}!`);
+    expectAnswer(answer, 400, '{"new_password2":["The two password fields didn’t match."]}', 'mismatched passwords');
+    await expectText(tab3, { '#new_password2-error': 'The two password fields didn’t match.', '#error': 'Please correct the marked fields.' });
+    fs.mkdirSync(path.dirname(screenshot), { recursive: true });
+    await tab3.screenshot({ path: screenshot });
+    answer = await setPassword(tab3, newPassword);
+    expectAnswer(answer, 200, '{"detail":"Password has been reset with the new password."}', 'reset');
+    await expectText(tab3, {
+      '#status': 'Password has been reset with the new password. Log in with it now.',
+      '#error': '',
+      '#new_password2-error': '',
+    });
+    check(await tab3.locator('#auth').isVisible(), 'no login form after the reset');
+    step('reset link: mismatch shown at its field, then the new password set');
+
+    // The old password fails, the new one works.
+    answer = await logIn(tab3, password);
+    expectAnswer(answer, 401, '{"detail":"No active account found with the given credentials"}', 'login with the old password');
+    await expectText(tab3, { '#error': 'No active account found with the given credentials' });
+    answer = await logIn(tab3, newPassword);
+    check(answer.status === 200, `login with the new password: ${answer.status} ${answer.body}`);
+    await tab3.locator('#who', { hasText: username }).waitFor();
+    step('the old password refused, the new one logs in');
+
+    // The same link again: used, refused; the page offers a new one.
+    const tab4 = await newTab(resetLink);
+    answer = await setPassword(tab4, newPassword);
+    expectAnswer(answer, 400, '{"token":["Invalid value"]}', 'the used reset link');
+    await expectText(tab4, { '#error': 'This reset link does not work any more (token: Invalid value). Ask for a new one:', '#status': '' });
+    check(await tab4.locator('#forgot-form').isVisible(), 'no reset request form after the used link');
+    const mails = fs.readdirSync(sink.dir).filter((f) => f.endsWith('.json')).length;
+    check(mails === 3, `expected 3 mails at the sink, got ${mails}`);
+    step('the used reset link refused: token: Invalid value; 3 mails in all');
+  } catch (err) {
+    if (page) await saveFailure(page, 'accounts', screenshot);
+    throw err;
+  } finally {
+    await context.close();
+  }
+}
+
 async function main(tmp) {
   check(fs.existsSync(TOKEND_BIN), `tokend binary not found at ${TOKEND_BIN} (build it with cargo build, or set TOKEND_BIN)`);
   check(fs.existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
@@ -427,14 +647,25 @@ async function main(tmp) {
   const pageOrigin = await until('serve.mjs to listen', server, async () =>
     server.output.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)?.[1]);
 
+  // The account scenario needs the SMTP sink (Python); CI must run it.
+  if (!SMTP_SINK_PYTHON) {
+    check(process.env.CI === undefined, 'SMTP_SINK_PYTHON (a Python with tests/smtp-sink/requirements.txt) is required in CI');
+    log('SKIPPED the account scenario: SMTP_SINK_PYTHON not set');
+  }
+  const accounts = SMTP_SINK_PYTHON && (async () => {
+    const sink = await startSink(tmp);
+    return { sink, api: await startTokend('accounts', accountsEnv(pageOrigin, sink.url), pageOrigin, tmp) };
+  })();
+
   // One tokend per scenario, on other ports (cross-origin), started together.
   const modes = Object.keys(MODES);
   const tutorials = Object.keys(TUTORIAL);
-  const apis = await Promise.all([
+  const [account, ...apis] = await Promise.all([
+    accounts,
     ...modes.map((mode) => startTokend(mode, MODES[mode].env, pageOrigin, tmp)),
     ...tutorials.map((name) => startTokend(name, TUTORIAL[name].env, pageOrigin, tmp)),
   ]);
-  log(`page at ${pageOrigin}; ${[...modes, ...tutorials].map((name, i) => `${name}: tokend at ${apis[i]}`).join(', ')}`);
+  log(`page at ${pageOrigin}; ${[...modes, ...tutorials].map((name, i) => `${name}: tokend at ${apis[i]}`).join(', ')}${account ? `; accounts: tokend at ${account.api}, SMTP sink at ${account.sink.url}` : ''}`);
 
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -445,10 +676,12 @@ async function main(tmp) {
   try {
     for (const [i, mode] of modes.entries()) await scenario(browser, mode, apis[i], pageOrigin);
     for (const [i, name] of tutorials.entries()) await tutorialScenario(browser, name, apis[modes.length + i], pageOrigin);
+    if (account) await accountsScenario(browser, account.api, pageOrigin, account.sink);
   } finally {
     await browser.close();
   }
-  console.log(`\ne2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots: ${modes.map((mode) => MODES[mode].screenshot).join(', ')})`);
+  const screenshots = [...modes.map((mode) => MODES[mode].screenshot), ...(account ? [screenshotWith('accounts')] : [])];
+  console.log(`\ne2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots: ${screenshots.join(', ')})`);
 }
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tokend-e2e-'));

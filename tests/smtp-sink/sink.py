@@ -11,6 +11,7 @@ import email
 import email.policy
 import json
 import os
+import socket
 import sys
 import threading
 
@@ -57,6 +58,12 @@ class Sink:
 
 def main():
     port, directory = int(sys.argv[1]), sys.argv[2]
+    if port == 0:
+        # aiosmtpd's start() connects to the port it was given to see the
+        # server up, so port 0 must be turned into a real one first.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     controller = Controller(Sink(directory), hostname="127.0.0.1", port=port)
     controller.start()
     print(f"listening on smtp://127.0.0.1:{controller.port}", flush=True)
