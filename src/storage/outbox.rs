@@ -116,6 +116,29 @@ pub fn mark_sent(conn: &mut DbConnection, id: i64, now: i64) -> Result<(), Stora
             outbox::claimed_until.eq(None::<i64>),
         ))
         .execute(conn)?;
+    redact(conn, id)
+}
+
+/// Drops the bodies of a mail that is done with (sent or given up): they
+/// hold one-time links, which must not outlive their delivery in the table
+/// (or its backups). Recipient and subject stay for the operator.
+fn redact(conn: &mut DbConnection, id: i64) -> Result<(), StorageError> {
+    let row: Option<String> = outbox::table
+        .filter(outbox::id.eq(id))
+        .filter(outbox::kind.eq(crate::mail::KIND))
+        .select(outbox::payload)
+        .first(conn)
+        .optional()?;
+    let Some(payload) = row else {
+        return Ok(());
+    };
+    let redacted = match serde_json::from_str::<Mail>(&payload) {
+        Ok(mail) => serde_json::json!({"to": mail.to, "subject": mail.subject, "redacted": true}),
+        Err(_) => serde_json::json!({"redacted": true}),
+    };
+    diesel::update(outbox::table.filter(outbox::id.eq(id)))
+        .set(outbox::payload.eq(redacted.to_string()))
+        .execute(conn)?;
     Ok(())
 }
 
@@ -140,9 +163,15 @@ pub fn mark_failed(
         Some(at) => diesel::update(row)
             .set((attempts, error, released, outbox::next_attempt_at.eq(at)))
             .execute(conn)?,
-        None => diesel::update(row)
-            .set((attempts, error, released, outbox::dead_at.eq(Some(now))))
-            .execute(conn)?,
+        None => {
+            let dead = diesel::update(row)
+                .set((attempts, error, released, outbox::dead_at.eq(Some(now))))
+                .execute(conn)?;
+            if dead == 1 {
+                redact(conn, id)?;
+            }
+            dead
+        }
     };
     Ok(())
 }

@@ -625,6 +625,23 @@ async fn a_reset_requested_while_the_relay_is_down_arrives_and_works(backend: Ba
     );
     assert_eq!(app.login("erin", "new pw").await.status, 200);
     assert_eq!(app.login("erin", "old pw").await.status, 401);
+    // Delivered: the table keeps recipient and subject, never the link.
+    let token = parts[1].to_owned();
+    let payloads: Vec<String> = app
+        .db
+        .run(|conn| {
+            Ok(outbox::table
+                .filter(outbox::kind.eq("email"))
+                .select(outbox::payload)
+                .load(conn)?)
+        })
+        .await
+        .expect("payloads");
+    assert_eq!(
+        payloads,
+        [r#"{"to":"erin@example.com","subject":"Password reset on tokend","redacted":true}"#]
+    );
+    assert!(!payloads[0].contains(&token));
 }
 
 both_backends!(
