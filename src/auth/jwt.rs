@@ -179,8 +179,18 @@ impl Default for ClaimPolicy {
 /// simplejwt's default `USER_ID_CLAIM`.
 pub const DEFAULT_USER_ID_CLAIM: &str = "user_id";
 
-/// Claims tokend writes itself; the user-id claim may not take their names.
-pub const RESERVED_CLAIMS: [&str; 7] = ["token_type", "exp", "iat", "jti", "sid", "iss", "aud"];
+/// Claims tokend writes itself (and `nbf`, which would hold its tokens
+/// back); the user-id claim and the claims hook may not take their names.
+pub const RESERVED_CLAIMS: [&str; 8] = [
+    "token_type",
+    "exp",
+    "iat",
+    "jti",
+    "sid",
+    "iss",
+    "aud",
+    "nbf",
+];
 
 /// Whether `name` can be the user-id claim: 1-64 letters, digits and `_`,
 /// and none of the claims tokend writes itself.

@@ -112,11 +112,28 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
                     continue;
                 }
             }
+            // An address tokend would refuse (Django's field is free text
+            // to the database) is left out and reported: it could never be
+            // looked up by a reset.
+            let email = match user.email.trim() {
+                "" => None,
+                text => match tokend::auth::email::Email::parse(text) {
+                    Ok(email) => Some(email),
+                    Err(_) => {
+                        counts.without_email += 1;
+                        eprintln!(
+                            "import-django: id {} imported without its e-mail address: not a valid address",
+                            user.id
+                        );
+                        None
+                    }
+                },
+            };
             let imported = user_store::ImportedUser {
                 id: i64::from(user.id),
                 username: &user.username,
                 password_hash: &user.password,
-                email: Some(user.email.as_str()).filter(|e| !e.is_empty()),
+                email: email.as_ref().map(tokend::auth::email::Email::as_str),
                 email_verified: user.email_verified,
                 first_name: &user.first_name,
                 last_name: &user.last_name,
@@ -165,7 +182,7 @@ pub(super) fn import_django(db: &Database, from: &str, batch: i64) -> anyhow::Re
     );
     if c.without_email > 0 {
         println!(
-            "{} user(s) imported without their e-mail address (another user has it; see above)",
+            "{} user(s) imported without their e-mail address (invalid, or another user has it; see above)",
             c.without_email
         );
     }

@@ -342,6 +342,8 @@ bob.groups.add(ops)
 carol.groups.add(editors)
 # Addresses are unique in tokend, not in Django.
 User.objects.create_user("dave", "ALICE@example.com", "dave pw")
+# Django stores any text: one tokend would refuse.
+User.objects.create_user("erin", "erin at example", "erin pw")
 # django-allauth's table of addresses: alice's is verified.
 from django.db import connection
 with connection.cursor() as c:
@@ -367,12 +369,18 @@ with connection.cursor() as c:
     let (ok, out) = import(&app, &format!("sqlite://{}", django_db.display()));
     assert!(ok, "{out}");
     assert!(
-        out.contains("3 imported with their ids, 1 skipped (username exists)"),
+        out.contains("4 imported with their ids, 1 skipped (username exists)"),
         "{out}"
     );
     assert!(
         out.contains(
             "import-django: id 4 imported without its e-mail address: another user here has it"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "import-django: id 5 imported without its e-mail address: not a valid address"
         ),
         "{out}"
     );
