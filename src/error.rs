@@ -117,6 +117,13 @@ pub enum ApiError {
     OAuthInvalidClient,
     #[error("OAuth request without a token")]
     OAuthInvalidRequest,
+    /// RFC 6749 §5.2 errors of the token endpoint.
+    #[error("OAuth grant type not supported")]
+    OAuthUnsupportedGrantType,
+    #[error("OAuth scope not allowed")]
+    OAuthInvalidScope,
+    #[error("OAuth client may not use this grant")]
+    OAuthUnauthorizedClient,
     /// The cause is kept whole for the log; the client sees a fixed body.
     #[error("service unavailable")]
     Unavailable(#[source] BoxError),
@@ -243,6 +250,9 @@ impl ApiError {
             }
             ApiError::OAuthInvalidClient => json!({ "error": "invalid_client" }),
             ApiError::OAuthInvalidRequest => json!({ "error": "invalid_request" }),
+            ApiError::OAuthUnsupportedGrantType => json!({ "error": "unsupported_grant_type" }),
+            ApiError::OAuthInvalidScope => json!({ "error": "invalid_scope" }),
+            ApiError::OAuthUnauthorizedClient => json!({ "error": "unauthorized_client" }),
             ApiError::Unavailable(_) => {
                 json!({ "detail": "Service temporarily unavailable, try again later." })
             }
@@ -261,7 +271,10 @@ impl ResponseError for ApiError {
             ApiError::Validation(_)
             | ApiError::JsonParse(_)
             | ApiError::BadBody
-            | ApiError::OAuthInvalidRequest => StatusCode::BAD_REQUEST,
+            | ApiError::OAuthInvalidRequest
+            | ApiError::OAuthUnsupportedGrantType
+            | ApiError::OAuthInvalidScope
+            | ApiError::OAuthUnauthorizedClient => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -2,6 +2,7 @@
 
 pub mod account_tokens;
 pub mod claims;
+pub mod clients;
 pub mod credentials;
 pub mod email;
 pub mod hashing;

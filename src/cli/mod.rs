@@ -2,6 +2,7 @@
 //! the library; what it shares with the HTTP API (account administration)
 //! goes through the same use cases (`tokend::service`).
 
+mod clients;
 mod email;
 mod import;
 mod keys;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Manage groups (Django's auth groups; `groups` in access tokens).
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// OAuth 2 clients: services with identities of their own.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// E-mail delivery: queue a test message, show the outbox.
     #[command(subcommand)]
     Email(EmailCommand),
@@ -57,6 +61,48 @@ pub enum EmailCommand {
     Test { address: String },
     /// Print the outbox's e-mail counts: queued, sent, dead.
     Status,
+}
+
+#[derive(Subcommand)]
+pub enum ClientsCommand {
+    /// Create a client; prints {"client_id", "client_secret"} as one JSON
+    /// line (the secret is shown once).
+    Create {
+        name: String,
+        /// A scope it may ask for (repeat for more).
+        #[arg(long, required = true)]
+        scope: Vec<String>,
+        /// The `aud` of its tokens.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Lifetime of its tokens, seconds (default: jwt.access_ttl_secs).
+        #[arg(long)]
+        ttl: Option<i64>,
+        /// Its public key (PEM, EdDSA or RSA) for private_key_jwt.
+        #[arg(long)]
+        public_key_file: Option<std::path::PathBuf>,
+    },
+    /// List clients: id, name, scopes, state.
+    List,
+    /// A new secret (printed as at creation); the old one keeps working for
+    /// --overlap seconds.
+    RotateSecret {
+        /// Client id or name.
+        client: String,
+        #[arg(long, default_value_t = 3600)]
+        overlap: i64,
+    },
+    /// Refuse the client's token requests and its tokens.
+    Disable {
+        client: String,
+    },
+    Enable {
+        client: String,
+    },
+    /// Delete the client; its tokens stop working.
+    Delete {
+        client: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +194,7 @@ pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         Command::CheckConfig => keys::check_config(&settings),
         Command::Keys(command) => keys::keys(&settings, command),
         Command::Groups(command) => users::groups(&settings, command),
+        Command::Clients(command) => clients::clients(&settings, command),
         Command::Email(command) => email::email(&settings, command),
     }
 }

@@ -59,6 +59,19 @@ impl From<Registered> for UserBody {
     }
 }
 
+/// RFC 6749 §5.1: a client's access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientTokenBody {
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    #[schema(example = 1800)]
+    pub expires_in: i64,
+    /// Space-separated.
+    #[schema(example = "orders:read")]
+    pub scope: String,
+}
+
 /// dj-rest-auth's answers: `{"detail": "…"}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DetailBody {

@@ -212,6 +212,8 @@ fn routes() -> Vec<Route> {
         Route::new(Api, users::__path_me, users::me).other_methods(users::me_other_method),
         Route::new(Api, oauth::__path_introspect, oauth::introspect),
         Route::new(Api, oauth::__path_revoke, oauth::revoke),
+        Route::new(Api, oauth::__path_token, oauth::token),
+        Route::new(Api, oauth::__path_metadata, oauth::metadata),
         Route::new(
             Api,
             users::__path_logout_everywhere,

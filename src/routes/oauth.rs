@@ -4,10 +4,11 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 
-use super::bodies::{Inactive, IntrospectionBody};
+use super::bodies::{ClientTokenBody, Inactive, IntrospectionBody};
 use super::fields::Fields;
 use super::AppState;
 use crate::error::ApiError;
+use crate::service::oauth_token::{self, TokenRequest};
 use crate::service::{introspect as introspection, revoke as revocation};
 
 /// The `token` parameter, or the RFC's invalid_request answer.
@@ -29,6 +30,86 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
         .ok()?;
     let (id, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
     Some((id.to_owned(), secret.to_owned()))
+}
+
+/// RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
+fn form_decoded(text: &str) -> String {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={text}"))
+        .ok()
+        .and_then(|mut pairs| pairs.pop())
+        .map_or_else(|| text.to_owned(), |(_, v)| v)
+}
+
+/// POST /api/oauth/token/ (RFC 6749 §4.4): the client credentials grant.
+#[utoipa::path(post, path = "/api/oauth/token/", tag = "oauth",
+    security(("introspection_client" = [])),
+    request_body(content((super::openapi::ClientTokenForm = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "RFC 6749 §5.1: the client's access token", body = super::openapi::ClientToken,
+            headers(("Cache-Control" = String, description = "no-store"), ("Pragma" = String, description = "no-cache"))),
+        (status = 400, description = "RFC 6749 §5.2: `invalid_request`, `unsupported_grant_type`, `invalid_scope`", body = super::openapi::OAuthBadRequest),
+        (status = 401, description = "`invalid_client`: unknown, disabled or wrong credentials", body = super::openapi::OAuthError,
+            headers(("WWW-Authenticate" = String))),
+        (status = 429, description = "A back-off after wrong client credentials", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub async fn token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    fields: Fields,
+) -> Result<HttpResponse, ApiError> {
+    let field = |name: &str| fields.char_field(name).ok();
+    let request = TokenRequest {
+        grant_type: field("grant_type"),
+        scope: fields
+            .has("scope")
+            .then(|| field("scope").unwrap_or_default()),
+        basic: basic_credentials(&req)
+            .map(|(id, secret)| (form_decoded(&id), form_decoded(&secret))),
+        form_id: field("client_id"),
+        form_secret: field("client_secret"),
+    };
+    let issued =
+        oauth_token::client_credentials(&state, super::client_ip(&state, &req), request).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(ClientTokenBody {
+            access_token: issued.access_token,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            scope: issued.scope,
+        }))
+}
+
+/// GET /.well-known/oauth-authorization-server (RFC 8414).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    responses((status = 200, description = "RFC 8414 authorization server metadata", body = Object)))]
+pub async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    // The configured issuer, else this server as the client reached it.
+    let issuer = state.keys.issuer().map_or_else(
+        || {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        },
+        str::to_owned,
+    );
+    let base = issuer.trim_end_matches('/');
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{base}/api/oauth/token/"),
+            "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint": format!("{base}/api/token/introspect/"),
+            "revocation_endpoint": format!("{base}/api/token/revoke/"),
+        }))
 }
 
 /// POST /api/token/introspect/ (RFC 7662), for services: Basic client

@@ -126,6 +126,18 @@ pub struct ResetConfirmation {
     token: String,
 }
 
+/// RFC 6749 §4.4.2: `grant_type=client_credentials`, optional `scope`
+/// (space-separated; default: all the client's), and the client's
+/// credentials here (`client_secret_post`) or in HTTP Basic.
+#[derive(ToSchema)]
+pub struct ClientTokenForm {
+    #[schema(example = "client_credentials")]
+    grant_type: String,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
 /// `{"key": …}`: the key of a verification mail.
 #[derive(ToSchema)]
 pub struct KeyRequest {
@@ -135,8 +147,8 @@ pub struct KeyRequest {
 
 // The success bodies are the served types themselves.
 pub use super::bodies::{
-    AccessOnly, AuthUser, DetailBody, Empty, Inactive, IntrospectionBody, RotatedPair, Status,
-    TokenPair, UserBody as User,
+    AccessOnly, AuthUser, ClientTokenBody as ClientToken, DetailBody, Empty, Inactive,
+    IntrospectionBody, RotatedPair, Status, TokenPair, UserBody as User,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for
@@ -371,7 +383,7 @@ impl Modify for SecuritySchemes {
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
         TokenMessage, TokenForm, Introspection, IntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
         OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable, EmailRequest, ResetConfirmation,
-        KeyRequest, DetailBody, AuthUser
+        KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken
     )),
     modifiers(&SecuritySchemes),
     tags(

@@ -7,6 +7,7 @@
 
 pub mod account_tokens;
 pub mod cache;
+pub mod clients;
 pub mod django;
 pub mod groups;
 pub mod outbox;

@@ -94,6 +94,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    clients (id) {
+        id -> Text,
+        name -> Text,
+        secret_digest -> Nullable<Text>,
+        previous_secret_digest -> Nullable<Text>,
+        previous_valid_until -> Nullable<BigInt>,
+        scopes -> Text,
+        audience -> Nullable<Text>,
+        ttl_secs -> Nullable<BigInt>,
+        public_key_pem -> Nullable<Text>,
+        disabled -> Bool,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
@@ -106,5 +122,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     groups,
     user_groups,
     outbox,
-    account_tokens
+    account_tokens,
+    clients
 );

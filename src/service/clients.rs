@@ -1,0 +1,173 @@
+//! OAuth 2 clients (service identities): what `tokend clients …` (and later
+//! the admin API) share. A secret is shown once, at creation or rotation;
+//! only its digest is kept.
+
+use crate::auth::clients::{new_client_id, new_secret, parse_scopes};
+use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
+use crate::error::ApiError;
+use crate::storage::clients::{self, ClientRecord, CreateClient, NewClient};
+use crate::storage::Database;
+
+/// The longest lifetime a client's tokens may be given.
+pub const MAX_TTL_SECS: i64 = 86_400;
+
+/// What a client is created with.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub ttl_secs: Option<i64>,
+    /// PEM (public, or private: only its public half is kept).
+    pub public_key: Option<String>,
+}
+
+/// A client's id and its secret, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// Why a client cannot be created as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a client named {0:?} already exists")]
+    NameTaken(String),
+    #[error("no client {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+fn invalid(message: impl Into<String>) -> ClientError {
+    ClientError::Invalid(message.into())
+}
+
+fn check(spec: &ClientSpec) -> Result<(String, Option<String>), ClientError> {
+    let name = spec.name.trim();
+    if name.is_empty() || name.chars().count() > 150 || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "a client name is 1-150 characters, no control characters",
+        ));
+    }
+    if spec.scopes.is_empty() {
+        return Err(invalid("give the client at least one --scope"));
+    }
+    let scopes = parse_scopes(&spec.scopes.join(" "))
+        .filter(|s| s.len() == spec.scopes.len())
+        .ok_or_else(|| {
+            invalid("a scope is printable ASCII without spaces, quotes or backslashes")
+        })?;
+    if let Some(ttl) = spec.ttl_secs {
+        if !(1..=MAX_TTL_SECS).contains(&ttl) {
+            return Err(invalid(format!("--ttl must be 1-{MAX_TTL_SECS} seconds")));
+        }
+    }
+    if let Some(aud) = &spec.audience {
+        if aud.trim().is_empty() || aud.chars().any(char::is_control) {
+            return Err(invalid("--audience must be a non-empty string"));
+        }
+    }
+    let public = match &spec.public_key {
+        None => None,
+        Some(pem) => {
+            // EdDSA or RS256 only: never a shared secret.
+            KeyMaterial::verification(pem, SigningAlgorithm::EdDsa)
+                .map_err(|e| invalid(format!("--public-key-file: {e}")))?;
+            Some(keys::public_pem(pem).map_err(|e| invalid(format!("--public-key-file: {e}")))?)
+        }
+    };
+    Ok((scopes.join(" "), public))
+}
+
+pub async fn create(db: &Database, spec: ClientSpec, now: i64) -> Result<Credentials, ClientError> {
+    let (scopes, public) = check(&spec)?;
+    let (id, (secret, digest)) = (new_client_id(), new_secret());
+    let name = spec.name.trim().to_owned();
+    let (client_id, taken) = (id.clone(), name.clone());
+    let created = db
+        .write(move |conn| {
+            clients::create(
+                conn,
+                &NewClient {
+                    id: &id,
+                    name: &name,
+                    secret_digest: &digest,
+                    scopes: &scopes,
+                    audience: spec.audience.as_deref(),
+                    ttl_secs: spec.ttl_secs,
+                    public_key_pem: public.as_deref(),
+                    now,
+                },
+            )
+        })
+        .await
+        .map_err(ApiError::from)?;
+    match created {
+        CreateClient::Created => Ok(Credentials {
+            client_id,
+            client_secret: secret,
+        }),
+        CreateClient::NameTaken => Err(ClientError::NameTaken(taken)),
+    }
+}
+
+pub async fn list(db: &Database) -> Result<Vec<ClientRecord>, ClientError> {
+    Ok(db.run(clients::list).await.map_err(ApiError::from)?)
+}
+
+/// The client with this id or name.
+pub async fn find(db: &Database, id_or_name: &str) -> Result<ClientRecord, ClientError> {
+    let key = id_or_name.to_owned();
+    db.run(move |conn| clients::find(conn, &key))
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ClientError::NotFound(id_or_name.to_owned()))
+}
+
+/// A new secret; the old one keeps working for `overlap_secs`.
+pub async fn rotate_secret(
+    db: &Database,
+    id_or_name: &str,
+    overlap_secs: i64,
+    now: i64,
+) -> Result<Credentials, ClientError> {
+    if !(0..=30 * 86_400).contains(&overlap_secs) {
+        return Err(invalid("--overlap must be 0-2592000 seconds"));
+    }
+    let client = find(db, id_or_name).await?;
+    let (secret, digest) = new_secret();
+    let id = client.id.clone();
+    db.write(move |conn| clients::rotate_secret(conn, &id, &digest, now + overlap_secs))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Credentials {
+        client_id: client.id,
+        client_secret: secret,
+    })
+}
+
+pub async fn set_disabled(
+    db: &Database,
+    id_or_name: &str,
+    disabled: bool,
+) -> Result<ClientRecord, ClientError> {
+    let client = find(db, id_or_name).await?;
+    let id = client.id.clone();
+    db.write(move |conn| clients::set_disabled(conn, &id, disabled))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(client)
+}
+
+pub async fn delete(db: &Database, id_or_name: &str) -> Result<ClientRecord, ClientError> {
+    let client = find(db, id_or_name).await?;
+    let id = client.id.clone();
+    db.write(move |conn| clients::delete(conn, &id))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(client)
+}

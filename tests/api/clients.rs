@@ -1,0 +1,287 @@
+//! Service identities: OAuth 2 clients made with `tokend clients …`, the
+//! client credentials grant (RFC 6749 §4.4, errors as §5.2 words them), the
+//! RFC 8414 metadata, and an off-the-shelf OAuth 2 client library (Authlib)
+//! that configures itself from that metadata alone.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::cli::tokend;
+use crate::helpers::{claims, python_venv, spawn_app, Backend, Reply, TestApp};
+
+fn create(app: &TestApp, args: &[&str]) -> (String, String) {
+    let mut all = vec!["clients", "create"];
+    all.extend_from_slice(args);
+    let (ok, out) = tokend(app, &all, "");
+    assert!(ok, "{out}");
+    let line = out.lines().next().expect("JSON line");
+    let v: Value = serde_json::from_str(line).expect("JSON");
+    let id = v["client_id"].as_str().expect("client_id").to_owned();
+    let secret = v["client_secret"]
+        .as_str()
+        .expect("client_secret")
+        .to_owned();
+    (id, secret)
+}
+
+async fn grant(app: &TestApp, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> Reply {
+    let mut request = app.client.post(app.url("/api/oauth/token/")).form(form);
+    if let Some((id, secret)) = basic {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        request = request.header("Authorization", format!("Basic {encoded}"));
+    }
+    app.send(request).await
+}
+
+const CC: (&str, &str) = ("grant_type", "client_credentials");
+const INVALID_CLIENT: &str = r#"{"error":"invalid_client"}"#;
+
+async fn client_credentials_grant(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (id, secret) = create(
+        &app,
+        &[
+            "billing",
+            "--scope",
+            "orders:read",
+            "--scope",
+            "orders:write",
+            "--audience",
+            "orders-api",
+        ],
+    );
+    assert_eq!((id.len(), secret.len()), (32, 43));
+    let (ok, out) = tokend(&app, &["clients", "create", "billing", "--scope", "x"], "");
+    assert!(
+        !ok && out.contains("a client named \"billing\" already exists"),
+        "{out}"
+    );
+
+    let ok = grant(&app, Some((&id, &secret)), &[CC]).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.header("cache-control"), Some("no-store"));
+    assert_eq!(ok.header("pragma"), Some("no-cache"));
+    let body = ok.json();
+    assert_eq!(
+        body.as_object().expect("object").keys().collect::<Vec<_>>(),
+        ["access_token", "token_type", "expires_in", "scope"]
+    );
+    assert_eq!(
+        (body["token_type"].as_str(), body["expires_in"].as_i64()),
+        (Some("Bearer"), Some(1800))
+    );
+    assert_eq!(body["scope"], "orders:read orders:write");
+    let token = body["access_token"].as_str().expect("token");
+    let c = claims(token);
+    assert_eq!(
+        c.as_object().expect("claims").keys().collect::<Vec<_>>(),
+        [
+            "token_type",
+            "exp",
+            "iat",
+            "jti",
+            "client_id",
+            "scope",
+            "aud"
+        ]
+    );
+    assert_eq!(
+        (c["token_type"].as_str(), c["client_id"].as_str()),
+        (Some("access"), Some(id.as_str()))
+    );
+    assert_eq!(c["aud"], "orders-api");
+    // Never taken for a user.
+    assert_eq!(
+        app.get_me(Some(&format!("Bearer {token}"))).await.status,
+        401
+    );
+
+    // client_secret_post, a narrower scope.
+    let narrow = grant(
+        &app,
+        None,
+        &[
+            CC,
+            ("scope", "orders:read"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
+    assert_eq!(narrow.status, 200, "{}", narrow.body);
+    assert_eq!(narrow.json()["scope"], "orders:read");
+
+    // RFC 6749 §5.2.
+    grant(
+        &app,
+        Some((&id, &secret)),
+        &[CC, ("scope", "orders:delete")],
+    )
+    .await
+    .assert(400, r#"{"error":"invalid_scope"}"#);
+    grant(&app, Some((&id, &secret)), &[])
+        .await
+        .assert(400, r#"{"error":"invalid_request"}"#);
+    grant(&app, Some((&id, &secret)), &[("grant_type", "password")])
+        .await
+        .assert(400, r#"{"error":"unsupported_grant_type"}"#);
+    grant(
+        &app,
+        Some((&id, &secret)),
+        &[CC, ("client_id", &id), ("client_secret", &secret)],
+    )
+    .await
+    .assert(400, r#"{"error":"invalid_request"}"#);
+    let wrong = grant(&app, Some((&id, "wrong")), &[CC]).await;
+    wrong.assert(401, INVALID_CLIENT);
+    assert_eq!(
+        wrong.header("www-authenticate"),
+        Some("Basic realm=\"tokend\"")
+    );
+    grant(&app, Some(("no-such-client", &secret)), &[CC])
+        .await
+        .assert(401, INVALID_CLIENT);
+    grant(&app, None, &[CC]).await.assert(401, INVALID_CLIENT);
+
+    // Rotation: both secrets during the overlap; without one, only the new.
+    let (ok, out) = tokend(
+        &app,
+        &["clients", "rotate-secret", "billing", "--overlap", "600"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let rotated: Value = serde_json::from_str(out.lines().next().expect("line")).expect("JSON");
+    let new_secret = rotated["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert_eq!(rotated["client_id"], id.as_str());
+    assert_eq!(grant(&app, Some((&id, &secret)), &[CC]).await.status, 200);
+    assert_eq!(
+        grant(&app, Some((&id, &new_secret)), &[CC]).await.status,
+        200
+    );
+    let (ok, out) = tokend(
+        &app,
+        &["clients", "rotate-secret", &id, "--overlap", "0"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let newest: Value = serde_json::from_str(out.lines().next().expect("line")).expect("JSON");
+    let newest = newest["client_secret"].as_str().expect("secret").to_owned();
+    grant(&app, Some((&id, &new_secret)), &[CC])
+        .await
+        .assert(401, INVALID_CLIENT);
+    assert_eq!(grant(&app, Some((&id, &newest)), &[CC]).await.status, 200);
+
+    // Disable, enable, delete.
+    assert!(tokend(&app, &["clients", "disable", "billing"], "").0);
+    grant(&app, Some((&id, &newest)), &[CC])
+        .await
+        .assert(401, INVALID_CLIENT);
+    assert!(tokend(&app, &["clients", "enable", "billing"], "").0);
+    assert_eq!(grant(&app, Some((&id, &newest)), &[CC]).await.status, 200);
+    let (ok, out) = tokend(&app, &["clients", "list"], "");
+    assert!(
+        ok && out.contains(&format!("{id}\tbilling\torders:read orders:write\tenabled")),
+        "{out}"
+    );
+    assert!(tokend(&app, &["clients", "delete", "billing"], "").0);
+    grant(&app, Some((&id, &newest)), &[CC])
+        .await
+        .assert(401, INVALID_CLIENT);
+    let (ok, out) = tokend(&app, &["clients", "delete", "billing"], "");
+    assert!(!ok && out.contains("no client \"billing\""), "{out}");
+    let (ok, out) = tokend(&app, &["clients", "create", "bad", "--scope", "a\"b"], "");
+    assert!(!ok && out.contains("a scope is printable ASCII"), "{out}");
+}
+
+both_backends!(client_credentials_grant);
+
+/// RFC 8414 §2: the metadata's required fields, and endpoints that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_names_the_endpoints() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let meta = app
+        .send(
+            app.client
+                .get(app.url("/.well-known/oauth-authorization-server")),
+        )
+        .await;
+    assert_eq!(meta.status, 200, "{}", meta.body);
+    let m = meta.json();
+    let issuer = m["issuer"].as_str().expect("issuer");
+    assert_eq!(issuer, app.address);
+    assert_eq!(m["token_endpoint"], format!("{issuer}/api/oauth/token/"));
+    assert_eq!(m["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
+    assert!(m["response_types_supported"].is_array());
+    assert_eq!(m["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        m["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    for endpoint in ["jwks_uri"] {
+        let url = m[endpoint].as_str().expect("url");
+        assert_eq!(
+            app.send(app.client.get(url)).await.status,
+            200,
+            "{endpoint}"
+        );
+    }
+}
+
+/// Authlib, configured from the metadata alone, gets tokens with both
+/// secret methods and reports a wrong secret as `invalid_client`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_the_shelf_oauth_client_gets_a_token() {
+    if !crate::helpers::have_python("the OAuth 2 client library test") {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await;
+    let (id, secret) = create(
+        &app,
+        &[
+            "reports",
+            "--scope",
+            "reports:read",
+            "--scope",
+            "reports:write",
+        ],
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth-client");
+    let venv = python_venv("oauth-client-venv", &dir.join("requirements.txt"));
+    let base = app.address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(venv.join("bin/python"))
+            .arg(dir.join("client.py"))
+            .args([base.as_str(), id.as_str(), secret.as_str(), "reports:read"])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .expect("run the client")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(r["client_secret_basic"]["token_type"], "Bearer");
+    assert_eq!(
+        r["client_secret_basic"]["scope"],
+        "reports:read reports:write"
+    );
+    assert_eq!(r["client_secret_basic"]["expires_in"], 1800);
+    assert_eq!(r["client_secret_basic"]["has_expires_at"], true);
+    assert_eq!(r["client_secret_post"]["scope"], "reports:read");
+    assert_eq!(r["wrong_secret"], "invalid_client");
+    let token = r["client_secret_post"]["access_token"]
+        .as_str()
+        .expect("token");
+    assert_eq!(claims(token)["scope"], "reports:read");
+}
