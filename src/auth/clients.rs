@@ -56,6 +56,57 @@ pub fn parse_scopes(text: &str) -> Option<Vec<String>> {
         .collect()
 }
 
+/// How far ahead a client assertion may expire: the single-use record of
+/// its `jti` is kept until then, so the replay table stays small.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+
+/// RFC 7523's `client_assertion_type` for a JWT assertion.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An assertion that passed every check; its `jti` must still be used once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedAssertion {
+    pub jti: String,
+    pub exp: i64,
+}
+
+/// RFC 7523 §3 for `private_key_jwt`: signed with the client's registered
+/// key (the algorithm comes from the key, never the header), `iss` and
+/// `sub` the client id, `aud` one of `audiences` (the token endpoint or the
+/// issuer), an `exp` not past and at most five minutes ahead, a `jti`.
+pub fn check_assertion(
+    assertion: &str,
+    client_id: &str,
+    public_pem: &str,
+    audiences: &[String],
+    now: i64,
+) -> Option<CheckedAssertion> {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+        jti: Option<String>,
+        exp: i64,
+    }
+    let key =
+        super::keys::KeyMaterial::verification(public_pem, super::keys::SigningAlgorithm::EdDsa)
+            .ok()?;
+    let mut validation = jsonwebtoken::Validation::new(key.algorithm().jwt_algorithm());
+    validation.leeway = 0;
+    validation.validate_exp = false; // checked below against `now`
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.set_issuer(&[client_id]);
+    validation.set_audience(audiences);
+    let claims = jsonwebtoken::decode::<Claims>(assertion, key.decoding(), &validation)
+        .ok()?
+        .claims;
+    let jti = claims.jti.filter(|j| !j.is_empty() && j.len() <= 256)?;
+    (claims.sub == client_id && claims.exp > now && claims.exp <= now + MAX_ASSERTION_LIFETIME_SECS)
+        .then_some(CheckedAssertion {
+            jti,
+            exp: claims.exp,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +157,64 @@ mod tests {
         );
         assert_eq!(parse_scopes("read wr\"ite"), None);
         assert_eq!(parse_scopes(""), Some(vec![]));
+    }
+
+    fn assertion(private_pem: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &claims,
+            crate::auth::keys::KeyMaterial::signing(
+                crate::auth::keys::SigningAlgorithm::EdDsa,
+                private_pem,
+            )
+            .unwrap()
+            .encoding()
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn client_assertions_follow_rfc_7523() {
+        use crate::auth::keys::{generate, public_pem, SigningAlgorithm};
+        let private = generate(SigningAlgorithm::EdDsa).unwrap();
+        let public = public_pem(&private).unwrap();
+        let other = generate(SigningAlgorithm::EdDsa).unwrap();
+        let aud = vec!["https://auth.example/api/oauth/token/".to_owned()];
+        let now = 1_800_000_000;
+        let good = serde_json::json!({"iss": "c1", "sub": "c1", "aud": aud[0], "exp": now + 60, "jti": "j1"});
+        let check = |token: &str| check_assertion(token, "c1", &public, &aud, now);
+        assert_eq!(
+            check(&assertion(&private, good.clone())),
+            Some(CheckedAssertion {
+                jti: "j1".into(),
+                exp: now + 60
+            })
+        );
+        let with = |key: &str, value: serde_json::Value| {
+            let mut c = good.clone();
+            c[key] = value;
+            c
+        };
+        for bad in [
+            with("aud", "https://elsewhere.example/".into()),
+            with("iss", "c2".into()),
+            with("sub", "c2".into()),
+            with("exp", (now - 1).into()),
+            with("exp", (now + MAX_ASSERTION_LIFETIME_SECS + 1).into()),
+            with("jti", "".into()),
+            with("jti", serde_json::Value::Null),
+        ] {
+            assert_eq!(check(&assertion(&private, bad.clone())), None, "{bad}");
+        }
+        // Another key, or the public key used as an HMAC secret.
+        assert_eq!(check(&assertion(&other, good.clone())), None);
+        let confused = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &good,
+            &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(check(&confused), None);
     }
 }

@@ -71,6 +71,17 @@ pub async fn token(
             .map(|(id, secret)| (form_decoded(&id), form_decoded(&secret))),
         form_id: field("client_id"),
         form_secret: field("client_secret"),
+        assertion_type: field("client_assertion_type"),
+        assertion: field("client_assertion"),
+        audiences: {
+            let issuer = issuer(&state, &req);
+            let endpoint = format!("{}/api/oauth/token/", issuer.trim_end_matches('/'));
+            vec![
+                endpoint.clone(),
+                endpoint.trim_end_matches('/').to_owned(),
+                issuer,
+            ]
+        },
     };
     let issued =
         oauth_token::client_credentials(&state, super::client_ip(&state, &req), request).await?;
@@ -85,18 +96,22 @@ pub async fn token(
         }))
 }
 
-/// GET /.well-known/oauth-authorization-server (RFC 8414).
-#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
-    responses((status = 200, description = "RFC 8414 authorization server metadata", body = Object)))]
-pub async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    // The configured issuer, else this server as the client reached it.
-    let issuer = state.keys.issuer().map_or_else(
+/// The configured issuer, else this server as the client reached it.
+fn issuer(state: &AppState, req: &HttpRequest) -> String {
+    state.keys.issuer().map_or_else(
         || {
             let info = req.connection_info();
             format!("{}://{}", info.scheme(), info.host())
         },
         str::to_owned,
-    );
+    )
+}
+
+/// GET /.well-known/oauth-authorization-server (RFC 8414).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    responses((status = 200, description = "RFC 8414 authorization server metadata", body = Object)))]
+pub async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let issuer = issuer(&state, &req);
     let base = issuer.trim_end_matches('/');
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -106,7 +121,9 @@ pub async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "grant_types_supported": ["client_credentials"],
             "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "RS256"],
             "introspection_endpoint": format!("{base}/api/token/introspect/"),
             "revocation_endpoint": format!("{base}/api/token/revoke/"),
         }))

@@ -136,6 +136,11 @@ pub struct ClientTokenForm {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    /// `private_key_jwt` (RFC 7523):
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    client_assertion_type: Option<String>,
+    /// A JWT signed with the client's registered key.
+    client_assertion: Option<String>,
 }
 
 /// `{"key": …}`: the key of a verification mail.

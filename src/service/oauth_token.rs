@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::Services;
-use crate::auth::clients::{parse_scopes, secret_matches};
+use crate::auth::clients::{check_assertion, parse_scopes, secret_matches, JWT_BEARER};
 use crate::auth::jwt::{new_jti, ClientClaims};
 use crate::error::ApiError;
 use crate::storage::clients;
@@ -21,6 +21,29 @@ pub struct TokenRequest {
     /// `client_secret_post`: the form's `client_id` and `client_secret`.
     pub form_id: Option<String>,
     pub form_secret: Option<String>,
+    /// `private_key_jwt`: `client_assertion_type` and `client_assertion`.
+    pub assertion_type: Option<String>,
+    pub assertion: Option<String>,
+    /// What an assertion's `aud` may be: this token endpoint's URL, the
+    /// issuer.
+    pub audiences: Vec<String>,
+}
+
+/// How the client proves who it is.
+enum Proof {
+    Secret(String),
+    Assertion(String),
+}
+
+/// The `iss` of a JWT, unverified: only to find whose key checks it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// RFC 6749 §5.1's answer.
@@ -46,10 +69,32 @@ pub async fn client_credentials(
     req: TokenRequest,
 ) -> Result<IssuedToken, ApiError> {
     // One way of authenticating per request (RFC 6749 §2.3).
-    let (id, secret) = match (req.basic, req.form_id, req.form_secret) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(ApiError::OAuthInvalidRequest),
-        (Some((id, secret)), None, None) => (id, secret),
-        (None, Some(id), Some(secret)) => (id, secret),
+    let (id, proof) = match (
+        req.basic,
+        req.form_id,
+        req.form_secret,
+        req.assertion_type,
+        req.assertion,
+    ) {
+        (Some(_), Some(_), _, _, _) | (Some(_), _, Some(_), _, _) | (Some(_), _, _, Some(_), _) => {
+            return Err(ApiError::OAuthInvalidRequest)
+        }
+        (_, _, Some(_), Some(_), _) => return Err(ApiError::OAuthInvalidRequest),
+        (Some((id, secret)), None, None, None, None) => (id, Proof::Secret(secret)),
+        (None, id, None, Some(kind), Some(assertion)) => {
+            if kind != JWT_BEARER {
+                return Err(ApiError::OAuthInvalidRequest);
+            }
+            let issuer = unverified_issuer(&assertion).ok_or(ApiError::OAuthInvalidClient)?;
+            if id.as_ref().is_some_and(|id| *id != issuer) {
+                return Err(ApiError::OAuthInvalidClient);
+            }
+            (issuer, Proof::Assertion(assertion))
+        }
+        (None, Some(id), Some(secret), None, None) => (id, Proof::Secret(secret)),
+        (None, _, None, Some(_), None) | (None, _, None, None, Some(_)) => {
+            return Err(ApiError::OAuthInvalidRequest)
+        }
         _ => return Err(ApiError::OAuthInvalidClient),
     };
     let lookup = id.clone();
@@ -71,15 +116,32 @@ pub async fn client_credentials(
         None => None,
     };
     let now = svc.now();
-    let client = client.filter(|c| {
-        secret_matches(
-            &secret,
+    let proven = match (&client, &proof) {
+        (Some(c), Proof::Secret(secret)) => secret_matches(
+            secret,
             c.secret_digest.as_deref(),
             c.previous_secret_digest.as_deref(),
             c.previous_valid_until,
             now,
-        )
-    });
+        ),
+        (Some(c), Proof::Assertion(assertion)) => match c.public_key_pem.as_deref() {
+            Some(pem) => match check_assertion(assertion, &c.id, pem, &req.audiences, now) {
+                // Single use: a replayed assertion proves nothing.
+                Some(checked) => {
+                    let (cid, jti) = (c.id.clone(), checked.jti);
+                    svc.db
+                        .write(move |conn| {
+                            clients::use_assertion(conn, &cid, &jti, checked.exp, now)
+                        })
+                        .await?
+                }
+                None => false,
+            },
+            None => false,
+        },
+        (None, _) => false,
+    };
+    let client = client.filter(|_| proven);
     let Some(client) = client else {
         if let Some(guess) = guess {
             guess.failed(Instant::now());

@@ -134,3 +134,29 @@ pub fn set_disabled(
 pub fn delete(conn: &mut DbConnection, id: &str) -> Result<bool, StorageError> {
     Ok(diesel::delete(clients::table.filter(clients::id.eq(id))).execute(conn)? == 1)
 }
+
+/// Records the `jti` of an accepted client assertion: false when it was
+/// seen before (a replay). Expired ones are cleared first (the table holds
+/// only assertions still valid: bounded by their short lifetime).
+pub fn use_assertion(
+    conn: &mut DbConnection,
+    client_id: &str,
+    jti: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<bool, StorageError> {
+    use super::schema::client_assertions as ca;
+    diesel::delete(ca::table.filter(ca::expires_at.lt(now))).execute(conn)?;
+    match diesel::insert_into(ca::table)
+        .values((
+            ca::client_id.eq(client_id),
+            ca::jti.eq(jti),
+            ca::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

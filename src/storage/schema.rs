@@ -110,6 +110,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    client_assertions (client_id, jti) {
+        client_id -> Text,
+        jti -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));
@@ -123,5 +131,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_groups,
     outbox,
     account_tokens,
-    clients
+    clients,
+    client_assertions
 );

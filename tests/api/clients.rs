@@ -200,7 +200,109 @@ async fn client_credentials_grant(backend: Backend) {
     assert!(!ok && out.contains("a scope is printable ASCII"), "{out}");
 }
 
-both_backends!(client_credentials_grant);
+/// A client assertion (RFC 7523) signed with `private_pem`.
+fn assertion(private_pem: &str, claims: &Value) -> String {
+    use tokend::auth::keys::{KeyMaterial, SigningAlgorithm};
+    let key = KeyMaterial::signing(SigningAlgorithm::EdDsa, private_pem).expect("key");
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        claims,
+        key.encoding().expect("signing key"),
+    )
+    .expect("sign")
+}
+
+/// private_key_jwt: a service holding no shared secret proves itself with
+/// an assertion signed by its registered key; each assertion works once.
+async fn private_key_jwt(backend: Backend) {
+    use tokend::auth::keys::{generate, public_pem, SigningAlgorithm};
+    let app = spawn_app(backend).await;
+    let private = generate(SigningAlgorithm::EdDsa).expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let key_file = dir.path().join("client.pem");
+    std::fs::write(&key_file, public_pem(&private).expect("public")).expect("write");
+    let key_arg = key_file.display().to_string();
+    let (id, _) = create(
+        &app,
+        &[
+            "signer",
+            "--scope",
+            "jobs:run",
+            "--public-key-file",
+            &key_arg,
+        ],
+    );
+    let (plain, plain_secret) = create(&app, &["plain", "--scope", "jobs:run"]);
+    let aud = format!("{}/api/oauth/token/", app.address);
+    let now = crate::helpers::now();
+    let claims = |jti: &str, exp: i64, aud: &str| json!({"iss": id, "sub": id, "aud": aud, "exp": exp, "jti": jti, "iat": now});
+    let bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let with = |token: &str| {
+        vec![
+            ("grant_type".to_owned(), "client_credentials".to_owned()),
+            ("client_assertion_type".to_owned(), bearer.to_owned()),
+            ("client_assertion".to_owned(), token.to_owned()),
+        ]
+    };
+    let good = assertion(&private, &claims("a1", now + 60, &aud));
+    let ok = send(&app, with(&good)).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(claims_of(&ok)["client_id"], id.as_str());
+    // Replayed: refused.
+    send(&app, with(&good)).await.assert(401, INVALID_CLIENT);
+    // The issuer is an accepted audience too.
+    assert_eq!(
+        send(
+            &app,
+            with(&assertion(&private, &claims("a2", now + 60, &app.address)))
+        )
+        .await
+        .status,
+        200
+    );
+    for bad in [
+        assertion(
+            &private,
+            &claims("a3", now + 60, "https://elsewhere.example/"),
+        ),
+        assertion(&private, &claims("a4", now - 5, &aud)),
+        assertion(&private, &claims("a5", now + 3600, &aud)),
+        assertion(
+            &generate(SigningAlgorithm::EdDsa).expect("key"),
+            &claims("a6", now + 60, &aud),
+        ),
+    ] {
+        send(&app, with(&bad)).await.assert(401, INVALID_CLIENT);
+    }
+    // A client without a registered key cannot use assertions.
+    let theirs = assertion(
+        &private,
+        &json!({"iss": plain, "sub": plain, "aud": aud, "exp": now + 60, "jti": "p1"}),
+    );
+    send(&app, with(&theirs)).await.assert(401, INVALID_CLIENT);
+    // An assertion with a secret: two methods.
+    let mut both = with(&assertion(&private, &claims("a7", now + 60, &aud)));
+    both.push(("client_secret".to_owned(), plain_secret));
+    send(&app, both)
+        .await
+        .assert(400, r#"{"error":"invalid_request"}"#);
+    let mut odd = with(&good);
+    odd[1].1 = "urn:example:other".to_owned();
+    send(&app, odd)
+        .await
+        .assert(400, r#"{"error":"invalid_request"}"#);
+}
+
+async fn send(app: &TestApp, form: Vec<(String, String)>) -> Reply {
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    grant(app, None, &pairs).await
+}
+
+fn claims_of(reply: &Reply) -> Value {
+    claims(reply.json()["access_token"].as_str().expect("token"))
+}
+
+both_backends!(client_credentials_grant, private_key_jwt);
 
 /// RFC 8414 §2: the metadata's required fields, and endpoints that answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +324,15 @@ async fn metadata_names_the_endpoints() {
     assert_eq!(m["grant_types_supported"], json!(["client_credentials"]));
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ])
+    );
+    assert_eq!(
+        m["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["EdDSA", "RS256"])
     );
     for endpoint in ["jwks_uri"] {
         let url = m[endpoint].as_str().expect("url");
