@@ -16,15 +16,7 @@ pub fn enqueue_mail(
 ) -> Result<(), diesel::result::Error> {
     let payload = serde_json::to_string(mail)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    diesel::insert_into(outbox::table)
-        .values((
-            outbox::kind.eq(crate::mail::KIND),
-            outbox::payload.eq(payload),
-            outbox::created_at.eq(now),
-            outbox::next_attempt_at.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(())
+    insert(conn, crate::mail::KIND, payload, now)
 }
 
 /// Queues an internal job of `kind` (e.g. an account mail request, which a
@@ -35,10 +27,20 @@ pub fn enqueue_job(
     payload: &serde_json::Value,
     now: i64,
 ) -> Result<(), diesel::result::Error> {
+    insert(conn, kind, payload.to_string(), now)
+}
+
+/// A row of `kind`, due at once.
+fn insert(
+    conn: &mut DbConnection,
+    kind: &str,
+    payload: String,
+    now: i64,
+) -> Result<(), diesel::result::Error> {
     diesel::insert_into(outbox::table)
         .values((
             outbox::kind.eq(kind),
-            outbox::payload.eq(payload.to_string()),
+            outbox::payload.eq(payload),
             outbox::created_at.eq(now),
             outbox::next_attempt_at.eq(now),
         ))

@@ -103,15 +103,7 @@ async fn register(app: &TestApp, username: &str) -> i64 {
 
 /// `tokend_claims_hook_failures_total{failure, reason}` as /metrics shows it.
 async fn failures(app: &TestApp, failure: &str, reason: &str) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = app.send(app.client.get(app.url("/metrics"))).await.body;
     let series =
         format!(r#"tokend_claims_hook_failures_total{{failure="{failure}",reason="{reason}"}} "#);
     text.lines()

@@ -185,15 +185,7 @@ async fn rows(db: &Database) -> Vec<Row> {
 }
 
 async fn metric(app: &TestApp, line_start: &str) -> String {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("/metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = app.send(app.client.get(app.url("/metrics"))).await.body;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
