@@ -60,6 +60,14 @@ pub fn parse_scopes(text: &str) -> Option<Vec<String>> {
 /// its `jti` is kept until then, so the replay table stays small.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
 
+/// The scope that lets a client call the introspection endpoint.
+pub const INTROSPECT_SCOPE: &str = "tokend:introspect";
+
+/// True when the space-separated `scopes` include `scope`.
+pub fn has_scope(scopes: &str, scope: &str) -> bool {
+    scopes.split(' ').any(|s| s == scope)
+}
+
 /// RFC 7523's `client_assertion_type` for a JWT assertion.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 

@@ -89,6 +89,18 @@ pub struct VerifiedToken {
     /// `None` when the claim is missing or not an integer id.
     pub user_id: Option<i64>,
     pub sid: Option<String>,
+    /// Set for a service (OAuth 2 client) token: one with a `client_id`
+    /// claim and neither a user id nor a session.
+    pub client: Option<ClientToken>,
+}
+
+/// What a service token says beyond the common claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    pub client_id: String,
+    /// Space-separated, as issued.
+    pub scope: String,
+    pub audience: Option<String>,
 }
 
 /// What may arrive: any claim can be missing or of another type, and must be
@@ -192,8 +204,9 @@ impl Default for ClaimPolicy {
 pub const DEFAULT_USER_ID_CLAIM: &str = "user_id";
 
 /// Claims tokend writes itself (and `nbf`, which would hold its tokens
-/// back); the user-id claim and the claims hook may not take their names.
-pub const RESERVED_CLAIMS: [&str; 8] = [
+/// back, and `client_id`, which marks a service token); the user-id claim
+/// and the claims hook may not take their names.
+pub const RESERVED_CLAIMS: [&str; 9] = [
     "token_type",
     "exp",
     "iat",
@@ -202,6 +215,7 @@ pub const RESERVED_CLAIMS: [&str; 8] = [
     "iss",
     "aud",
     "nbf",
+    "client_id",
 ];
 
 /// Whether `name` can be the user-id claim: 1-64 letters, digits and `_`,
@@ -352,6 +366,11 @@ impl JwtKeys {
         self.policy.issuer.as_deref()
     }
 
+    /// The configured `aud` of tokend's tokens (`jwt.audience`).
+    pub fn audience(&self) -> Option<&str> {
+        self.policy.audience.as_deref()
+    }
+
     pub fn lifetimes(&self) -> TokenLifetimes {
         self.lifetimes
     }
@@ -448,6 +467,34 @@ impl JwtKeys {
             Some(serde_json::Value::String(sid)) => Some(sid),
             Some(_) => return Err(TokenError::Invalid),
         };
+        if claims
+            .repeated
+            .iter()
+            .any(|k| matches!(k.as_str(), "client_id" | "scope" | "aud"))
+        {
+            return Err(TokenError::Invalid);
+        }
+        let client = client_token(&claims.others)?;
+        match &client {
+            // tokend's service tokens: access tokens naming no user and no
+            // session; their audience is the client's own, checked against
+            // the client where the token is used.
+            Some(_) => {
+                if token_type != TokenType::Access
+                    || sid.is_some()
+                    || claims.others.contains_key(&self.policy.user_id_claim)
+                {
+                    return Err(TokenError::Invalid);
+                }
+            }
+            None => {
+                if let Some(audience) = &self.policy.audience {
+                    if !has_audience(claims.others.get("aud"), audience) {
+                        return Err(TokenError::Invalid);
+                    }
+                }
+            }
+        }
         Ok(VerifiedToken {
             token_type,
             exp,
@@ -455,13 +502,15 @@ impl JwtKeys {
             jti,
             user_id,
             sid,
+            client,
         })
     }
 }
 
-/// The library checks signature, algorithm and (when configured) `iss` and
-/// `aud`; `exp`, `token_type` and `jti` are checked by `verify`, in
-/// simplejwt's order and with its messages.
+/// The library checks signature, algorithm and (when configured) `iss`;
+/// `exp`, `token_type`, `jti` and `aud` are checked by `verify`, in
+/// simplejwt's order and with its messages (`aud` there because a service
+/// token carries its client's audience, not the configured one).
 impl JwtKeys {
     /// Picks the key by `kid` when the token names one (an unknown `kid` is
     /// refused), else tries each key; each key checks with its own pinned
@@ -508,12 +557,45 @@ fn validation_for(algorithm: Algorithm, policy: &ClaimPolicy) -> Validation {
         validation.set_issuer(&[issuer]);
         validation.required_spec_claims.insert("iss".to_owned());
     }
-    if let Some(audience) = &policy.audience {
-        validation.set_audience(&[audience]);
-        validation.validate_aud = true;
-        validation.required_spec_claims.insert("aud".to_owned());
-    }
     validation
+}
+
+/// The service-token claims, when `client_id` is present: a string
+/// `client_id`, a string `scope` (empty when absent) and at most one
+/// audience, as tokend writes them; anything else is not tokend's.
+fn client_token(
+    others: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<ClientToken>, TokenError> {
+    use serde_json::Value;
+    let client_id = match others.get("client_id") {
+        None => return Ok(None),
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(_) => return Err(TokenError::Invalid),
+    };
+    let scope = match others.get("scope") {
+        None => String::new(),
+        Some(Value::String(scope)) => scope.clone(),
+        Some(_) => return Err(TokenError::Invalid),
+    };
+    let audience = match others.get("aud") {
+        None => None,
+        Some(Value::String(aud)) => Some(aud.clone()),
+        Some(_) => return Err(TokenError::Invalid),
+    };
+    Ok(Some(ClientToken {
+        client_id,
+        scope,
+        audience,
+    }))
+}
+
+/// RFC 7519 §4.1.3: `aud` is one string or an array of them.
+fn has_audience(aud: Option<&serde_json::Value>, wanted: &str) -> bool {
+    match aud {
+        Some(serde_json::Value::String(aud)) => aud == wanted,
+        Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(wanted)),
+        _ => false,
+    }
 }
 
 fn integer_claim(value: &serde_json::Value) -> Option<i64> {

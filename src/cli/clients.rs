@@ -57,11 +57,11 @@ pub(super) fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::R
                 eprintln!("the previous secret keeps working for {overlap} s");
             }
             ClientsCommand::Disable { client } => {
-                let c = clients::set_disabled(&db, &client, true).await?;
-                println!("disabled {} ({})", c.name, c.id);
+                let c = clients::set_disabled(&db, &client, true, unix_now()).await?;
+                println!("disabled {} ({}); the tokens it holds are refused", c.name, c.id);
             }
             ClientsCommand::Enable { client } => {
-                let c = clients::set_disabled(&db, &client, false).await?;
+                let c = clients::set_disabled(&db, &client, false, unix_now()).await?;
                 println!("enabled {} ({})", c.name, c.id);
             }
             ClientsCommand::Delete { client } => {

@@ -62,15 +62,23 @@ pub(super) fn purge(settings: &Settings) -> anyhow::Result<()> {
         |batch| {
             println!(
                 "purged a batch: {} refresh token(s), {} session(s), {} outbox message(s), \
-                 {} account token(s)",
-                batch.refresh_tokens, batch.sessions, batch.outbox, batch.account_tokens
+                 {} account token(s), {} service token revocation(s)",
+                batch.refresh_tokens,
+                batch.sessions,
+                batch.outbox,
+                batch.account_tokens,
+                batch.client_tokens
             );
         },
     ))?;
     println!(
         "purge done: {} refresh token(s), {} session(s), {} outbox message(s), {} account \
-         token(s) removed",
-        total.refresh_tokens, total.sessions, total.outbox, total.account_tokens
+         token(s), {} service token revocation(s) removed",
+        total.refresh_tokens,
+        total.sessions,
+        total.outbox,
+        total.account_tokens,
+        total.client_tokens
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::service::introspect::ActiveToken;
+use crate::service::introspect::{ActiveClientToken, ActiveToken};
 use crate::service::me::UserDetails;
 use crate::service::register::Registered;
 use crate::storage::cache::UserSummary;
@@ -145,6 +145,40 @@ impl From<ActiveToken> for IntrospectionBody {
             iat: token.iat,
             jti: token.jti,
             sid: token.sid,
+        }
+    }
+}
+
+/// RFC 7662: the claims of a live service (OAuth 2 client) token. No
+/// `sub`: a service token has no user, and nothing should take the client
+/// for one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientIntrospectionBody {
+    /// Always true (see `Inactive`).
+    pub active: bool,
+    /// Always `access`.
+    pub token_type: &'static str,
+    pub client_id: String,
+    /// Space-separated.
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+impl From<ActiveClientToken> for ClientIntrospectionBody {
+    fn from(token: ActiveClientToken) -> Self {
+        ClientIntrospectionBody {
+            active: true,
+            token_type: "access",
+            client_id: token.client_id,
+            scope: token.scope,
+            aud: token.audience,
+            exp: token.exp,
+            iat: token.iat,
+            jti: token.jti,
         }
     }
 }

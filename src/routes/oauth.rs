@@ -4,11 +4,12 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 
-use super::bodies::{ClientTokenBody, Inactive, IntrospectionBody};
+use super::bodies::{ClientIntrospectionBody, ClientTokenBody, Inactive, IntrospectionBody};
 use super::fields::Fields;
 use super::AppState;
 use crate::error::ApiError;
 use crate::service::oauth_token::{self, TokenRequest};
+use crate::service::introspect::Active;
 use crate::service::{introspect as introspection, revoke as revocation};
 
 /// The `token` parameter, or the RFC's invalid_request answer.
@@ -109,11 +110,20 @@ fn issuer(state: &AppState, req: &HttpRequest) -> String {
 
 /// GET /.well-known/oauth-authorization-server (RFC 8414).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
-    responses((status = 200, description = "RFC 8414 authorization server metadata", body = Object)))]
-pub async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    responses(
+        (status = 200, description = "RFC 8414 authorization server metadata", body = Object),
+        (status = 500, description = "Internal error", body = super::openapi::Detail),
+        (status = 503, description = "Database unavailable", body = super::openapi::Detail,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub async fn metadata(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let issuer = issuer(&state, &req);
     let base = issuer.trim_end_matches('/');
-    HttpResponse::Ok()
+    let scopes = crate::service::clients::scopes_supported(&state.db).await?;
+    Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({
             "issuer": issuer,
@@ -126,7 +136,8 @@ pub async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
             "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "RS256"],
             "introspection_endpoint": format!("{base}/api/token/introspect/"),
             "revocation_endpoint": format!("{base}/api/token/revoke/"),
-        }))
+            "scopes_supported": scopes,
+        })))
 }
 
 /// POST /api/token/introspect/ (RFC 7662), for services: Basic client
@@ -159,7 +170,10 @@ pub async fn introspect(
     let client = super::client_ip(&state, &req);
     Ok(
         match introspection::introspect(&state, client, credentials, token).await? {
-            Some(active) => HttpResponse::Ok().json(IntrospectionBody::from(active)),
+            Some(Active::User(active)) => HttpResponse::Ok().json(IntrospectionBody::from(active)),
+            Some(Active::Client(active)) => {
+                HttpResponse::Ok().json(ClientIntrospectionBody::from(active))
+            }
             None => HttpResponse::Ok().json(Inactive::BODY),
         },
     )

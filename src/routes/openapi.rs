@@ -153,7 +153,7 @@ pub struct KeyRequest {
 // The success bodies are the served types themselves.
 pub use super::bodies::{
     AccessOnly, AuthUser, ClientTokenBody as ClientToken, DetailBody, Empty, Inactive,
-    IntrospectionBody, RotatedPair, Status, TokenPair, UserBody as User,
+    ClientIntrospectionBody, IntrospectionBody, RotatedPair, Status, TokenPair, UserBody as User,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for
@@ -285,7 +285,7 @@ macro_rules! one_of {
 }
 
 one_of!(IssuedPair: "TokenPair", "AccessOnly");
-one_of!(Introspection: "IntrospectionBody", "Inactive");
+one_of!(Introspection: "IntrospectionBody", "ClientIntrospectionBody", "Inactive");
 one_of!(Rotated: "RotatedPair", "AccessOnly");
 one_of!(BadRequest: "FieldErrorsBody", "Detail");
 one_of!(BearerError: "Detail", "TokenErrorBody");
@@ -386,7 +386,7 @@ impl Modify for SecuritySchemes {
     components(schemas(
         Credentials, Registration, User, TokenPair, RotatedPair, AccessOnly, IssuedPair, Rotated,
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
-        TokenMessage, TokenForm, Introspection, IntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
+        TokenMessage, TokenForm, Introspection, IntrospectionBody, ClientIntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
         OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable, EmailRequest, ResetConfirmation,
         KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken
     )),

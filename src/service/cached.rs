@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::Services;
 use crate::error::ApiError;
 use crate::storage::cache::{Cached, UserSummary};
+use crate::storage::clients::{self as client_store, ClientTokenState};
 use crate::storage::sessions::{self, SessionState};
 use crate::storage::{users as user_store, DbConnection, StorageError};
 
@@ -52,6 +53,29 @@ pub async fn user(svc: &Services, user_id: i64) -> Result<Option<UserSummary>, A
         },
         |user, read_at| svc.cache.put_user(user_id, user.clone(), read_at),
         "user",
+    )
+    .await
+}
+
+/// A service token's state, from the cache when fresh, else from the
+/// database; when the database cannot be reached, the last known state if
+/// recent enough.
+pub async fn client_token_state(
+    svc: &Services,
+    client_id: &str,
+    jti: &str,
+    iat: i64,
+) -> Result<ClientTokenState, ApiError> {
+    let (id, key) = (client_id.to_owned(), jti.to_owned());
+    read_through(
+        svc,
+        svc.cache.client_token(jti, client_id, Instant::now()),
+        move |conn| client_store::token_state(conn, &id, &key, iat),
+        |state, read_at| {
+            svc.cache
+                .put_client_token(jti, client_id, state.clone(), read_at)
+        },
+        "client",
     )
     .await
 }

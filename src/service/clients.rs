@@ -2,7 +2,7 @@
 //! the admin API) share. A secret is shown once, at creation or rotation;
 //! only its digest is kept.
 
-use crate::auth::clients::{new_client_id, new_secret, parse_scopes};
+use crate::auth::clients::{new_client_id, new_secret, parse_scopes, INTROSPECT_SCOPE};
 use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
 use crate::error::ApiError;
 use crate::storage::clients::{self, ClientRecord, CreateClient, NewClient};
@@ -154,10 +154,11 @@ pub async fn set_disabled(
     db: &Database,
     id_or_name: &str,
     disabled: bool,
+    now: i64,
 ) -> Result<ClientRecord, ClientError> {
     let client = find(db, id_or_name).await?;
     let id = client.id.clone();
-    db.write(move |conn| clients::set_disabled(conn, &id, disabled))
+    db.write(move |conn| clients::set_disabled(conn, &id, disabled, now))
         .await
         .map_err(ApiError::from)?;
     Ok(client)
@@ -170,4 +171,15 @@ pub async fn delete(db: &Database, id_or_name: &str) -> Result<ClientRecord, Cli
         .await
         .map_err(ApiError::from)?;
     Ok(client)
+}
+
+/// RFC 8414 `scopes_supported`: every scope an enabled client has, and the
+/// one tokend itself knows (`tokend:introspect`), sorted.
+pub async fn scopes_supported(db: &Database) -> Result<Vec<String>, ApiError> {
+    let mut scopes = db.run(clients::all_scopes).await?;
+    if !scopes.iter().any(|s| s == INTROSPECT_SCOPE) {
+        scopes.push(INTROSPECT_SCOPE.to_owned());
+        scopes.sort();
+    }
+    Ok(scopes)
 }

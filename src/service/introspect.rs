@@ -1,5 +1,6 @@
 //! RFC 7662 introspection, for services authenticated as introspection
-//! clients.
+//! clients: configured ones (`introspection.clients`) or OAuth 2 clients
+//! with the scope `tokend:introspect`.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -7,23 +8,24 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::policy::{session_check, session_error, SessionCheck, TokenUse};
+use super::policy::{client_token_error, session_check, session_error, SessionCheck, TokenUse};
 use super::Services;
+use super::oauth_token::client_secret_matches;
+use crate::auth::clients::{has_scope, INTROSPECT_SCOPE};
 use crate::auth::jwt::TokenType;
 use crate::error::ApiError;
+use crate::storage::clients as client_store;
 use crate::storage::refresh_tokens::{self, TokenStatus};
 use crate::storage::{sessions, users};
 
 /// Failed introspection credentials back off per client id and address, as
 /// failed logins do per username: one client's misconfigured replica (or a
 /// guesser of its secret) does not lock out another client behind the same
-/// address. Ids that are not configured share one subject, so made-up ids
-/// are no way around it.
-fn introspection_subject(svc: &Services, id: Option<&str>) -> String {
+/// address. Ids that are not known share one subject, so made-up ids are no
+/// way around it.
+fn introspection_subject(id: Option<&str>, known: bool) -> String {
     match id {
-        Some(id) if svc.introspection_clients.iter().any(|c| c.id == id) => {
-            format!("\0introspection:{id}")
-        }
+        Some(id) if known => format!("\0introspection:{id}"),
         _ => "\0introspection".to_owned(),
     }
 }
@@ -40,8 +42,26 @@ pub struct ActiveToken {
     pub sid: Option<String>,
 }
 
+/// What a live service token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveClientToken {
+    pub client_id: String,
+    /// Space-separated.
+    pub scope: String,
+    pub audience: Option<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Active {
+    User(ActiveToken),
+    Client(ActiveClientToken),
+}
+
 /// The answer: `None` is `{"active": false}`.
-pub type Introspection = Option<ActiveToken>;
+pub type Introspection = Option<Active>;
 
 /// `credentials`: the caller's (client id, secret), if it sent any;
 /// `token`: the token to introspect, if the request named one (checked only
@@ -52,13 +72,25 @@ pub async fn introspect(
     credentials: Option<(&str, &str)>,
     token: Option<String>,
 ) -> Result<Introspection, ApiError> {
+    let id = credentials.map(|(id, _)| id);
+    let configured = id.is_some_and(|id| svc.introspection_clients.iter().any(|c| c.id == id));
+    // Not a configured id: perhaps an OAuth 2 client's.
+    let registered = match id {
+        Some(id) if !configured => {
+            let id = id.to_owned();
+            svc.db
+                .run(move |conn| client_store::by_id(conn, &id))
+                .await?
+        }
+        _ => None,
+    };
     // Reserved before the check (a back-off refuses right credentials too,
     // or it would tell them apart); a right one clears the count.
     let guess = match &svc.throttle {
         Some(throttle) => Some(
             throttle
                 .begin_guess(
-                    &introspection_subject(svc, credentials.map(|(id, _)| id)),
+                    &introspection_subject(id, configured || registered.is_some()),
                     client,
                     None,
                     Instant::now(),
@@ -67,7 +99,11 @@ pub async fn introspect(
         ),
         None => None,
     };
-    let valid = credentials.is_some_and(|(id, secret)| is_introspection_client(svc, id, secret));
+    let valid = match (credentials, &registered) {
+        (Some((_, secret)), Some(c)) => client_secret_matches(c, secret, svc.now()),
+        (Some((id, secret)), None) => is_introspection_client(svc, id, secret),
+        (None, _) => false,
+    };
     match guess {
         Some(guess) if valid => guess.succeeded(),
         Some(guess) => {
@@ -77,6 +113,13 @@ pub async fn introspect(
     }
     if !valid {
         return Err(ApiError::OAuthInvalidClient);
+    }
+    // A registered client must be enabled and allowed to introspect.
+    if let Some(c) = registered {
+        if c.disabled || !has_scope(&c.scopes, INTROSPECT_SCOPE) {
+            tracing::info!(client_id = %c.id, "introspection refused: client disabled or without the scope {INTROSPECT_SCOPE}");
+            return Err(ApiError::OAuthInvalidClient);
+        }
     }
     let token = token.ok_or(ApiError::OAuthInvalidRequest)?;
     active_token(svc, &token).await
@@ -101,6 +144,25 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
     let Ok(verified) = svc.keys.verify(token, None, now) else {
         return Ok(None);
     };
+    if let Some(client) = verified.client {
+        // A service token: its client's state now, from the database.
+        let (id, jti, iat) = (client.client_id.clone(), verified.jti.clone(), verified.iat);
+        let state = svc
+            .db
+            .run(move |conn| client_store::token_state(conn, &id, &jti, iat))
+            .await?;
+        if client_token_error(&state, &client, svc.keys.audience()).is_some() {
+            return Ok(None);
+        }
+        return Ok(Some(Active::Client(ActiveClientToken {
+            client_id: client.client_id,
+            scope: client.scope,
+            audience: client.audience,
+            exp: verified.exp,
+            iat: verified.iat,
+            jti: verified.jti,
+        })));
+    }
     let Some(user_id) = verified.user_id else {
         return Ok(None);
     };
@@ -128,7 +190,7 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
             })
         })
         .await?;
-    Ok(found.filter(|user| user.is_active).map(|user| ActiveToken {
+    Ok(found.filter(|user| user.is_active).map(|user| Active::User(ActiveToken {
         token_type: verified.token_type,
         user_id: user.id,
         username: user.username,
@@ -136,5 +198,5 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
         iat: verified.iat,
         jti: verified.jti,
         sid: verified.sid,
-    }))
+    })))
 }

@@ -9,7 +9,7 @@ use super::Services;
 use crate::auth::clients::{check_assertion, parse_scopes, secret_matches, JWT_BEARER};
 use crate::auth::jwt::{new_jti, ClientClaims};
 use crate::error::ApiError;
-use crate::storage::clients;
+use crate::storage::clients::{self, ClientRecord};
 
 /// A token request's parameters, as received.
 #[derive(Debug, Default)]
@@ -52,6 +52,18 @@ pub struct IssuedToken {
     pub access_token: String,
     pub expires_in: i64,
     pub scope: String,
+}
+
+/// The client's current secret, or its previous one during a rotation's
+/// overlap (constant time).
+pub fn client_secret_matches(client: &ClientRecord, secret: &str, now: i64) -> bool {
+    secret_matches(
+        secret,
+        client.secret_digest.as_deref(),
+        client.previous_secret_digest.as_deref(),
+        client.previous_valid_until,
+        now,
+    )
 }
 
 /// Unknown ids share one back-off subject: made-up ids buy no guesses.
@@ -117,13 +129,7 @@ pub async fn client_credentials(
     };
     let now = svc.now();
     let proven = match (&client, &proof) {
-        (Some(c), Proof::Secret(secret)) => secret_matches(
-            secret,
-            c.secret_digest.as_deref(),
-            c.previous_secret_digest.as_deref(),
-            c.previous_valid_until,
-            now,
-        ),
+        (Some(c), Proof::Secret(secret)) => client_secret_matches(c, secret, now),
         (Some(c), Proof::Assertion(assertion)) => match c.public_key_pem.as_deref() {
             Some(pem) => match check_assertion(assertion, &c.id, pem, &req.audiences, now) {
                 // Single use: a replayed assertion proves nothing.

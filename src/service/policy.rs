@@ -1,8 +1,9 @@
 //! Which well-signed tokens are honoured: the session policy, in one place.
 
 use super::{cached, Services};
-use crate::auth::jwt::{TokenError, TokenType, VerifiedToken};
+use crate::auth::jwt::{ClientToken, TokenError, TokenType, VerifiedToken};
 use crate::error::ApiError;
+use crate::storage::clients::ClientTokenState;
 use crate::storage::sessions::SessionState;
 
 /// What a use case does with the token it is given.
@@ -78,6 +79,25 @@ pub async fn session_problem(
             Ok((!imported).then_some(TokenError::Invalid))
         }
         SessionCheck::Refused => Ok(Some(TokenError::Invalid)),
+    }
+}
+
+/// Why a service token is refused given its client's state now, or `None`
+/// when it may be honoured: its client enabled, the token not revoked, and
+/// its audience the one the client's tokens get (the client's own, else
+/// `configured`).
+pub fn client_token_error(
+    state: &ClientTokenState,
+    token: &ClientToken,
+    configured: Option<&str>,
+) -> Option<TokenError> {
+    match state {
+        ClientTokenState::Live { audience } => {
+            let expected = audience.as_deref().or(configured);
+            (token.audience.as_deref() != expected).then_some(TokenError::Invalid)
+        }
+        ClientTokenState::Revoked => Some(TokenError::Blacklisted),
+        ClientTokenState::Disabled | ClientTokenState::Missing => Some(TokenError::Invalid),
     }
 }
 

@@ -1,11 +1,13 @@
-//! RFC 7009 revocation: the token's whole session is revoked. Invalid or
-//! unknown tokens are no error, as the RFC requires.
+//! RFC 7009 revocation: the token's whole session is revoked (a service
+//! token: that token alone). Invalid or unknown tokens are no error, as the
+//! RFC requires.
 
 use std::time::Instant;
 
 use super::policy::{session_check, SessionCheck, TokenUse};
 use super::Services;
 use crate::error::ApiError;
+use crate::storage::clients::{self as client_store, ClientTokenState};
 use crate::storage::sessions::{self, RevokeReason};
 
 /// `token`: an access or a refresh token. Fails only when the database does.
@@ -14,6 +16,21 @@ pub async fn revoke(svc: &Services, token: &str) -> Result<(), ApiError> {
     let Ok(verified) = svc.keys.verify(token, None, now) else {
         return Ok(());
     };
+    if let Some(client) = verified.client {
+        // Kept until the token expires (then purged): bounded, and only
+        // well-signed tokens get a row.
+        let (id, jti, exp) = (client.client_id.clone(), verified.jti.clone(), verified.exp);
+        svc.db
+            .write(move |conn| client_store::revoke_token(conn, &id, &jti, exp))
+            .await?;
+        svc.cache.put_client_token(
+            &verified.jti,
+            &client.client_id,
+            ClientTokenState::Revoked,
+            Instant::now(),
+        );
+        return Ok(());
+    }
     let (Some(user_id), SessionCheck::Live(sid)) = (
         verified.user_id,
         session_check(svc, &verified, TokenUse::Session, now),

@@ -1,7 +1,8 @@
-//! Verify: is an access or refresh token valid, with its session live?
+//! Verify: is an access or refresh token valid, with its session live (or,
+//! for a service token, its client enabled)?
 
-use super::policy::{session_check, session_problem, SessionCheck, TokenUse};
-use super::Services;
+use super::policy::{client_token_error, session_check, session_problem, SessionCheck, TokenUse};
+use super::{cached, Services};
 use crate::auth::jwt::{TokenError, TokenType};
 use crate::error::ApiError;
 use crate::storage::refresh_tokens::{self, TokenStatus};
@@ -10,6 +11,15 @@ use crate::storage::refresh_tokens::{self, TokenStatus};
 pub async fn verify(svc: &Services, token: &str) -> Result<(), ApiError> {
     let now = svc.now();
     let verified = svc.keys.verify(token, None, now).map_err(ApiError::Token)?;
+    if let Some(client) = &verified.client {
+        // A service token: its client's state, cached like a session's.
+        let state =
+            cached::client_token_state(svc, &client.client_id, &verified.jti, verified.iat).await?;
+        return match client_token_error(&state, client, svc.keys.audience()) {
+            Some(problem) => Err(ApiError::Token(problem)),
+            None => Ok(()),
+        };
+    }
     match verified.token_type {
         TokenType::Refresh => {
             let user_id = verified

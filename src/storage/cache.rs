@@ -7,6 +7,8 @@
 //!   good. A live session or a user is reused for `ttl` at most.
 //! - Revocations made through this process update the cache at once; made
 //!   through another replica or the CLI, they are seen within `ttl`.
+//! - Service tokens are cached by `jti` the same way: a token of a disabled,
+//!   deleted or revoked client never comes back; "live" is reused for `ttl`.
 //! - Introspection, refresh, logout and password change never use it: they
 //!   read the database.
 //! - When the database cannot be reached, the last known state is used
@@ -22,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use super::clients::ClientTokenState;
 use super::sessions::SessionState;
 
 const MAX_ENTRIES: usize = 100_000;
@@ -63,6 +66,8 @@ pub struct StateCache {
     users: RwLock<HashMap<i64, Entry<Option<UserSummary>>>>,
     /// When each user's sessions were last revoked in bulk here.
     barriers: RwLock<HashMap<i64, Instant>>,
+    /// Service tokens by `jti`: (client id, state, read at).
+    client_tokens: RwLock<HashMap<String, (String, ClientTokenState, Instant)>>,
 }
 
 impl StateCache {
@@ -75,6 +80,7 @@ impl StateCache {
             sessions: RwLock::default(),
             users: RwLock::default(),
             barriers: RwLock::default(),
+            client_tokens: RwLock::default(),
         }
     }
 
@@ -198,6 +204,50 @@ impl StateCache {
                 },
             );
         }
+    }
+
+    pub fn client_token(&self, jti: &str, client_id: &str, now: Instant) -> Cached<ClientTokenState> {
+        if !self.enabled() {
+            return Cached::Miss;
+        }
+        let Ok(map) = self.client_tokens.read() else {
+            return Cached::Miss;
+        };
+        match map.get(jti) {
+            Some((id, state, at)) if id == client_id => {
+                let final_state = !matches!(state, ClientTokenState::Live { .. });
+                self.freshness(state.clone(), *at, final_state, now)
+            }
+            _ => Cached::Miss,
+        }
+    }
+
+    /// Stores what the database said; `now` is when the read started. A
+    /// final state is never replaced by "live".
+    pub fn put_client_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        state: ClientTokenState,
+        now: Instant,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let Ok(mut map) = self.client_tokens.write() else {
+            return;
+        };
+        if let Some((id, existing, at)) = map.get_mut(jti) {
+            if id == client_id && matches!(existing, ClientTokenState::Live { .. }) {
+                *existing = state;
+                *at = now;
+            }
+            return;
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(jti.to_owned(), (client_id.to_owned(), state, now));
     }
 
     /// Forget everything about a user whose sessions this process just

@@ -19,6 +19,9 @@ pub struct ClientRecord {
     pub public_key_pem: Option<String>,
     pub disabled: bool,
     pub created_at: i64,
+    /// Tokens issued at or before this time are refused (set when the
+    /// client is disabled).
+    pub tokens_revoked_at: Option<i64>,
 }
 
 /// Never prints the secret digests.
@@ -120,15 +123,146 @@ pub fn rotate_secret(
         == 1)
 }
 
+/// Disabling also ends every token issued so far: they stay refused when
+/// the client is enabled again.
 pub fn set_disabled(
     conn: &mut DbConnection,
     id: &str,
     disabled: bool,
+    now: i64,
 ) -> Result<bool, StorageError> {
-    Ok(diesel::update(clients::table.filter(clients::id.eq(id)))
-        .set(clients::disabled.eq(disabled))
-        .execute(conn)?
-        == 1)
+    let target = clients::table.filter(clients::id.eq(id));
+    let updated = if disabled {
+        diesel::update(target)
+            .set((
+                clients::disabled.eq(true),
+                clients::tokens_revoked_at.eq(Some(now)),
+            ))
+            .execute(conn)?
+    } else {
+        diesel::update(target)
+            .set(clients::disabled.eq(false))
+            .execute(conn)?
+    };
+    Ok(updated == 1)
+}
+
+/// Whether a service token may be honoured, as the database says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientTokenState {
+    /// The client is enabled and the token was not revoked; `audience` is
+    /// the client's own.
+    Live { audience: Option<String> },
+    /// Revoked by itself (RFC 7009), or ended when its client was disabled.
+    Revoked,
+    /// Its client is disabled now.
+    Disabled,
+    /// Its client was deleted (ids are never reused).
+    Missing,
+}
+
+/// The state of the token `jti` issued to `client_id` at `iat`.
+pub fn token_state(
+    conn: &mut DbConnection,
+    client_id: &str,
+    jti: &str,
+    iat: i64,
+) -> Result<ClientTokenState, StorageError> {
+    use super::schema::revoked_client_tokens as rct;
+    let client = clients::table
+        .filter(clients::id.eq(client_id))
+        .select((
+            clients::disabled,
+            clients::tokens_revoked_at,
+            clients::audience,
+        ))
+        .first::<(bool, Option<i64>, Option<String>)>(conn)
+        .optional()?;
+    let Some((disabled, revoked_at, audience)) = client else {
+        return Ok(ClientTokenState::Missing);
+    };
+    if revoked_at.is_some_and(|at| iat <= at) {
+        return Ok(ClientTokenState::Revoked);
+    }
+    if disabled {
+        return Ok(ClientTokenState::Disabled);
+    }
+    let revoked = rct::table
+        .filter(rct::jti.eq(jti))
+        .filter(rct::client_id.eq(client_id))
+        .count()
+        .get_result::<i64>(conn)?
+        > 0;
+    Ok(if revoked {
+        ClientTokenState::Revoked
+    } else {
+        ClientTokenState::Live { audience }
+    })
+}
+
+/// Revokes one service token until it expires; true when newly revoked.
+pub fn revoke_token(
+    conn: &mut DbConnection,
+    client_id: &str,
+    jti: &str,
+    expires_at: i64,
+) -> Result<bool, StorageError> {
+    use super::schema::revoked_client_tokens as rct;
+    match diesel::insert_into(rct::table)
+        .values((
+            rct::jti.eq(jti),
+            rct::client_id.eq(client_id),
+            rct::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forgets at most `batch` revocations of tokens that have expired
+/// anyway; the number removed.
+pub fn purge_revoked_tokens(
+    conn: &mut DbConnection,
+    now: i64,
+    batch: i64,
+) -> Result<usize, StorageError> {
+    use super::schema::revoked_client_tokens as rct;
+    let expired: Vec<String> = rct::table
+        .select(rct::jti)
+        .filter(rct::expires_at.lt(now))
+        .limit(batch)
+        .load(conn)?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::delete(
+        rct::table
+            .filter(rct::jti.eq_any(&expired))
+            .filter(rct::expires_at.lt(now)),
+    )
+    .execute(conn)?)
+}
+
+/// Every distinct scope some client has, sorted (RFC 8414
+/// `scopes_supported`).
+pub fn all_scopes(conn: &mut DbConnection) -> Result<Vec<String>, StorageError> {
+    let rows: Vec<String> = clients::table
+        .filter(clients::disabled.eq(false))
+        .select(clients::scopes)
+        .distinct()
+        .load(conn)?;
+    let mut scopes: Vec<String> = rows
+        .iter()
+        .flat_map(|s| s.split(' '))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
 }
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> Result<bool, StorageError> {

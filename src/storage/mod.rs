@@ -376,6 +376,7 @@ impl Database {
                     purged.outbox = outbox::purge_batch(conn, outbox_before, batch)?;
                     // Used or expired one-time tokens: nothing refers to them.
                     purged.account_tokens = account_tokens::purge_batch(conn, now, batch)?;
+                    purged.client_tokens = clients::purge_revoked_tokens(conn, now, batch)?;
                     Ok(purged)
                 })
                 .await?;
@@ -386,6 +387,7 @@ impl Database {
             total.sessions += purged.sessions;
             total.outbox += purged.outbox;
             total.account_tokens += purged.account_tokens;
+            total.client_tokens += purged.client_tokens;
             progress(purged);
         }
     }

@@ -107,6 +107,15 @@ diesel::table! {
         public_key_pem -> Nullable<Text>,
         disabled -> Bool,
         created_at -> BigInt,
+        tokens_revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    revoked_client_tokens (jti) {
+        jti -> Text,
+        client_id -> Text,
+        expires_at -> BigInt,
     }
 }
 
@@ -132,5 +141,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     account_tokens,
     clients,
-    client_assertions
+    client_assertions,
+    revoked_client_tokens
 );

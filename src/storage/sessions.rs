@@ -215,11 +215,13 @@ pub struct Purged {
     pub outbox: usize,
     /// One-time account tokens used or expired.
     pub account_tokens: usize,
+    /// Revocations of service tokens that have expired anyway.
+    pub client_tokens: usize,
 }
 
 impl Purged {
     pub fn total(&self) -> usize {
-        self.refresh_tokens + self.sessions + self.outbox + self.account_tokens
+        self.refresh_tokens + self.sessions + self.outbox + self.account_tokens + self.client_tokens
     }
 }
 
@@ -274,5 +276,6 @@ pub fn purge_batch(
         sessions: sessions_deleted,
         outbox: 0,
         account_tokens: 0,
+        client_tokens: 0,
     })
 }

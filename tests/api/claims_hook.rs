@@ -242,13 +242,13 @@ async fn reserved_claims_are_refused() {
     };
     let closed = app_with_hook(Backend::Sqlite, &receiver.hook_url(), "closed", "2000").await;
     register(&closed, "carol").await;
-    for reserved in ["exp", "jti", "token_type", "sid", "iss", "aud", "user_id"] {
+    for reserved in ["exp", "jti", "token_type", "sid", "iss", "aud", "client_id", "user_id"] {
         receiver
             .answer_claims(json!({"tenant": "acme", reserved: 1}))
             .await;
         assert_unavailable(&closed.login("carol", "pw12345").await);
     }
-    assert_eq!(failures(&closed, "closed", "reserved_claim").await, 7);
+    assert_eq!(failures(&closed, "closed", "reserved_claim").await, 8);
     assert_eq!(failures(&closed, "closed", "bad_answer").await, 0);
 
     let open = app_with_hook(Backend::Sqlite, &receiver.hook_url(), "open", "2000").await;

@@ -1,0 +1,2 @@
+DROP TABLE revoked_client_tokens;
+ALTER TABLE clients DROP COLUMN tokens_revoked_at;
