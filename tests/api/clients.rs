@@ -315,12 +315,28 @@ async fn metadata_names_the_endpoints() {
         )
         .await;
     assert_eq!(meta.status, 200, "{}", meta.body);
+    // §3.2: a JSON object, application/json.
+    assert_eq!(meta.header("content-type"), Some("application/json"));
     let m = meta.json();
+    // REQUIRED: issuer; token_endpoint (but for implicit-only servers);
+    // response_types_supported (empty: no authorization endpoint, which is
+    // required only when a supported grant uses it).
     let issuer = m["issuer"].as_str().expect("issuer");
     assert_eq!(issuer, app.address);
     assert_eq!(m["token_endpoint"], format!("{issuer}/api/oauth/token/"));
+    assert_eq!(m["response_types_supported"], json!([]));
+    assert_eq!(m.get("authorization_endpoint"), None);
     assert_eq!(m["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
-    assert!(m["response_types_supported"].is_array());
+    assert_eq!(
+        m["introspection_endpoint"],
+        format!("{issuer}/api/token/introspect/")
+    );
+    assert_eq!(
+        m["revocation_endpoint"],
+        format!("{issuer}/api/token/revoke/")
+    );
+    // Omitted, grant_types_supported would mean authorization_code and
+    // implicit.
     assert_eq!(m["grant_types_supported"], json!(["client_credentials"]));
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
@@ -330,6 +346,7 @@ async fn metadata_names_the_endpoints() {
             "private_key_jwt"
         ])
     );
+    // MUST be present when private_key_jwt is listed; never "none".
     assert_eq!(
         m["token_endpoint_auth_signing_alg_values_supported"],
         json!(["EdDSA", "RS256"])
