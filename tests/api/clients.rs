@@ -315,12 +315,28 @@ async fn metadata_names_the_endpoints() {
         )
         .await;
     assert_eq!(meta.status, 200, "{}", meta.body);
+    // §3.2: a JSON object, application/json.
+    assert_eq!(meta.header("content-type"), Some("application/json"));
     let m = meta.json();
+    // REQUIRED: issuer; token_endpoint (but for implicit-only servers);
+    // response_types_supported (empty: no authorization endpoint, which is
+    // required only when a supported grant uses it).
     let issuer = m["issuer"].as_str().expect("issuer");
     assert_eq!(issuer, app.address);
     assert_eq!(m["token_endpoint"], format!("{issuer}/api/oauth/token/"));
+    assert_eq!(m["response_types_supported"], json!([]));
+    assert_eq!(m.get("authorization_endpoint"), None);
     assert_eq!(m["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
-    assert!(m["response_types_supported"].is_array());
+    assert_eq!(
+        m["introspection_endpoint"],
+        format!("{issuer}/api/token/introspect/")
+    );
+    assert_eq!(
+        m["revocation_endpoint"],
+        format!("{issuer}/api/token/revoke/")
+    );
+    // Omitted, grant_types_supported would mean authorization_code and
+    // implicit.
     assert_eq!(m["grant_types_supported"], json!(["client_credentials"]));
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
@@ -330,6 +346,7 @@ async fn metadata_names_the_endpoints() {
             "private_key_jwt"
         ])
     );
+    // MUST be present when private_key_jwt is listed; never "none".
     assert_eq!(
         m["token_endpoint_auth_signing_alg_values_supported"],
         json!(["EdDSA", "RS256"])
@@ -394,4 +411,149 @@ async fn an_off_the_shelf_oauth_client_gets_a_token() {
         .as_str()
         .expect("token");
     assert_eq!(claims(token)["scope"], "reports:read");
+}
+
+/// Runs `tests/oauth-client/private_key_jwt.py`: keys made by Python's
+/// `cryptography`, clients registered with them through the CLI, then
+/// Authlib's private_key_jwt against `app`. Gives the script's JSON and the
+/// ids of the RSA and the Ed25519 client.
+async fn authlib_private_key_jwt(app: &TestApp) -> (Value, [String; 2]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth-client");
+    let venv = python_venv("oauth-client-venv", &dir.join("requirements.txt"));
+    let keys = tempfile::tempdir().expect("dir");
+    let python = |args: Vec<String>| {
+        let (venv, dir) = (venv.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(venv.join("bin/python"))
+                .arg(dir.join("private_key_jwt.py"))
+                .args(args)
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .output()
+                .expect("run the client");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        })
+    };
+    let key_dir = keys.path().display().to_string();
+    python(vec!["keys".into(), key_dir.clone()])
+        .await
+        .expect("join");
+    let ids = ["rsa", "ed25519"].map(|kind| {
+        let public = keys.path().join(format!("{kind}.pub.pem"));
+        create(
+            app,
+            &[
+                &format!("{kind}-signer"),
+                "--scope",
+                "jobs:read",
+                "--scope",
+                "jobs:run",
+                "--public-key-file",
+                &public.display().to_string(),
+            ],
+        )
+        .0
+    });
+    let out = python(vec![
+        "fetch".into(),
+        app.address.clone(),
+        key_dir,
+        ids[0].clone(),
+        ids[1].clone(),
+    ])
+    .await
+    .expect("join");
+    (serde_json::from_slice(&out).expect("client JSON"), ids)
+}
+
+/// Authlib's private_key_jwt with RS256 and EdDSA keys it did not get from
+/// tokend, the token endpoint from the metadata alone: tokens for the
+/// registered keys, with a new `jti` each time; `invalid_client` for another
+/// key and for a `jti` used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_the_shelf_client_proves_itself_with_its_key() {
+    if !crate::helpers::have_python("the OAuth 2 client library test") {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await;
+    let (r, ids) = authlib_private_key_jwt(&app).await;
+    let endpoint = format!("{}/api/oauth/token/", app.address);
+    assert_eq!(r["token_endpoint"], endpoint.as_str());
+    for ((kind, alg), id) in [("rsa", "RS256"), ("ed25519", "EdDSA")].iter().zip(&ids) {
+        let k = &r[kind];
+        let mut tokens = vec![];
+        for fetch in ["first", "second"] {
+            let t = &k[fetch];
+            assert_eq!(
+                (&t["token_type"], &t["expires_in"], &t["scope"]),
+                (&json!("Bearer"), &json!(1800), &json!("jobs:read jobs:run")),
+                "{kind} {fetch}: {t}"
+            );
+            let token = t["access_token"].as_str().expect("token");
+            assert_eq!(claims(token)["client_id"], id.as_str(), "{kind}");
+            tokens.push(token.to_owned());
+        }
+        assert_ne!(tokens[0], tokens[1]);
+        // What Authlib sent: RFC 7523 §3 claims, aud the token endpoint.
+        let sent = k["sent"].as_array().expect("sent");
+        assert_eq!(sent.len(), 2, "{kind}");
+        for s in sent {
+            assert_eq!(
+                s["form"],
+                json!(["client_assertion", "client_assertion_type", "grant_type"]),
+                "{kind}"
+            );
+            assert_eq!(s["header"]["alg"], *alg, "{kind}");
+            let c = &s["claims"];
+            assert_eq!(
+                (&c["iss"], &c["sub"], &c["aud"]),
+                (&json!(id), &json!(id), &json!(endpoint)),
+                "{kind}"
+            );
+            assert_eq!(
+                c["exp"].as_i64().expect("exp") - c["iat"].as_i64().expect("iat"),
+                300
+            );
+        }
+        assert_ne!(sent[0]["claims"]["jti"], sent[1]["claims"]["jti"], "{kind}");
+        assert_eq!(k["stray_key"], json!({"error": "invalid_client"}), "{kind}");
+        // Given extra claims, Authlib keeps the first jti in them: the
+        // second assertion is a replay.
+        let fixed = &k["fixed_claims_sent"];
+        assert_eq!(fixed[0]["claims"]["jti"], fixed[1]["claims"]["jti"]);
+        assert_eq!(k["fixed_claims"][0]["token_type"], "Bearer", "{kind}");
+        assert_eq!(
+            k["fixed_claims"][1],
+            json!({"error": "invalid_client"}),
+            "{kind}"
+        );
+    }
+}
+
+/// Authlib's PrivateKeyJWT as it comes signs assertions that expire an hour
+/// after `iat`, which tokend refuses (it takes at most five minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tokend refuses assertions expiring more than five minutes ahead; Authlib's PrivateKeyJWT signs exp = iat + 3600 and has no setting for it"]
+async fn authlib_private_key_jwt_with_its_default_lifetime() {
+    if !crate::helpers::have_python("the OAuth 2 client library test") {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await;
+    let (r, _) = authlib_private_key_jwt(&app).await;
+    for kind in ["rsa", "ed25519"] {
+        let c = &r[kind]["stock_sent"][0]["claims"];
+        assert_eq!(
+            c["exp"].as_i64().expect("exp") - c["iat"].as_i64().expect("iat"),
+            3600
+        );
+        assert_eq!(
+            r[kind]["stock"]["token_type"], "Bearer",
+            "{kind}: {}",
+            r[kind]["stock"]
+        );
+    }
 }
