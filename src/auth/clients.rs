@@ -56,9 +56,18 @@ pub fn parse_scopes(text: &str) -> Option<Vec<String>> {
         .collect()
 }
 
-/// How far ahead a client assertion may expire: the single-use record of
-/// its `jti` is kept until then, so the replay table stays small.
-pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+/// How far ahead a client assertion may expire: an hour, what common
+/// client libraries (Authlib) sign by default.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 3600;
+
+/// How long after its `iat` an assertion is accepted (RFC 7523 §3 lets a
+/// server refuse an `iat` unreasonably far in the past): the single-use
+/// record of its `jti` is kept only that long, so the replay table stays
+/// small whatever `exp` says. Without `iat`, `exp` must be this close.
+pub const ASSERTION_FRESHNESS_SECS: i64 = 300;
+
+/// How far ahead of this clock an assertion's `iat` may be.
+const ASSERTION_CLOCK_SKEW_SECS: i64 = 60;
 
 /// The scope that lets a client call the introspection endpoint.
 pub const INTROSPECT_SCOPE: &str = "tokend:introspect";
@@ -75,13 +84,16 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedAssertion {
     pub jti: String,
+    /// Until when it would be accepted: its `jti` is remembered that long.
     pub exp: i64,
 }
 
 /// RFC 7523 §3 for `private_key_jwt`: signed with the client's registered
 /// key (the algorithm comes from the key, never the header), `iss` and
 /// `sub` the client id, `aud` one of `audiences` (the token endpoint or the
-/// issuer), an `exp` not past and at most five minutes ahead, a `jti`.
+/// issuer), an `exp` not past and at most an hour ahead, a `jti`, and
+/// fresh: an `iat` at most five minutes old (or, without `iat`, an `exp` at
+/// most five minutes ahead).
 pub fn check_assertion(
     assertion: &str,
     client_id: &str,
@@ -94,6 +106,7 @@ pub fn check_assertion(
         sub: String,
         jti: Option<String>,
         exp: i64,
+        iat: Option<i64>,
     }
     let key =
         super::keys::KeyMaterial::verification(public_pem, super::keys::SigningAlgorithm::EdDsa)
@@ -108,11 +121,26 @@ pub fn check_assertion(
         .ok()?
         .claims;
     let jti = claims.jti.filter(|j| !j.is_empty() && j.len() <= 256)?;
-    (claims.sub == client_id && claims.exp > now && claims.exp <= now + MAX_ASSERTION_LIFETIME_SECS)
-        .then_some(CheckedAssertion {
-            jti,
-            exp: claims.exp,
-        })
+    if claims.sub != client_id
+        || claims.exp <= now
+        || claims.exp > now + MAX_ASSERTION_LIFETIME_SECS
+    {
+        return None;
+    }
+    let usable_until = match claims.iat {
+        Some(iat) if iat > now + ASSERTION_CLOCK_SKEW_SECS => return None,
+        Some(iat) => claims.exp.min(iat + ASSERTION_FRESHNESS_SECS),
+        None => claims.exp.min(now + ASSERTION_FRESHNESS_SECS),
+    };
+    // Without `iat`, an `exp` further ahead than the freshness window would
+    // outlive the record of its `jti`.
+    if claims.iat.is_none() && claims.exp > now + ASSERTION_FRESHNESS_SECS {
+        return None;
+    }
+    (usable_until > now).then_some(CheckedAssertion {
+        jti,
+        exp: usable_until,
+    })
 }
 
 #[cfg(test)]
@@ -212,9 +240,28 @@ mod tests {
             with("exp", (now + MAX_ASSERTION_LIFETIME_SECS + 1).into()),
             with("jti", "".into()),
             with("jti", serde_json::Value::Null),
+            // Without iat, exp must be within the freshness window.
+            with("exp", (now + ASSERTION_FRESHNESS_SECS + 1).into()),
         ] {
             assert_eq!(check(&assertion(&private, bad.clone())), None, "{bad}");
         }
+        // An hour-long assertion (a library's default) is accepted while
+        // fresh, and its jti is remembered only as long as it is.
+        let hour = |iat: i64| {
+            let mut c = with("exp", (now + 3600).into());
+            c["iat"] = iat.into();
+            check(&assertion(&private, c))
+        };
+        assert_eq!(
+            hour(now - 10),
+            Some(CheckedAssertion {
+                jti: "j1".into(),
+                exp: now - 10 + ASSERTION_FRESHNESS_SECS
+            })
+        );
+        assert_eq!(hour(now - ASSERTION_FRESHNESS_SECS), None);
+        assert_eq!(hour(now + 61), None);
+        assert!(hour(now + 60).is_some());
         // Another key, or the public key used as an HMAC secret.
         assert_eq!(check(&assertion(&other, good.clone())), None);
         let confused = jsonwebtoken::encode(

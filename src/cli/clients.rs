@@ -58,7 +58,10 @@ pub(super) fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::R
             }
             ClientsCommand::Disable { client } => {
                 let c = clients::set_disabled(&db, &client, true, unix_now()).await?;
-                println!("disabled {} ({}); the tokens it holds are refused", c.name, c.id);
+                println!(
+                    "disabled {} ({}); the tokens it holds are refused",
+                    c.name, c.id
+                );
             }
             ClientsCommand::Enable { client } => {
                 let c = clients::set_disabled(&db, &client, false, unix_now()).await?;

@@ -8,8 +8,8 @@ use super::bodies::{ClientIntrospectionBody, ClientTokenBody, Inactive, Introspe
 use super::fields::Fields;
 use super::AppState;
 use crate::error::ApiError;
-use crate::service::oauth_token::{self, TokenRequest};
 use crate::service::introspect::Active;
+use crate::service::oauth_token::{self, TokenRequest};
 use crate::service::{introspect as introspection, revoke as revocation};
 
 /// The `token` parameter, or the RFC's invalid_request answer.

@@ -152,8 +152,8 @@ pub struct KeyRequest {
 
 // The success bodies are the served types themselves.
 pub use super::bodies::{
-    AccessOnly, AuthUser, ClientTokenBody as ClientToken, DetailBody, Empty, Inactive,
-    ClientIntrospectionBody, IntrospectionBody, RotatedPair, Status, TokenPair, UserBody as User,
+    AccessOnly, AuthUser, ClientIntrospectionBody, ClientTokenBody as ClientToken, DetailBody,
+    Empty, Inactive, IntrospectionBody, RotatedPair, Status, TokenPair, UserBody as User,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for

@@ -8,9 +8,9 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::oauth_token::client_secret_matches;
 use super::policy::{client_token_error, session_check, session_error, SessionCheck, TokenUse};
 use super::Services;
-use super::oauth_token::client_secret_matches;
 use crate::auth::clients::{has_scope, INTROSPECT_SCOPE};
 use crate::auth::jwt::TokenType;
 use crate::error::ApiError;
@@ -190,13 +190,15 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
             })
         })
         .await?;
-    Ok(found.filter(|user| user.is_active).map(|user| Active::User(ActiveToken {
-        token_type: verified.token_type,
-        user_id: user.id,
-        username: user.username,
-        exp: verified.exp,
-        iat: verified.iat,
-        jti: verified.jti,
-        sid: verified.sid,
-    })))
+    Ok(found.filter(|user| user.is_active).map(|user| {
+        Active::User(ActiveToken {
+            token_type: verified.token_type,
+            user_id: user.id,
+            username: user.username,
+            exp: verified.exp,
+            iat: verified.iat,
+            jti: verified.jti,
+            sid: verified.sid,
+        })
+    }))
 }

@@ -206,7 +206,12 @@ impl StateCache {
         }
     }
 
-    pub fn client_token(&self, jti: &str, client_id: &str, now: Instant) -> Cached<ClientTokenState> {
+    pub fn client_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        now: Instant,
+    ) -> Cached<ClientTokenState> {
         if !self.enabled() {
             return Cached::Miss;
         }

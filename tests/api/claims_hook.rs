@@ -242,7 +242,16 @@ async fn reserved_claims_are_refused() {
     };
     let closed = app_with_hook(Backend::Sqlite, &receiver.hook_url(), "closed", "2000").await;
     register(&closed, "carol").await;
-    for reserved in ["exp", "jti", "token_type", "sid", "iss", "aud", "client_id", "user_id"] {
+    for reserved in [
+        "exp",
+        "jti",
+        "token_type",
+        "sid",
+        "iss",
+        "aud",
+        "client_id",
+        "user_id",
+    ] {
         receiver
             .answer_claims(json!({"tenant": "acme", reserved: 1}))
             .await;
@@ -264,7 +273,7 @@ async fn reserved_claims_are_refused() {
     assert!(access["exp"].as_i64().expect("exp") > crate::helpers::now());
     assert_eq!(access["username"], "carol");
     assert_eq!(failures(&open, "open", "reserved_claim").await, 1);
-    assert_eq!(receiver.calls().await.len(), 8);
+    assert_eq!(receiver.calls().await.len(), 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

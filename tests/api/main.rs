@@ -6,6 +6,7 @@ mod accounts;
 mod claims;
 mod claims_hook;
 mod cli;
+mod client_tokens;
 mod clients;
 mod compat;
 mod concurrency;
