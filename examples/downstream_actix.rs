@@ -10,18 +10,29 @@
 //! - `TOKEND_JWKS_URL`: e.g. `http://tokend:8000/.well-known/jwks.json` when
 //!   tokend signs with EdDSA or RS256 (`TOKEND__JWT__ALGORITHM`).
 //! - `TOKEND_ISSUER` / `TOKEND_AUDIENCE`: set them when tokend's
-//!   `jwt.issuer` / `jwt.audience` are set.
+//!   `jwt.issuer` / `jwt.audience` are set. `TOKEND_AUDIENCE` is also the
+//!   audience service tokens must carry (the client's `--audience`); without
+//!   it `GET /orders` refuses every token.
 //! - `TOKEND_USER_ID_CLAIM`: tokend's `jwt.user_id_claim` (default
 //!   `user_id`), the claim holding the user id.
 //! - `TOKEND_REQUIRED_GROUP`: the group `GET /editors` requires (default
 //!   `editors`).
+//! - `TOKEND_REQUIRED_SCOPE`: the scope `GET /orders` requires (default
+//!   `orders:read`).
 //! - `PORT` (default 8080; 0 picks a free port).
 //!
-//! `GET /hello` answers `{"user_id":"42"}` for a valid access token
-//! (`Authorization: Bearer <access>`) and 401 `{"detail": ...}` otherwise.
+//! `GET /hello` answers `{"user_id":"42"}` for a valid user access token
+//! (`Authorization: Bearer <access>`) and 401 `{"detail": ...}` otherwise
+//! (service tokens included: they have no user id).
 //! `GET /editors` also needs the required group in the token's `groups`
 //! claim (tokend's `TOKEND__JWT__EXTRA_CLAIMS=groups`):
 //! `{"user_id":"42","group":"editors"}`, or 403 `{"detail": ...}`.
+//! `GET /orders` is for services only: it needs a client credentials token
+//! (`client_id`, no user id) for `TOKEND_AUDIENCE` (401 otherwise) whose
+//! `scope` lists the required scope:
+//! `{"client_id":"3f0c…","scope":"orders:read"}`; a user's token is 403, a
+//! missing scope 403 with `WWW-Authenticate: Bearer
+//! error="insufficient_scope", scope="orders:read"` (RFC 6750).
 //!
 //! Run: `TOKEND_SHARED_KEY=... cargo run --example downstream_actix`.
 
@@ -91,8 +102,9 @@ impl Verifier {
         validation
     }
 
-    /// The user of a valid access token.
-    async fn check(&self, token: &str) -> Result<Authenticated, &'static str> {
+    /// The claims of a valid access token (signature, `exp`, `iss`/`aud`
+    /// when configured, `token_type`), user's or service's.
+    async fn access_claims(&self, token: &str) -> Result<AccessClaims, &'static str> {
         let claims = match &self.keys {
             Keys::Shared(key) => decode(token, key, &self.validation(Algorithm::HS256))?,
             Keys::Jwks { .. } => {
@@ -107,6 +119,12 @@ impl Verifier {
         if claims.token_type != "access" {
             return Err("not an access token");
         }
+        Ok(claims)
+    }
+
+    /// The user of a valid access token.
+    async fn check(&self, token: &str) -> Result<Authenticated, &'static str> {
+        let claims = self.access_claims(token).await?;
         let user_id = match claims.other.get(&self.user_id_claim) {
             Some(serde_json::Value::String(id)) => id.clone(),
             _ => return Err("token has no user id"),
@@ -122,6 +140,35 @@ impl Verifier {
             _ => Vec::new(),
         };
         Ok(Authenticated { user_id, groups })
+    }
+
+    /// The caller of a valid access token for this service's audience:
+    /// unlike user tokens, service tokens are refused without one (a token
+    /// tokend issued for another service must not work here).
+    async fn check_service(&self, token: &str) -> Result<Caller, &'static str> {
+        if self.audience.is_none() {
+            return Err("TOKEND_AUDIENCE is not set: service tokens are refused");
+        }
+        let claims = self.access_claims(token).await?;
+        let client_id = match claims.other.get("client_id") {
+            // A user's token is never a service's, whatever else it holds.
+            Some(serde_json::Value::String(id))
+                if !claims.other.contains_key(&self.user_id_claim) =>
+            {
+                Some(id.clone())
+            }
+            _ => None,
+        };
+        // RFC 6749 §3.3: space-separated; anything but a string grants nothing.
+        let scopes = match claims.other.get("scope") {
+            Some(serde_json::Value::String(scope)) => scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Caller { client_id, scopes })
     }
 
     async fn jwk(&self, kid: &str) -> Result<(DecodingKey, Algorithm), &'static str> {
@@ -174,6 +221,7 @@ fn decode(
         .map(|data| data.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired",
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => "token is for another audience",
             _ => "invalid token",
         })
 }
@@ -195,6 +243,9 @@ enum Refusal {
     Unauthorized(&'static str),
     /// A valid token without the rights: 403.
     Forbidden(String),
+    /// A valid service token without the scope: 403, and says which
+    /// scope in `WWW-Authenticate` (RFC 6750 §3).
+    InsufficientScope(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -202,6 +253,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Unauthorized(detail) => f.write_str(detail),
             Refusal::Forbidden(detail) => f.write_str(detail),
+            Refusal::InsufficientScope(scope) => write!(f, "Scope '{scope}' is required."),
         }
     }
 }
@@ -210,13 +262,20 @@ impl ResponseError for Refusal {
     fn status_code(&self) -> StatusCode {
         match self {
             Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+            Refusal::Forbidden(_) | Refusal::InsufficientScope(_) => StatusCode::FORBIDDEN,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "detail": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let Refusal::InsufficientScope(scope) = self {
+            // Scope tokens never contain `"` or `\` (RFC 6749 §3.3).
+            response.insert_header((
+                "WWW-Authenticate",
+                format!(r#"Bearer error="insufficient_scope", scope="{scope}""#),
+            ));
+        }
+        response.json(serde_json::json!({ "detail": self.to_string() }))
     }
 }
 
@@ -240,28 +299,87 @@ impl Authenticated {
     }
 }
 
+/// The request's verifier and bearer token, for the extractors.
+fn bearer(req: &HttpRequest) -> (Option<web::Data<Arc<Verifier>>>, Option<String>) {
+    let verifier = req.app_data::<web::Data<Arc<Verifier>>>().cloned();
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    (verifier, token)
+}
+
+/// A set-up mistake, not the client's.
+fn no_verifier() -> actix_web::Error {
+    actix_web::error::ErrorInternalServerError("no Verifier in app data")
+}
+
 impl FromRequest for Authenticated {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let verifier = req.app_data::<web::Data<Arc<Verifier>>>().cloned();
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
+        let (verifier, token) = bearer(req);
         Box::pin(async move {
-            // A set-up mistake, not the client's.
-            let verifier = verifier.ok_or_else(|| {
-                actix_web::error::ErrorInternalServerError("no Verifier in app data")
-            })?;
+            let verifier = verifier.ok_or_else(no_verifier)?;
             let token = token.ok_or(Refusal::Unauthorized("missing bearer token"))?;
             Ok(verifier
                 .check(&token)
                 .await
                 .map_err(Refusal::Unauthorized)?)
+        })
+    }
+}
+
+/// The caller of a valid access token for this service's audience, as
+/// `Verifier::check_service` found it.
+struct Caller {
+    /// `None` for a user's token.
+    client_id: Option<String>,
+    scopes: Vec<String>,
+}
+
+/// The service (OAuth 2 client) of the request's valid service token: taking
+/// it as a handler argument makes a route for services only (401 without a
+/// valid token for this audience, 403 for a user's token).
+struct Service {
+    client_id: String,
+    /// The token's `scope`: as of its issue, not of now.
+    scopes: Vec<String>,
+}
+
+impl Service {
+    fn require_scope(&self, scope: &str) -> Result<(), Refusal> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(Refusal::InsufficientScope(scope.to_owned()))
+        }
+    }
+}
+
+impl FromRequest for Service {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let (verifier, token) = bearer(req);
+        Box::pin(async move {
+            let verifier = verifier.ok_or_else(no_verifier)?;
+            let token = token.ok_or(Refusal::Unauthorized("missing bearer token"))?;
+            let caller = verifier
+                .check_service(&token)
+                .await
+                .map_err(Refusal::Unauthorized)?;
+            let client_id = caller
+                .client_id
+                .ok_or_else(|| Refusal::Forbidden("A service token is required.".to_owned()))?;
+            Ok(Service {
+                client_id,
+                scopes: caller.scopes,
+            })
         })
     }
 }
@@ -288,6 +406,26 @@ async fn editors(
     Ok(HttpResponse::Ok().json(Member {
         user_id: &user.user_id,
         group: &required.0,
+    }))
+}
+
+/// The scope `GET /orders` requires.
+struct RequiredScope(String);
+
+#[derive(Serialize)]
+struct Client<'a> {
+    client_id: &'a str,
+    scope: &'a str,
+}
+
+async fn orders(
+    service: Service,
+    required: web::Data<RequiredScope>,
+) -> Result<HttpResponse, Refusal> {
+    service.require_scope(&required.0)?;
+    Ok(HttpResponse::Ok().json(Client {
+        client_id: &service.client_id,
+        scope: &required.0,
     }))
 }
 
@@ -326,13 +464,18 @@ async fn main() -> std::io::Result<()> {
     let required = web::Data::new(RequiredGroup(
         env("TOKEND_REQUIRED_GROUP").unwrap_or_else(|| "editors".to_owned()),
     ));
+    let scope = web::Data::new(RequiredScope(
+        env("TOKEND_REQUIRED_SCOPE").unwrap_or_else(|| "orders:read".to_owned()),
+    ));
     let port: u16 = env("PORT").and_then(|p| p.parse().ok()).unwrap_or(8080);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(verifier.clone()))
             .app_data(required.clone())
+            .app_data(scope.clone())
             .route("/hello", web::get().to(hello))
             .route("/editors", web::get().to(editors))
+            .route("/orders", web::get().to(orders))
     })
     .workers(1)
     .bind(("127.0.0.1", port))?;

@@ -9,16 +9,28 @@ Environment:
   TOKEND_SHARED_KEY   tokend's TOKEND__JWT__SIGNING_KEY (HS256), or
   TOKEND_JWKS_URL     http://tokend:8000/.well-known/jwks.json together with
   TOKEND_ALGORITHM    EdDSA or RS256 (tokend's TOKEND__JWT__ALGORITHM)
-  TOKEND_ISSUER / TOKEND_AUDIENCE  when tokend sets jwt.issuer / jwt.audience
+  TOKEND_ISSUER / TOKEND_AUDIENCE  when tokend sets jwt.issuer / jwt.audience;
+                      TOKEND_AUDIENCE is also the audience service tokens must
+                      carry (the client's --audience): without it GET /orders/
+                      refuses every token
   TOKEND_REQUIRED_GROUP  the group GET /editors/ requires, default editors
+  TOKEND_REQUIRED_SCOPE  the scope GET /orders/ requires, default orders:read
   PORT                default 8081; 0 picks a free port
   HOST                listen address, default 127.0.0.1 (0.0.0.0 in a container)
 
-GET /hello/ answers {"user_id": "42"} for a valid access token and 401
-otherwise (refresh tokens are refused: AUTH_TOKEN_CLASSES is AccessToken).
+GET /hello/ answers {"user_id": "42"} for a valid user access token and 401
+otherwise (refresh tokens are refused: AUTH_TOKEN_CLASSES is AccessToken;
+service tokens too: they have no user id claim).
 GET /editors/ also needs the group in the token's "groups" claim (tokend's
 TOKEND__JWT__EXTRA_CLAIMS=groups): {"user_id": "42", "group": "editors"},
 or 403 {"detail": "Membership of group 'editors' is required."}.
+GET /orders/ is for services only (ServiceTokenAuthentication, IsService,
+HasScope below): a client credentials token (client_id, no user id) for
+TOKEND_AUDIENCE (401 otherwise) whose scope lists the required scope:
+{"client_id": "3f0c...", "scope": "orders:read"}. A user's token is 403
+{"detail": "A service token is required."}, a missing scope 403
+{"detail": "Scope 'orders:read' is required."} with
+WWW-Authenticate: Bearer error="insufficient_scope", scope="orders:read".
 
 Run:  pip install -r requirements.txt
       TOKEND_SHARED_KEY=... python service.py
@@ -71,9 +83,16 @@ settings.configure(
 )
 django.setup()
 
-from rest_framework.decorators import api_view, permission_classes  # noqa: E402  (after setup)
+from rest_framework.decorators import (  # noqa: E402  (after setup)
+    api_view,
+    authentication_classes,
+    permission_classes,
+)
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied  # noqa: E402
 from rest_framework.permissions import BasePermission, IsAuthenticated  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
+from rest_framework_simplejwt.authentication import JWTAuthentication  # noqa: E402
+from rest_framework_simplejwt.settings import api_settings  # noqa: E402
 
 
 class HasGroupClaim(BasePermission):
@@ -103,7 +122,73 @@ class HasGroupClaim(BasePermission):
         return self.group in groups
 
 
+class ServiceClient:
+    """The caller of a valid access token, for ServiceTokenAuthentication.
+
+    client_id is None for a user's token (one with the user id claim):
+    IsService turns those away with 403."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, token):
+        client_id = token.get("client_id")
+        is_service = isinstance(client_id, str) and api_settings.USER_ID_CLAIM not in token
+        self.client_id = client_id if is_service else None
+        # RFC 6749 3.3: space-separated; anything but a string grants nothing.
+        scope = token.get("scope")
+        self.scopes = scope.split(" ") if isinstance(scope, str) else []
+
+
+class ServiceTokenAuthentication(JWTAuthentication):
+    """simplejwt's checks (signature, exp, token_type, iss/aud from
+    SIMPLE_JWT), without requiring a user id: request.user is a
+    ServiceClient. Service tokens must name this service's audience, so an
+    unset TOKEND_AUDIENCE refuses them all (401) rather than accept tokens
+    tokend issued for other services."""
+
+    def get_user(self, validated_token):
+        if api_settings.AUDIENCE is None:
+            raise AuthenticationFailed(
+                "TOKEND_AUDIENCE is not set: service tokens are refused", code="no_audience"
+            )
+        return ServiceClient(validated_token)
+
+
+class IsService(BasePermission):
+    """Grants service tokens only (after ServiceTokenAuthentication)."""
+
+    message = "A service token is required."
+
+    def has_permission(self, request, view):
+        return isinstance(request.user, ServiceClient) and request.user.client_id is not None
+
+
+class InsufficientScope(PermissionDenied):
+    def __init__(self, scope):
+        super().__init__(f"Scope '{scope}' is required.", code="insufficient_scope")
+        # DRF's exception handler sends auth_header as WWW-Authenticate (RFC 6750 3.1).
+        self.auth_header = f'Bearer error="insufficient_scope", scope="{scope}"'
+
+
+class HasScope(BasePermission):
+    """Grants service tokens whose "scope" lists `scope` (as of the token's
+    issue). Use HasScope.of("orders:read") after IsService."""
+
+    scope = None
+
+    @classmethod
+    def of(cls, scope):
+        return type(f"HasScope_{scope}", (cls,), {"scope": scope})
+
+    def has_permission(self, request, view):
+        if self.scope not in getattr(request.user, "scopes", []):
+            raise InsufficientScope(self.scope)
+        return True
+
+
 REQUIRED_GROUP = env("TOKEND_REQUIRED_GROUP") or "editors"
+REQUIRED_SCOPE = env("TOKEND_REQUIRED_SCOPE") or "orders:read"
 
 
 @api_view(["GET"])
@@ -117,7 +202,14 @@ def editors(request):
     return Response({"user_id": request.user.id, "group": REQUIRED_GROUP})
 
 
-urlpatterns = [path("hello/", hello), path("editors/", editors)]
+@api_view(["GET"])
+@authentication_classes([ServiceTokenAuthentication])
+@permission_classes([IsAuthenticated, IsService, HasScope.of(REQUIRED_SCOPE)])
+def orders(request):
+    return Response({"client_id": request.user.client_id, "scope": REQUIRED_SCOPE})
+
+
+urlpatterns = [path("hello/", hello), path("editors/", editors), path("orders/", orders)]
 
 
 class QuietHandler(WSGIRequestHandler):

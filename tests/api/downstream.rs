@@ -3,7 +3,10 @@
 //! (examples/downstream-django), each with the shared key and with JWKS.
 //! Each must accept access tokens and refuse refresh tokens, expired,
 //! forged, `alg: none` and algorithm-confusion tokens. Their `/editors`
-//! routes authorise by the `groups` claim of tokend's access tokens.
+//! routes authorise by the `groups` claim of tokend's access tokens. Their
+//! `/orders` routes take service tokens only (OAuth 2 client credentials,
+//! with the audience and a scope), fetched and renewed by service A
+//! (examples/service-a, Authlib).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -482,4 +485,282 @@ fn django_service_refuses_unsafe_settings() {
         let out = command.output().expect("run the example");
         assert!(!out.status.success(), "{env:?} was accepted");
     }
+}
+
+// ---- Service tokens: service A (Authlib) calls B's /orders ----
+
+/// B's audience: tokend's `jwt.audience` (so that users' tokens reach B at
+/// all) and the `--audience` of A's clients.
+const AUDIENCE: &str = "orders-api";
+
+/// How a B refuses a token: its exact 401 bodies.
+struct Refusals {
+    /// A valid client token at the user route.
+    no_user: &'static str,
+    /// A client token for another audience at `/orders`.
+    wrong_audience: &'static str,
+    /// Any service token at `/orders` of a B without `TOKEND_AUDIENCE`.
+    no_audience: &'static str,
+}
+
+const RUST_REFUSALS: Refusals = Refusals {
+    no_user: r#"{"detail":"token has no user id"}"#,
+    wrong_audience: r#"{"detail":"token is for another audience"}"#,
+    no_audience: r#"{"detail":"TOKEND_AUDIENCE is not set: service tokens are refused"}"#,
+};
+
+/// simplejwt's own words, but for the audience check the example adds.
+const DJANGO_REFUSALS: Refusals = Refusals {
+    no_user: r#"{"detail":"Token contained no recognizable user identification","code":"token_not_valid"}"#,
+    wrong_audience: r#"{"detail":"Given token not valid for any token type","code":"token_not_valid","messages":[{"token_class":"AccessToken","token_type":"access","message":"Token is invalid"}]}"#,
+    no_audience: r#"{"detail":"TOKEND_AUDIENCE is not set: service tokens are refused"}"#,
+};
+
+/// `tokend clients create NAME ARGS…`: (client id, secret).
+fn create_client(app: &TestApp, name: &str, args: &[&str]) -> (String, String) {
+    let mut all = vec!["clients", "create", name];
+    all.extend_from_slice(args);
+    let (ok, out) = crate::cli::tokend(app, &all, "");
+    assert!(ok, "tokend {all:?}: {out}");
+    let created: Value = serde_json::from_str(out.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{out}: {e}"));
+    let field = |name: &str| created[name].as_str().expect(name).to_owned();
+    (field("client_id"), field("client_secret"))
+}
+
+/// A client credentials token straight from the token endpoint.
+async fn client_token(app: &TestApp, (id, secret): &(String, String)) -> String {
+    let response = reqwest::Client::new()
+        .post(app.url("/api/oauth/token/"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token endpoint answers");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// Service A's virtualenv, or `None` (test skipped) when Python is missing
+/// outside CI.
+fn service_a_python() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/service-a");
+    if !crate::helpers::have_python("the service A example") {
+        return None;
+    }
+    Some(python_venv("service-a-venv", &dir.join("requirements.txt")).join("bin/python"))
+}
+
+/// Runs service A to completion against tokend and `orders_url`; its JSON
+/// summary.
+async fn run_service_a(
+    python: &Path,
+    app: &TestApp,
+    (id, secret): &(String, String),
+    orders_url: String,
+    env: &[(&str, &str)],
+) -> Value {
+    let mut command = Command::new(python);
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/service-a/service_a.py"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("TOKEND_URL", &app.address)
+        .env("CLIENT_ID", id)
+        .env("CLIENT_SECRET", secret)
+        .env("ORDERS_URL", orders_url)
+        .envs(env.iter().copied());
+    // tokend serves from this process: wait for A off the runtime's threads.
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run service A"))
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// B's `orders` route takes service tokens for its audience with the
+/// scope, from service A (which fetches one token and renews it shortly
+/// before it expires); B's `hello` route takes none.
+async fn assert_service_tokens(
+    start: impl Fn(&[(&str, &str)]) -> ChildServer,
+    orders: &str,
+    hello: &str,
+    refusals: &Refusals,
+) {
+    let Some(python) = service_a_python() else {
+        return;
+    };
+    let app = spawn_app_with(Backend::Sqlite, &[("TOKEND__JWT__AUDIENCE", AUDIENCE)]).await;
+    let read = ["--scope", "orders:read", "--audience", AUDIENCE];
+    let a = create_client(
+        &app,
+        "service-a",
+        &[&read[..], &["--scope", "orders:write"]].concat(),
+    );
+    let short = create_client(&app, "short-lived", &[&read[..], &["--ttl", "64"]].concat());
+    let elsewhere = create_client(
+        &app,
+        "elsewhere",
+        &["--scope", "orders:read", "--audience", "billing-api"],
+    );
+    let writer = create_client(
+        &app,
+        "writer",
+        &["--scope", "orders:write", "--audience", AUDIENCE],
+    );
+    let service = start(&[
+        ("TOKEND_SHARED_KEY", SIGNING_KEY),
+        ("TOKEND_AUDIENCE", AUDIENCE),
+    ]);
+    let orders_url = format!("{}{orders}", service.url);
+    let granted = |id: &str| json!({"client_id": id, "scope": "orders:read"});
+
+    // One token, reused for every call.
+    let summary = run_service_a(&python, &app, &a, orders_url.clone(), &[("CALLS", "3")]).await;
+    assert_eq!(
+        summary,
+        json!({"statuses": [200, 200, 200], "bodies": [granted(&a.0), granted(&a.0), granted(&a.0)],
+               "tokens_fetched": 1, "tokens_used": 1})
+    );
+    // A 64 s token is renewed 60 s before it expires (Authlib truncates
+    // the fetch time: 3-4 s after the fetch): the first call keeps it, the
+    // second, 5 s later, fetches the next one through the session itself.
+    let summary = run_service_a(
+        &python,
+        &app,
+        &short,
+        orders_url.clone(),
+        &[("CALLS", "2"), ("INTERVAL", "5"), ("LEEWAY", "60")],
+    )
+    .await;
+    assert_eq!(
+        summary,
+        json!({"statuses": [200, 200], "bodies": [granted(&short.0), granted(&short.0)],
+               "tokens_fetched": 2, "tokens_used": 2})
+    );
+    // A asking for a scope B does not take is refused.
+    let summary = run_service_a(
+        &python,
+        &app,
+        &a,
+        orders_url.clone(),
+        &[("SCOPE", "orders:write")],
+    )
+    .await;
+    assert_eq!(
+        summary,
+        json!({"statuses": [403], "bodies": [{"detail": "Scope 'orders:read' is required."}],
+               "tokens_fetched": 1, "tokens_used": 1})
+    );
+
+    // A user's access token (for the same audience) is no service's.
+    let (user_id, access, _) = app.user_with_tokens("alice", "pw12345").await;
+    assert_eq!(
+        call(&service, hello, Some(&access)).await,
+        (200, format!(r#"{{"user_id":"{user_id}"}}"#))
+    );
+    assert_eq!(
+        call(&service, orders, Some(&access)).await,
+        (
+            403,
+            r#"{"detail":"A service token is required."}"#.to_owned()
+        )
+    );
+    // Nor is a token with both ids (tokend issues none; signed here).
+    let both = Signer::shared().sign(&json!({
+        "token_type": "access", "exp": now() + 60, "iat": now() - 10,
+        "jti": "0123456789abcdef0123456789abcdef", "aud": AUDIENCE,
+        "user_id": user_id.to_string(), "client_id": a.0, "scope": "orders:read"}));
+    assert_eq!(
+        call(&service, orders, Some(&both)).await,
+        (
+            403,
+            r#"{"detail":"A service token is required."}"#.to_owned()
+        )
+    );
+    // A service token is no user's.
+    let token = client_token(&app, &a).await;
+    assert_eq!(
+        call(&service, hello, Some(&token)).await,
+        (401, refusals.no_user.to_owned())
+    );
+    // A token tokend issued for another service.
+    assert_eq!(
+        call(
+            &service,
+            orders,
+            Some(&client_token(&app, &elsewhere).await)
+        )
+        .await,
+        (401, refusals.wrong_audience.to_owned())
+    );
+    // The right audience without the scope: RFC 6750's insufficient_scope.
+    let response = reqwest::Client::new()
+        .get(&orders_url)
+        .bearer_auth(client_token(&app, &writer).await)
+        .send()
+        .await
+        .expect("B answers");
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some(r#"Bearer error="insufficient_scope", scope="orders:read""#)
+    );
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"detail":"Scope 'orders:read' is required."}"#
+    );
+    // The scope is configurable.
+    let writes = start(&[
+        ("TOKEND_SHARED_KEY", SIGNING_KEY),
+        ("TOKEND_AUDIENCE", AUDIENCE),
+        ("TOKEND_REQUIRED_SCOPE", "orders:write"),
+    ]);
+    let writer_token = client_token(&app, &writer).await;
+    assert_eq!(
+        call(&writes, orders, Some(&writer_token)).await,
+        (
+            200,
+            format!(r#"{{"client_id":"{}","scope":"orders:write"}}"#, writer.0)
+        )
+    );
+    let (status, body) = call(&service, orders, None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // A B that cannot check the audience takes no service token at all.
+    let unaware = start(&[("TOKEND_SHARED_KEY", SIGNING_KEY)]);
+    assert_eq!(
+        call(&unaware, orders, Some(&token)).await,
+        (401, refusals.no_audience.to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_service_takes_service_tokens_from_service_a() {
+    assert_service_tokens(start_rust, "/orders", "/hello", &RUST_REFUSALS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_service_takes_service_tokens_from_service_a() {
+    let Some(python) = django_python() else {
+        return;
+    };
+    assert_service_tokens(
+        |env| start_django(&python, env),
+        "/orders/",
+        "/hello/",
+        &DJANGO_REFUSALS,
+    )
+    .await;
 }
