@@ -10,9 +10,10 @@
 //! - `TOKEND_JWKS_URL`: e.g. `http://tokend:8000/.well-known/jwks.json` when
 //!   tokend signs with EdDSA or RS256 (`TOKEND__JWT__ALGORITHM`).
 //! - `TOKEND_ISSUER` / `TOKEND_AUDIENCE`: set them when tokend's
-//!   `jwt.issuer` / `jwt.audience` are set. `TOKEND_AUDIENCE` is also the
-//!   audience service tokens must carry (the client's `--audience`); without
-//!   it `GET /orders` refuses every token.
+//!   `jwt.issuer` / `jwt.audience` are set.
+//! - `TOKEND_SERVICE_AUDIENCE`: this service's own name, the audience
+//!   service tokens must carry (the client's `--audience`); without it
+//!   `GET /orders` refuses every token.
 //! - `TOKEND_USER_ID_CLAIM`: tokend's `jwt.user_id_claim` (default
 //!   `user_id`), the claim holding the user id.
 //! - `TOKEND_REQUIRED_GROUP`: the group `GET /editors` requires (default
@@ -28,7 +29,7 @@
 //! claim (tokend's `TOKEND__JWT__EXTRA_CLAIMS=groups`):
 //! `{"user_id":"42","group":"editors"}`, or 403 `{"detail": ...}`.
 //! `GET /orders` is for services only: it needs a client credentials token
-//! (`client_id`, no user id) for `TOKEND_AUDIENCE` (401 otherwise) whose
+//! (`client_id`, no user id) for `TOKEND_SERVICE_AUDIENCE` (401 otherwise) whose
 //! `scope` lists the required scope:
 //! `{"client_id":"3f0c…","scope":"orders:read"}`; a user's token is 403, a
 //! missing scope 403 with `WWW-Authenticate: Bearer
@@ -77,12 +78,15 @@ enum Keys {
 struct Verifier {
     keys: Keys,
     issuer: Option<String>,
+    /// Users' tokens: tokend's `jwt.audience`, if set.
     audience: Option<String>,
+    /// Service tokens: this service's own name.
+    service_audience: Option<String>,
     user_id_claim: String,
 }
 
 impl Verifier {
-    fn validation(&self, algorithm: Algorithm) -> Validation {
+    fn validation(&self, algorithm: Algorithm, audience: Option<&str>) -> Validation {
         // The algorithm comes from our configuration (or the JWK), never
         // from the token: that is what defeats `alg` tricks (RFC 8725).
         let mut validation = Validation::new(algorithm);
@@ -92,7 +96,7 @@ impl Verifier {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".to_owned());
         }
-        match &self.audience {
+        match audience {
             Some(aud) => {
                 validation.set_audience(&[aud]);
                 validation.required_spec_claims.insert("aud".to_owned());
@@ -104,16 +108,20 @@ impl Verifier {
 
     /// The claims of a valid access token (signature, `exp`, `iss`/`aud`
     /// when configured, `token_type`), user's or service's.
-    async fn access_claims(&self, token: &str) -> Result<AccessClaims, &'static str> {
+    async fn access_claims(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<AccessClaims, &'static str> {
         let claims = match &self.keys {
-            Keys::Shared(key) => decode(token, key, &self.validation(Algorithm::HS256))?,
+            Keys::Shared(key) => decode(token, key, &self.validation(Algorithm::HS256, audience))?,
             Keys::Jwks { .. } => {
                 let kid = jsonwebtoken::decode_header(token)
                     .map_err(|_| "malformed token")?
                     .kid
                     .ok_or("token has no kid")?;
                 let (key, algorithm) = self.jwk(&kid).await?;
-                decode(token, &key, &self.validation(algorithm))?
+                decode(token, &key, &self.validation(algorithm, audience))?
             }
         };
         if claims.token_type != "access" {
@@ -124,7 +132,7 @@ impl Verifier {
 
     /// The user of a valid access token.
     async fn check(&self, token: &str) -> Result<Authenticated, &'static str> {
-        let claims = self.access_claims(token).await?;
+        let claims = self.access_claims(token, self.audience.as_deref()).await?;
         let user_id = match claims.other.get(&self.user_id_claim) {
             Some(serde_json::Value::String(id)) => id.clone(),
             _ => return Err("token has no user id"),
@@ -146,10 +154,10 @@ impl Verifier {
     /// unlike user tokens, service tokens are refused without one (a token
     /// tokend issued for another service must not work here).
     async fn check_service(&self, token: &str) -> Result<Caller, &'static str> {
-        if self.audience.is_none() {
-            return Err("TOKEND_AUDIENCE is not set: service tokens are refused");
-        }
-        let claims = self.access_claims(token).await?;
+        let Some(audience) = self.service_audience.as_deref() else {
+            return Err("TOKEND_SERVICE_AUDIENCE is not set: service tokens are refused");
+        };
+        let claims = self.access_claims(token, Some(audience)).await?;
         let client_id = match claims.other.get("client_id") {
             // A user's token is never a service's, whatever else it holds.
             Some(serde_json::Value::String(id))
@@ -222,6 +230,9 @@ fn decode(
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired",
             jsonwebtoken::errors::ErrorKind::InvalidAudience => "token is for another audience",
+            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                "token is for another audience"
+            }
             _ => "invalid token",
         })
 }
@@ -459,6 +470,7 @@ async fn main() -> std::io::Result<()> {
         keys,
         issuer: env("TOKEND_ISSUER"),
         audience: env("TOKEND_AUDIENCE"),
+        service_audience: env("TOKEND_SERVICE_AUDIENCE"),
         user_id_claim: env("TOKEND_USER_ID_CLAIM").unwrap_or_else(|| "user_id".to_owned()),
     });
     let required = web::Data::new(RequiredGroup(

@@ -9,10 +9,10 @@ Environment:
   TOKEND_SHARED_KEY   tokend's TOKEND__JWT__SIGNING_KEY (HS256), or
   TOKEND_JWKS_URL     http://tokend:8000/.well-known/jwks.json together with
   TOKEND_ALGORITHM    EdDSA or RS256 (tokend's TOKEND__JWT__ALGORITHM)
-  TOKEND_ISSUER / TOKEND_AUDIENCE  when tokend sets jwt.issuer / jwt.audience;
-                      TOKEND_AUDIENCE is also the audience service tokens must
-                      carry (the client's --audience): without it GET /orders/
-                      refuses every token
+  TOKEND_ISSUER / TOKEND_AUDIENCE  when tokend sets jwt.issuer / jwt.audience
+  TOKEND_SERVICE_AUDIENCE  this service's own name: the audience service
+                      tokens must carry (the client's --audience); without it
+                      GET /orders/ refuses every token
   TOKEND_REQUIRED_GROUP  the group GET /editors/ requires, default editors
   TOKEND_REQUIRED_SCOPE  the scope GET /orders/ requires, default orders:read
   PORT                default 8081; 0 picks a free port
@@ -26,7 +26,7 @@ TOKEND__JWT__EXTRA_CLAIMS=groups): {"user_id": "42", "group": "editors"},
 or 403 {"detail": "Membership of group 'editors' is required."}.
 GET /orders/ is for services only (ServiceTokenAuthentication, IsService,
 HasScope below): a client credentials token (client_id, no user id) for
-TOKEND_AUDIENCE (401 otherwise) whose scope lists the required scope:
+TOKEND_SERVICE_AUDIENCE (401 otherwise) whose scope lists the required scope:
 {"client_id": "3f0c...", "scope": "orders:read"}. A user's token is 403
 {"detail": "A service token is required."}, a missing scope 403
 {"detail": "Scope 'orders:read' is required."} with
@@ -92,7 +92,12 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied  # 
 from rest_framework.permissions import BasePermission, IsAuthenticated  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
 from rest_framework_simplejwt.authentication import JWTAuthentication  # noqa: E402
+from rest_framework_simplejwt.backends import TokenBackend  # noqa: E402
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError  # noqa: E402
 from rest_framework_simplejwt.settings import api_settings  # noqa: E402
+from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
+
+SERVICE_AUDIENCE = env("TOKEND_SERVICE_AUDIENCE") or None
 
 
 class HasGroupClaim(BasePermission):
@@ -140,18 +145,46 @@ class ServiceClient:
         self.scopes = scope.split(" ") if isinstance(scope, str) else []
 
 
+class ServiceAccessToken(AccessToken):
+    """An access token checked as SIMPLE_JWT says, except that its audience
+    must be this service's own name (TOKEND_SERVICE_AUDIENCE), not the
+    audience of users' tokens."""
+
+    _token_backend = TokenBackend(
+        api_settings.ALGORITHM,
+        api_settings.SIGNING_KEY,
+        api_settings.VERIFYING_KEY,
+        SERVICE_AUDIENCE,
+        api_settings.ISSUER,
+        api_settings.JWK_URL,
+        api_settings.LEEWAY,
+    )
+
+
 class ServiceTokenAuthentication(JWTAuthentication):
-    """simplejwt's checks (signature, exp, token_type, iss/aud from
-    SIMPLE_JWT), without requiring a user id: request.user is a
-    ServiceClient. Service tokens must name this service's audience, so an
-    unset TOKEND_AUDIENCE refuses them all (401) rather than accept tokens
-    tokend issued for other services."""
+    """simplejwt's checks (signature, exp, token_type, iss), the audience
+    TOKEND_SERVICE_AUDIENCE, and no user id required: request.user is a
+    ServiceClient. Without TOKEND_SERVICE_AUDIENCE every service token is
+    refused (401) rather than accept tokens tokend issued for other
+    services."""
+
+    def get_validated_token(self, raw_token):
+        if SERVICE_AUDIENCE is None:
+            raise AuthenticationFailed(
+                "TOKEND_SERVICE_AUDIENCE is not set: service tokens are refused",
+                code="no_audience",
+            )
+        try:
+            return ServiceAccessToken(raw_token)
+        except TokenError as e:
+            # simplejwt's own answer for a token it refuses.
+            raise InvalidToken({
+                "detail": "Given token not valid for any token type",
+                "messages": [{"token_class": "ServiceAccessToken", "token_type": "access",
+                              "message": e.args[0]}],
+            }) from e
 
     def get_user(self, validated_token):
-        if api_settings.AUDIENCE is None:
-            raise AuthenticationFailed(
-                "TOKEND_AUDIENCE is not set: service tokens are refused", code="no_audience"
-            )
         return ServiceClient(validated_token)
 
 

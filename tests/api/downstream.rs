@@ -489,8 +489,9 @@ fn django_service_refuses_unsafe_settings() {
 
 // ---- Service tokens: service A (Authlib) calls B's /orders ----
 
-/// B's audience: tokend's `jwt.audience` (so that users' tokens reach B at
-/// all) and the `--audience` of A's clients.
+/// B's own name: the `--audience` of A's clients, B's
+/// `TOKEND_SERVICE_AUDIENCE`. Users' tokens carry no audience (tokend's
+/// `jwt.audience` unset, the default) and still reach B's user routes.
 const AUDIENCE: &str = "orders-api";
 
 /// How a B refuses a token: its exact 401 bodies.
@@ -499,21 +500,21 @@ struct Refusals {
     no_user: &'static str,
     /// A client token for another audience at `/orders`.
     wrong_audience: &'static str,
-    /// Any service token at `/orders` of a B without `TOKEND_AUDIENCE`.
+    /// Any service token at `/orders` of a B without `TOKEND_SERVICE_AUDIENCE`.
     no_audience: &'static str,
 }
 
 const RUST_REFUSALS: Refusals = Refusals {
     no_user: r#"{"detail":"token has no user id"}"#,
     wrong_audience: r#"{"detail":"token is for another audience"}"#,
-    no_audience: r#"{"detail":"TOKEND_AUDIENCE is not set: service tokens are refused"}"#,
+    no_audience: r#"{"detail":"TOKEND_SERVICE_AUDIENCE is not set: service tokens are refused"}"#,
 };
 
 /// simplejwt's own words, but for the audience check the example adds.
 const DJANGO_REFUSALS: Refusals = Refusals {
     no_user: r#"{"detail":"Token contained no recognizable user identification","code":"token_not_valid"}"#,
-    wrong_audience: r#"{"detail":"Given token not valid for any token type","code":"token_not_valid","messages":[{"token_class":"AccessToken","token_type":"access","message":"Token is invalid"}]}"#,
-    no_audience: r#"{"detail":"TOKEND_AUDIENCE is not set: service tokens are refused"}"#,
+    wrong_audience: r#"{"detail":"Given token not valid for any token type","code":"token_not_valid","messages":[{"token_class":"ServiceAccessToken","token_type":"access","message":"Token is invalid"}]}"#,
+    no_audience: r#"{"detail":"TOKEND_SERVICE_AUDIENCE is not set: service tokens are refused"}"#,
 };
 
 /// `tokend clients create NAME ARGS…`: (client id, secret).
@@ -598,7 +599,7 @@ async fn assert_service_tokens(
     let Some(python) = service_a_python() else {
         return;
     };
-    let app = spawn_app_with(Backend::Sqlite, &[("TOKEND__JWT__AUDIENCE", AUDIENCE)]).await;
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
     let read = ["--scope", "orders:read", "--audience", AUDIENCE];
     let a = create_client(
         &app,
@@ -618,7 +619,7 @@ async fn assert_service_tokens(
     );
     let service = start(&[
         ("TOKEND_SHARED_KEY", SIGNING_KEY),
-        ("TOKEND_AUDIENCE", AUDIENCE),
+        ("TOKEND_SERVICE_AUDIENCE", AUDIENCE),
     ]);
     let orders_url = format!("{}{orders}", service.url);
     let granted = |id: &str| json!({"client_id": id, "scope": "orders:read"});
@@ -661,7 +662,8 @@ async fn assert_service_tokens(
                "tokens_fetched": 1, "tokens_used": 1})
     );
 
-    // A user's access token (for the same audience) is no service's.
+    // A user's access token reaches the user routes, not /orders: it is
+    // not for B's service audience.
     let (user_id, access, _) = app.user_with_tokens("alice", "pw12345").await;
     assert_eq!(
         call(&service, hello, Some(&access)).await,
@@ -669,6 +671,16 @@ async fn assert_service_tokens(
     );
     assert_eq!(
         call(&service, orders, Some(&access)).await,
+        (401, refusals.wrong_audience.to_owned())
+    );
+    // Even for B's audience (tokend's jwt.audience the same name), a user's
+    // token is no service's.
+    let users = Signer::shared().sign(&json!({
+        "token_type": "access", "exp": now() + 60, "iat": now() - 10,
+        "jti": "0123456789abcdef0123456789abcdee", "aud": AUDIENCE,
+        "user_id": user_id.to_string()}));
+    assert_eq!(
+        call(&service, orders, Some(&users)).await,
         (
             403,
             r#"{"detail":"A service token is required."}"#.to_owned()
@@ -724,7 +736,7 @@ async fn assert_service_tokens(
     // The scope is configurable.
     let writes = start(&[
         ("TOKEND_SHARED_KEY", SIGNING_KEY),
-        ("TOKEND_AUDIENCE", AUDIENCE),
+        ("TOKEND_SERVICE_AUDIENCE", AUDIENCE),
         ("TOKEND_REQUIRED_SCOPE", "orders:write"),
     ]);
     let writer_token = client_token(&app, &writer).await;
