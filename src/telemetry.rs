@@ -41,6 +41,10 @@ pub fn init(settings: &LogSettings, to_stderr: bool) {
     };
 }
 
+/// The id of the request being served, in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 fn new_request_id() -> String {
     let mut bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut bytes);
@@ -53,6 +57,8 @@ pub async fn log_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let request_id = new_request_id();
+    // Handlers read it to record it (see `routes::origin`).
+    actix_web::HttpMessage::extensions_mut(&req).insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.path().to_owned();
     let metrics = req.app_data::<actix_web::web::Data<Metrics>>().cloned();

@@ -41,6 +41,22 @@ impl std::ops::Deref for AppState {
 
 /// The client address for rate limits and security logs: from the
 /// configured proxy header when present, else the TCP peer.
+/// Where the request comes from: address, user agent, request id.
+pub(crate) fn origin(state: &AppState, req: &HttpRequest) -> crate::service::origin::Origin {
+    use actix_web::HttpMessage;
+    crate::service::origin::Origin::from_ip(client_ip(state, req))
+        .with_user_agent(
+            req.headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        )
+        .with_request_id(
+            req.extensions()
+                .get::<crate::telemetry::RequestId>()
+                .map(|id| id.0.clone()),
+        )
+}
+
 pub(crate) fn client_ip(state: &AppState, req: &HttpRequest) -> std::net::IpAddr {
     let peer = || req.peer_addr().map(|addr| addr.ip());
     state

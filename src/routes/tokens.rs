@@ -92,8 +92,8 @@ pub async fn obtain_pair(
     let credentials = fields
         .char_fields(["username", "password"])
         .map(|[username, password]| Credentials { username, password });
-    let client = super::client_ip(&state, &req);
-    let tokens = login::login(&state, client, credentials).await?;
+    let origin = super::origin(&state, &req);
+    let tokens = login::login(&state, &origin, credentials).await?;
     Ok(pair_response(&state, tokens, false))
 }
 
@@ -121,15 +121,16 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
-    let client = super::client_ip(&state, &req);
-    let result = rotate::refresh(&state, client, &refresh)
-        .await
-        .map(|refreshed| match refreshed {
-            Refreshed::Pair(tokens) => pair_response(&state, tokens, true),
-            // The refresh token did not change: in cookie mode the cookie
-            // is not set again.
-            Refreshed::Access(access) => HttpResponse::Ok().json(AccessOnly { access }),
-        });
+    let origin = super::origin(&state, &req);
+    let result =
+        rotate::refresh(&state, &origin, &refresh)
+            .await
+            .map(|refreshed| match refreshed {
+                Refreshed::Pair(tokens) => pair_response(&state, tokens, true),
+                // The refresh token did not change: in cookie mode the cookie
+                // is not set again.
+                Refreshed::Access(access) => HttpResponse::Ok().json(AccessOnly { access }),
+            });
     clearing_refused_cookie(&state, from_cookie, result)
 }
 

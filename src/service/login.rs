@@ -1,9 +1,9 @@
 //! Login: a new session for right credentials.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use super::claims::access_claims;
+use super::origin::Origin;
 use super::Services;
 use crate::auth::claims::ClaimsEvent;
 use crate::auth::sessions::{new_session_id, PairSpec, SignedPair};
@@ -23,9 +23,10 @@ pub struct Credentials {
 /// once the address is within its rate limit.
 pub async fn login(
     svc: &Services,
-    client: IpAddr,
+    origin: &Origin,
     credentials: Result<Credentials, ApiError>,
 ) -> Result<SignedPair, ApiError> {
+    let client = origin.ip;
     if let Some(throttle) = &svc.throttle {
         throttle
             .login_attempt(client)

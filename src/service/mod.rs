@@ -21,6 +21,7 @@ pub mod logout;
 pub mod logout_all;
 pub mod me;
 pub mod oauth_token;
+pub mod origin;
 pub mod password_reset;
 pub mod policy;
 pub mod register;

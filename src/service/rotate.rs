@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::claims::access_claims;
+use super::origin::Origin;
 use super::policy::presented_refresh;
 use super::Services;
 use crate::auth::claims::ClaimsEvent;
@@ -28,7 +29,12 @@ pub enum Refreshed {
 }
 
 /// `client` is for the security log only.
-pub async fn refresh(svc: &Services, client: IpAddr, refresh: &str) -> Result<Refreshed, ApiError> {
+pub async fn refresh(
+    svc: &Services,
+    origin: &Origin,
+    refresh: &str,
+) -> Result<Refreshed, ApiError> {
+    let client = origin.ip;
     if svc.rotate_refresh_tokens {
         rotate(svc, client, refresh).await.map(Refreshed::Pair)
     } else {

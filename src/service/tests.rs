@@ -92,12 +92,21 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
         panic!("not created: {created:?}");
     };
     assert!(matches!(
-        login::login(&svc, CLIENT, credentials("alice", "wrong")).await,
+        login::login(
+            &svc,
+            &origin::Origin::from_ip(CLIENT),
+            credentials("alice", "wrong")
+        )
+        .await,
         Err(ApiError::BadCredentials)
     ));
-    let pair = login::login(&svc, CLIENT, credentials("alice", "pw one"))
-        .await
-        .expect("login");
+    let pair = login::login(
+        &svc,
+        &origin::Origin::from_ip(CLIENT),
+        credentials("alice", "pw one"),
+    )
+    .await
+    .expect("login");
     // Cached as active and live from here on.
     let user = me::current_user(&svc, &pair.access).await.expect("me");
     assert_eq!((user.id, user.username.as_str()), (id, "alice"));
@@ -118,9 +127,13 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
         ))
     ));
 
-    let second = login::login(&svc, CLIENT, credentials("alice", "pw one"))
-        .await
-        .expect("login again");
+    let second = login::login(
+        &svc,
+        &origin::Origin::from_ip(CLIENT),
+        credentials("alice", "pw one"),
+    )
+    .await
+    .expect("login again");
     me::current_user(&svc, &second.access).await.expect("me");
     let new = NewPassword::parse("pw two").expect("password");
     let revoked = accounts::set_password(&svc.accounts(), id, &new, None, CLIENT, svc.now())
@@ -133,7 +146,11 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
             crate::auth::jwt::TokenError::Blacklisted
         ))
     ));
-    login::login(&svc, CLIENT, credentials("alice", "pw two"))
-        .await
-        .expect("the new password");
+    login::login(
+        &svc,
+        &origin::Origin::from_ip(CLIENT),
+        credentials("alice", "pw two"),
+    )
+    .await
+    .expect("the new password");
 }
