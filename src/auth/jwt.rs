@@ -366,6 +366,11 @@ impl JwtKeys {
         self.policy.issuer.as_deref()
     }
 
+    /// Seconds a token is still accepted after its `exp`.
+    pub fn leeway_secs(&self) -> i64 {
+        self.policy.leeway_secs
+    }
+
     /// The configured `aud` of tokend's tokens (`jwt.audience`).
     pub fn audience(&self) -> Option<&str> {
         self.policy.audience.as_deref()

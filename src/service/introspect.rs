@@ -144,14 +144,14 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
     let Ok(verified) = svc.keys.verify(token, None, now) else {
         return Ok(None);
     };
-    if let Some(client) = verified.client {
+    if let Some(client) = verified.client.clone() {
         // A service token: its client's state now, from the database.
         let (id, jti, iat) = (client.client_id.clone(), verified.jti.clone(), verified.iat);
         let state = svc
             .db
             .run(move |conn| client_store::token_state(conn, &id, &jti, iat))
             .await?;
-        if client_token_error(&state, &client, svc.keys.audience()).is_some() {
+        if client_token_error(svc, &state, &verified, &client, now).is_some() {
             return Ok(None);
         }
         return Ok(Some(Active::Client(ActiveClientToken {

@@ -1,6 +1,7 @@
 //! Which well-signed tokens are honoured: the session policy, in one place.
 
 use super::{cached, Services};
+use crate::auth::clients::has_scope;
 use crate::auth::jwt::{ClientToken, TokenError, TokenType, VerifiedToken};
 use crate::error::ApiError;
 use crate::storage::clients::ClientTokenState;
@@ -82,19 +83,42 @@ pub async fn session_problem(
     }
 }
 
+/// How far ahead of this clock a service token's `iat` may be (another
+/// replica's clock).
+const MAX_CLOCK_SKEW_SECS: i64 = 60;
+
 /// Why a service token is refused given its client's state now, or `None`
 /// when it may be honoured: its client enabled, the token not revoked, and
-/// its audience the one the client's tokens get (the client's own, else
-/// `configured`).
+/// saying only what tokend would have issued to the client: its audience
+/// (the client's own, else `svc`'s configured one), scopes among the
+/// client's, a lifetime no longer than the client's, issued after the
+/// client was created and not in the future. (Whoever holds an HS256 key
+/// can sign anything; these bounds keep such a token to what the client
+/// could get anyway.)
 pub fn client_token_error(
+    svc: &Services,
     state: &ClientTokenState,
-    token: &ClientToken,
-    configured: Option<&str>,
+    token: &VerifiedToken,
+    client: &ClientToken,
+    now: i64,
 ) -> Option<TokenError> {
     match state {
-        ClientTokenState::Live { audience } => {
-            let expected = audience.as_deref().or(configured);
-            (token.audience.as_deref() != expected).then_some(TokenError::Invalid)
+        ClientTokenState::Live(live) => {
+            let expected = live.audience.as_deref().or(svc.keys.audience());
+            let ttl = live
+                .ttl_secs
+                .unwrap_or_else(|| svc.keys.lifetimes().access_secs);
+            let scopes_held = client
+                .scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .all(|s| has_scope(&live.scopes, s));
+            let honest = client.audience.as_deref() == expected
+                && scopes_held
+                && token.iat >= live.created_at
+                && token.iat <= now + MAX_CLOCK_SKEW_SECS
+                && token.exp.saturating_sub(token.iat) <= ttl;
+            (!honest).then_some(TokenError::Invalid)
         }
         ClientTokenState::Revoked => Some(TokenError::Blacklisted),
         ClientTokenState::Disabled | ClientTokenState::Missing => Some(TokenError::Invalid),

@@ -17,9 +17,10 @@ pub async fn revoke(svc: &Services, token: &str) -> Result<(), ApiError> {
         return Ok(());
     };
     if let Some(client) = verified.client {
-        // Kept until the token expires (then purged): bounded, and only
-        // well-signed tokens get a row.
-        let (id, jti, exp) = (client.client_id.clone(), verified.jti.clone(), verified.exp);
+        // Kept while the token would be accepted (its exp plus the leeway),
+        // then purged: bounded, and only well-signed tokens get a row.
+        let exp = verified.exp.saturating_add(svc.keys.leeway_secs());
+        let (id, jti) = (client.client_id.clone(), verified.jti.clone());
         svc.db
             .write(move |conn| client_store::revoke_token(conn, &id, &jti, exp))
             .await?;

@@ -15,7 +15,7 @@ pub async fn verify(svc: &Services, token: &str) -> Result<(), ApiError> {
         // A service token: its client's state, cached like a session's.
         let state =
             cached::client_token_state(svc, &client.client_id, &verified.jti, verified.iat).await?;
-        return match client_token_error(&state, client, svc.keys.audience()) {
+        return match client_token_error(svc, &state, &verified, client, now) {
             Some(problem) => Err(ApiError::Token(problem)),
             None => Ok(()),
         };

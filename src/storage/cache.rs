@@ -220,7 +220,7 @@ impl StateCache {
         };
         match map.get(jti) {
             Some((id, state, at)) if id == client_id => {
-                let final_state = !matches!(state, ClientTokenState::Live { .. });
+                let final_state = !matches!(state, ClientTokenState::Live(_));
                 self.freshness(state.clone(), *at, final_state, now)
             }
             _ => Cached::Miss,
@@ -243,7 +243,7 @@ impl StateCache {
             return;
         };
         if let Some((id, existing, at)) = map.get_mut(jti) {
-            if id == client_id && matches!(existing, ClientTokenState::Live { .. }) {
+            if id == client_id && matches!(existing, ClientTokenState::Live(_)) {
                 *existing = state;
                 *at = now;
             }

@@ -150,15 +150,26 @@ pub fn set_disabled(
 /// Whether a service token may be honoured, as the database says now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientTokenState {
-    /// The client is enabled and the token was not revoked; `audience` is
-    /// the client's own.
-    Live { audience: Option<String> },
+    /// The client is enabled and the token was not revoked; what the
+    /// client's tokens may say now.
+    Live(LiveClient),
     /// Revoked by itself (RFC 7009), or ended when its client was disabled.
     Revoked,
     /// Its client is disabled now.
     Disabled,
     /// Its client was deleted (ids are never reused).
     Missing,
+}
+
+/// What an enabled client's tokens may carry: whoever holds the signing
+/// key (a downstream service, in HS256 mode) could sign anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveClient {
+    pub audience: Option<String>,
+    /// Space-separated.
+    pub scopes: String,
+    pub ttl_secs: Option<i64>,
+    pub created_at: i64,
 }
 
 /// The state of the token `jti` issued to `client_id` at `iat`.
@@ -175,10 +186,13 @@ pub fn token_state(
             clients::disabled,
             clients::tokens_revoked_at,
             clients::audience,
+            clients::scopes,
+            clients::ttl_secs,
+            clients::created_at,
         ))
-        .first::<(bool, Option<i64>, Option<String>)>(conn)
+        .first::<(bool, Option<i64>, Option<String>, String, Option<i64>, i64)>(conn)
         .optional()?;
-    let Some((disabled, revoked_at, audience)) = client else {
+    let Some((disabled, revoked_at, audience, scopes, ttl_secs, created_at)) = client else {
         return Ok(ClientTokenState::Missing);
     };
     if revoked_at.is_some_and(|at| iat <= at) {
@@ -188,15 +202,20 @@ pub fn token_state(
         return Ok(ClientTokenState::Disabled);
     }
     let revoked = rct::table
-        .filter(rct::jti.eq(jti))
         .filter(rct::client_id.eq(client_id))
+        .filter(rct::jti.eq(jti))
         .count()
         .get_result::<i64>(conn)?
         > 0;
     Ok(if revoked {
         ClientTokenState::Revoked
     } else {
-        ClientTokenState::Live { audience }
+        ClientTokenState::Live(LiveClient {
+            audience,
+            scopes,
+            ttl_secs,
+            created_at,
+        })
     })
 }
 

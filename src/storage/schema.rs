@@ -112,9 +112,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    revoked_client_tokens (jti) {
-        jti -> Text,
+    revoked_client_tokens (client_id, jti) {
         client_id -> Text,
+        jti -> Text,
         expires_at -> BigInt,
     }
 }

@@ -162,8 +162,60 @@ async fn service_tokens_verify_and_introspect(backend: Backend) {
     introspect(&app, ("legacy", "s3cret-legacy"), &elsewhere)
         .await
         .assert(200, INACTIVE);
+    // Whoever holds the signing key (an HS256 downstream) can sign a
+    // service token, but only one the client could get: not more scopes,
+    // not a longer life, not from the future or from before the client.
+    let n = now();
+    let forged = |claims: Value| {
+        let mut base = json!({
+            "token_type": "access", "exp": n + 600, "iat": n, "jti": "f3",
+            "client_id": billing.0, "scope": "orders:read", "aud": "orders-api",
+        });
+        for (k, v) in claims.as_object().expect("object") {
+            base[k] = v.clone();
+        }
+        sign(&base)
+    };
+    app.verify(&forged(json!({}))).await.assert(200, "{}");
+    for claims in [
+        json!({"scope": "orders:read admin"}),
+        json!({"iat": n + 86_400 * 365, "exp": n + 86_400 * 365 + 1}),
+        json!({"exp": n + 86_400 * 3650}),
+        json!({"iat": n - 1000, "exp": n + 600}),
+    ] {
+        let token = forged(claims.clone());
+        app.verify(&token).await.assert(401, INVALID);
+        introspect(&app, ("legacy", "s3cret-legacy"), &token)
+            .await
+            .assert(200, INACTIVE);
+    }
     // A user's refresh token is untouched by any of this.
     app.verify(&refresh).await.assert(200, "{}");
+}
+
+/// With a leeway, a revoked token is still acceptable past its `exp`: its
+/// revocation outlives that, whatever the purge does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_outlive_the_leeway() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[CONFIGURED, ("TOKEND__JWT__LEEWAY_SECS", "60")],
+    )
+    .await;
+    let billing = create(&app, "billing", &["--scope", "orders:read", "--ttl", "1"]);
+    let token = token_for(&app, (&billing.0, &billing.1)).await;
+    assert_eq!(revoke(&app, &token).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (ok, out) = tokend(&app, &["purge"], "");
+    assert!(
+        ok && out.contains("0 service token revocation(s) removed"),
+        "{out}"
+    );
+    introspect(&app, ("legacy", "s3cret-legacy"), &token)
+        .await
+        .assert(200, INACTIVE);
+    let replica = app.spawn_replica().await;
+    replica.verify(&token).await.assert(401, BLACKLISTED);
 }
 
 async fn revoking_a_service_token_ends_that_token_only(backend: Backend) {
