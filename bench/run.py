@@ -12,10 +12,16 @@ Prints one machine-readable line per workload:
     bench target=tokend db=sqlite workload=verify rps=… p50_ms=… p99_ms=… errors=… peak_rss_mb=… cpu_s=…
 Workloads (closed loop, load generator on the same machine): verify, me,
 refresh (every request a real rotation), login (bcrypt cost 12), storm
-(verify measured while 8 connections hammer login).
+(verify measured while 8 connections hammer login); tokend only:
+client_credentials (OAuth 2 grant, client_secret_basic, one client made with
+`tokend clients create`) and introspect (RFC 7662, a live user access token,
+as a configured introspection client). Those two fail the run on any answer
+but 200 (introspect: but an active one), and are repeated with the brute-force
+limits on (`limits` lines): a right secret must never be throttled.
 """
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -34,6 +40,12 @@ KEY = "bench-signing-key-0123456789abcdef0123456789abcdef"
 USER, PASSWORD = "bench", "bench password 123"
 CONNECTIONS = 16
 REFRESH_POOL = 48
+# Introspection client (config `introspection.clients`, id:secret), 32+
+# characters as the production profile asks.
+INTROSPECTOR = ("bench-introspector", "bench-introspection-secret-0123456789abcdef")
+# Targets of the OAuth workloads (reported, not enforced: the box varies).
+CLIENT_CREDENTIALS_MIN_RPS, CLIENT_CREDENTIALS_MAX_P99_MS = 10_000, 5.0
+INTROSPECT_MIN_RPS = 30_000
 PG_ADMIN = os.environ.get("TOKEND_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
@@ -129,10 +141,11 @@ def wrk(script, url, duration, connections, env, timeout="2s"):
 class Target:
     """A running server: tokend or the peer."""
 
-    def __init__(self, name, db, base, proc, cold_start_ms=None, cleanup=None):
+    def __init__(self, name, db, base, proc, cold_start_ms=None, cleanup=None, env=None):
         self.name, self.db, self.base, self.proc = name, db, base, proc
         self.cold_start_ms = cold_start_ms
         self.cleanup = cleanup
+        self.env = env  # tokend: the server's environment (the CLI reads the same)
 
     def pids(self):
         return tree(self.proc.pid)
@@ -162,6 +175,7 @@ def start_tokend(db, workdir, extra_env=None):
         TOKEND__PASSWORD__BCRYPT_COST="12",
         TOKEND__RATE_LIMIT__ENABLED="false",
         TOKEND__LOG__LEVEL="warn",
+        TOKEND__INTROSPECTION__CLIENTS=":".join(INTROSPECTOR),
     )
     env.update(extra_env or {})
     cleanup = None
@@ -179,7 +193,7 @@ def start_tokend(db, workdir, extra_env=None):
     proc = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "tokend.log"), "w"))
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/healthz", proc)
-    return Target("tokend", db, base, proc, (time.time() - started) * 1000, cleanup)
+    return Target("tokend", db, base, proc, (time.time() - started) * 1000, cleanup, env)
 
 
 def reference_venv(app):
@@ -253,6 +267,56 @@ def prepare(target):
     return tokens[0]["access"], [t["refresh"] for t in tokens[1:]]
 
 
+def basic(client_id, secret):
+    """An HTTP Basic credential, id and secret form-encoded first (RFC 6749
+    §2.3.1)."""
+    from urllib.parse import quote
+    return base64.b64encode(f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()).decode()
+
+
+def create_client(target):
+    """One OAuth client, made by the CLI against the target's database."""
+    out = subprocess.run([os.path.join(ROOT, "target", "release", "tokend"), "clients", "create", "bench-client", "--scope", "bench:read"],
+                         env=target.env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"tokend clients create failed: {out.stderr}")
+    creds = json.loads(out.stdout.strip().splitlines()[-1])
+    # One grant by hand first: a broken set-up fails here, not as a flood of 401s.
+    req = urllib.request.Request(target.base + "/api/oauth/token/", data=b"grant_type=client_credentials", method="POST",
+                                 headers={"Authorization": "Basic " + basic(creds["client_id"], creds["client_secret"]),
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = json.loads(r.read())
+        if r.status != 200 or body.get("token_type") != "Bearer" or body.get("scope") != "bench:read":
+            raise SystemExit(f"client credentials grant answered {r.status} {body}")
+    return basic(creds["client_id"], creds["client_secret"])
+
+
+def check_introspection(target, access):
+    """The token the workload introspects is active, by hand, before the run."""
+    req = urllib.request.Request(target.base + "/api/token/introspect/", data=f"token={access}".encode(), method="POST",
+                                 headers={"Authorization": "Basic " + basic(*INTROSPECTOR),
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = json.loads(r.read())
+        if r.status != 200 or body.get("active") is not True or body.get("username") != USER:
+            raise SystemExit(f"introspection answered {r.status} {body}")
+
+
+def oauth_workloads(target, duration, env, measure):
+    """client_credentials and introspect; any answer but a 200 (introspect:
+    but an active token) fails the run: a throughput of refusals means
+    nothing."""
+    env = dict(env, CLIENT_BASIC=create_client(target), INTROSPECT_BASIC=basic(*INTROSPECTOR))
+    check_introspection(target, env["TOKEN"])
+    for name, script, path in [("client_credentials", "client_credentials.lua", "/api/oauth/token/"),
+                               ("introspect", "introspect.lua", "/api/token/introspect/")]:
+        r = measure(name, lambda: wrk(script, target.base + path, duration, CONNECTIONS, env))
+        if r["errors"] or r["rps"] <= 0:
+            raise SystemExit(f"{target.name}/{target.db}/{name}: {r['errors']} errors or non-200 answers "
+                             f"(of {r['rps'] * duration:.0f}); see {target.db} tokend.log")
+
+
 def run_workloads(target, duration, workdir):
     access, refresh_tokens = prepare(target)
     pool = os.path.join(workdir, f"refresh-{target.name}-{target.db}.txt")
@@ -273,6 +337,7 @@ def run_workloads(target, duration, workdir):
             f"p99_ms={r['p99_ms']:.2f} errors={r['errors']} peak_rss_mb={r['peak_rss_mb']:.1f} cpu_s={r['cpu_s']:.2f}",
             flush=True,
         )
+        return r
 
     measure("verify", lambda: wrk("verify.lua", target.base + "/api/token/verify/", duration, CONNECTIONS, env))
     measure("me", lambda: wrk("me.lua", target.base + "/api/user/me/", duration, CONNECTIONS, env))
@@ -282,7 +347,45 @@ def run_workloads(target, duration, workdir):
     measure("login", lambda: wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env, timeout="10s"))
 
     measure("storm", lambda: storm(target, duration, env))
+    if target.name == "tokend":
+        oauth_workloads(target, duration, env, measure)
     return results
+
+
+def run_limits(duration, workdir):
+    """client_credentials and introspect again on a tokend with the
+    brute-force limits on (production's setting; the other runs turn them
+    off): right secrets must pass untouched. A single 429 fails the run."""
+    limits_dir = os.path.join(workdir, "limits")
+    os.makedirs(limits_dir)
+    target = start_tokend("sqlite", limits_dir, {"TOKEND__RATE_LIMIT__ENABLED": "true"})
+    results = {}
+    try:
+        access, _ = prepare_light(target)
+        env = {"TOKEN": access, "WRK_THREADS": "1"}
+
+        def measure(name, fn):
+            r = fn()
+            results[name] = r
+            print(f"bench target=tokend db=sqlite limits=on workload={name} rps={r['rps']:.1f} p50_ms={r['p50_ms']:.2f} "
+                  f"p99_ms={r['p99_ms']:.2f} errors={r['errors']}", flush=True)
+            return r
+
+        oauth_workloads(target, duration, env, measure)
+    finally:
+        target.stop()
+    return results
+
+
+def prepare_light(target):
+    """The benchmark user and one login (under the login rate limit)."""
+    status, body = http("POST", target.base + "/api/user/register/", {"username": USER, "password": PASSWORD})
+    if status != 201:
+        raise SystemExit(f"{target.name}: register answered {status} {body}")
+    status, body = http("POST", target.base + "/api/token/", {"username": USER, "password": PASSWORD})
+    if status != 200:
+        raise SystemExit(f"{target.name}: login answered {status} {body}")
+    return body["access"], body["refresh"]
 
 
 def storm(target, duration, env):
@@ -454,23 +557,53 @@ def main():
                 target.stop()
 
         policies = run_policies(args.duration, workdir) if args.policies else []
+        limits = run_limits(args.duration, workdir)
 
     ours = all_results[("tokend", "sqlite")][0]
     idle, stormed = ours["verify"]["rps"], ours["storm"]["rps"]
     print(f"bench ratio storm_vs_idle_verify={stormed / idle:.3f}")
+    for line in oauth_summary(all_results, limits):
+        print("bench oauth " + line)
     if ("peer", "sqlite") in all_results:
         theirs = all_results[("peer", "sqlite")][0]
-        for w in ours:
+        for w in (w for w in ours if w in theirs):
             print(f"bench ratio workload={w} tokend_over_peer={ours[w]['rps'] / max(theirs[w]['rps'], 1e-9):.1f}")
     if args.smoke:
         bad = [f"{n}/{d}/{w}" for (n, d), (r, _) in all_results.items() for w, v in r.items() if v["rps"] <= 0]
         if bad:
             raise SystemExit(f"workloads without a single answer: {bad}")
     if args.write:
-        write_report(all_results, args, policies, bcrypt_seconds)
+        write_report(all_results, args, policies, bcrypt_seconds, limits)
 
 
-def write_report(all_results, args, policies, bcrypt_seconds):
+def oauth_targets(workload, r):
+    """(target text, met?) of an OAuth workload's result."""
+    if workload == "client_credentials":
+        return (f"≥ {CLIENT_CREDENTIALS_MIN_RPS:,} rps, p99 ≤ {CLIENT_CREDENTIALS_MAX_P99_MS:g} ms",
+                r["rps"] >= CLIENT_CREDENTIALS_MIN_RPS and r["p99_ms"] <= CLIENT_CREDENTIALS_MAX_P99_MS)
+    return f"≥ {INTROSPECT_MIN_RPS:,} rps", r["rps"] >= INTROSPECT_MIN_RPS
+
+
+def oauth_summary(all_results, limits):
+    """One line per OAuth workload and backend: rps, p99, ratio to the verify
+    workload of the same server in the same run, target met or not."""
+    lines = []
+    for (name, db), (results, _) in all_results.items():
+        if name != "tokend":
+            continue
+        for w in ("client_credentials", "introspect"):
+            r = results[w]
+            _, met = oauth_targets(w, r)
+            lines.append(f"db={db} workload={w} rps={r['rps']:.0f} p99_ms={r['p99_ms']:.2f} "
+                         f"over_verify={r['rps'] / results['verify']['rps']:.3f} target={'met' if met else 'MISSED'}")
+    verify = all_results[("tokend", "sqlite")][0]["verify"]["rps"]
+    for w, r in limits.items():
+        lines.append(f"db=sqlite limits=on workload={w} rps={r['rps']:.0f} p99_ms={r['p99_ms']:.2f} "
+                     f"over_verify={r['rps'] / verify:.3f} errors={r['errors']}")
+    return lines
+
+
+def write_report(all_results, args, policies, bcrypt_seconds, limits):
     lines = [
         "# Benchmarks",
         "",
@@ -498,6 +631,26 @@ def write_report(all_results, args, policies, bcrypt_seconds):
     lines += ["", f"Login at bcrypt cost 12: {ours['login']['rps']:.1f}/s = {ours['login']['rps'] / login_target * 100:.0f} % of "
               f"cores ÷ one bcrypt-12 verify ({os.cpu_count()} ÷ {bcrypt_seconds * 1000:.0f} ms = {login_target:.1f}/s; the verify time is "
               "the median of sequential wrong-password logins on the idle server, in the same run)."]
+    lines += ["", "## OAuth clients: client credentials grant and introspection", "",
+              "`client_credentials`: `POST /api/oauth/token/`, `grant_type=client_credentials`, client_secret_basic, one client "
+              "made with `tokend clients create` (every grant reads the client row). `introspect`: `POST /api/token/introspect/` "
+              "about a live user access token, as a configured introspection client (session and user read from the database). "
+              "Every answer must be a 200 (introspect: `\"active\":true`), or the run fails. Same wrk shape as above; "
+              "ratio: over the verify workload of the same server in the same run.", "",
+              "| db | workload | brute-force limits | rps | p50 ms | p99 ms | errors | × verify | target | met |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (name, db), (results, _) in all_results.items():
+        if name != "tokend":
+            continue
+        for w in ("client_credentials", "introspect"):
+            r = results[w]
+            target, met = oauth_targets(w, r)
+            lines.append(f"| {db} | {w} | off | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                         f"{r['rps'] / results['verify']['rps']:.2f} | {target} | {'yes' if met else 'no'} |")
+    for w, r in limits.items():
+        target, met = oauth_targets(w, r)
+        lines.append(f"| sqlite | {w} | on | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                     f"{r['rps'] / ours['verify']['rps']:.2f} | {target} | {'yes' if met else 'no'} |")
     if policies:
         lines += ["", "## Hashing policies (verify during a login storm vs logins)", "",
                   "| policy | verify idle rps | login rps (alone) | verify during storm rps | % of idle | storm p99 ms | logins/s during storm |",

@@ -188,6 +188,55 @@ impl Manager {
     }
 }
 
+/// Process-wide SQLite settings, applied once before the first connection
+/// opens (they only take effect then).
+///
+/// - Query planner stability (`SQLITE_DBCONFIG_ENABLE_QPSG`, on every
+///   connection through an auto-extension: diesel does not hand out the
+///   raw handle). Without it SQLite (3.47 and later) reads the bound value
+///   of `LIMIT ?` while planning and marks the statement stale whenever
+///   that parameter is bound again, which diesel does on every execution
+///   of a cached `.first()` query: every such query was parsed and planned
+///   anew, about a third of the CPU of a one-query request. The plans do
+///   not depend on bound values here (no `ANALYZE` statistics).
+/// - No allocation statistics (`SQLITE_CONFIG_MEMSTATUS`): with them every
+///   allocation of every connection takes one process-wide mutex, which
+///   the pooled connections then contend for. Nothing here reads them.
+fn sqlite_process_settings() {
+    use libsqlite3_sys as ffi;
+    use std::ffi::{c_char, c_int};
+
+    unsafe extern "C" fn stable_plans(
+        db: *mut ffi::sqlite3,
+        _error: *mut *mut c_char,
+        _api: *const ffi::sqlite3_api_routines,
+    ) -> c_int {
+        // SAFETY: `db` is the connection SQLite is opening; the option
+        // takes an int and an optional int pointer for the result.
+        unsafe {
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_ENABLE_QPSG,
+                1 as c_int,
+                std::ptr::null_mut::<c_int>(),
+            );
+        }
+        ffi::SQLITE_OK
+    }
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: configuration calls with the argument types SQLite
+        // documents. `sqlite3_config` must precede SQLite's initialisation
+        // (`sqlite3_auto_extension` initialises it); if a connection was
+        // opened before, it refuses (SQLITE_MISUSE) and nothing changes.
+        unsafe {
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
+            ffi::sqlite3_auto_extension(Some(stable_plans));
+        }
+    });
+}
+
 /// Creates the SQLite file, if missing, readable by its owner only: SQLite
 /// would create it with the umask's mode (typically 0644), and its -wal and
 /// -shm files take the main file's mode. An existing file is left as it is
@@ -242,6 +291,7 @@ impl Database {
                     }
                 }
                 create_private_file(path)?;
+                sqlite_process_settings();
                 Backend::Sqlite
             }
             DatabaseUrl::Postgres(_) => Backend::Postgres,
@@ -470,6 +520,50 @@ pub(crate) fn is_foreign_key_violation(e: &diesel::result::Error) -> bool {
 mod tests {
     use super::*;
     use diesel::result::{DatabaseErrorKind, Error};
+
+    /// A statement with `LIMIT ?` (what diesel's `.first()` sends), bound
+    /// and run again as the statement cache does, on a connection opened
+    /// after a `Database`: it must not be compiled again each time.
+    #[test]
+    fn cached_statements_with_a_bound_limit_are_not_prepared_again() {
+        use libsqlite3_sys as ffi;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.sqlite3", dir.path().display());
+        Database::new(&DatabaseSettings {
+            url: crate::config::Secret::new(&url),
+            pool_size: 1,
+            pool_timeout_ms: 1000,
+            sqlite_busy_timeout_ms: 1000,
+        })
+        .unwrap();
+        let path = std::ffi::CString::new(format!("{}/raw.sqlite3", dir.path().display())).unwrap();
+        let sql = c"SELECT name FROM sqlite_schema WHERE name = ? LIMIT ?";
+        // SAFETY: plain use of the C API; every handle is finalized/closed.
+        unsafe {
+            let mut db = std::ptr::null_mut();
+            assert_eq!(ffi::sqlite3_open(path.as_ptr(), &mut db), ffi::SQLITE_OK);
+            let mut stmt = std::ptr::null_mut();
+            let rc = ffi::sqlite3_prepare_v3(
+                db,
+                sql.as_ptr(),
+                -1,
+                ffi::SQLITE_PREPARE_PERSISTENT,
+                &mut stmt,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(rc, ffi::SQLITE_OK);
+            for _ in 0..3 {
+                ffi::sqlite3_bind_text(stmt, 1, c"x".as_ptr(), -1, ffi::SQLITE_TRANSIENT());
+                ffi::sqlite3_bind_int64(stmt, 2, 1);
+                assert_eq!(ffi::sqlite3_step(stmt), ffi::SQLITE_DONE);
+                ffi::sqlite3_reset(stmt);
+            }
+            let reprepared = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0);
+            ffi::sqlite3_finalize(stmt);
+            ffi::sqlite3_close(db);
+            assert_eq!(reprepared, 0);
+        }
+    }
 
     fn db_error(kind: DatabaseErrorKind, message: &str) -> StorageError {
         Error::DatabaseError(kind, Box::new(message.to_owned())).into()
