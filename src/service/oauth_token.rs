@@ -128,24 +128,22 @@ pub async fn client_credentials(
         None => None,
     };
     let now = svc.now();
-    let proven = match (&client, &proof) {
-        (Some(c), Proof::Secret(secret)) => client_secret_matches(c, secret, now),
-        (Some(c), Proof::Assertion(assertion)) => match c.public_key_pem.as_deref() {
-            Some(pem) => match check_assertion(assertion, &c.id, pem, &req.audiences, now) {
-                // Single use: a replayed assertion proves nothing.
-                Some(checked) => {
-                    let (cid, jti) = (c.id.clone(), checked.jti);
-                    svc.db
-                        .write(move |conn| {
-                            clients::use_assertion(conn, &cid, &jti, checked.exp, now)
-                        })
-                        .await?
-                }
-                None => false,
-            },
-            None => false,
+    // The guess is settled before an assertion's jti is recorded: a
+    // well-signed assertion is no guess at the key (a replay is refused
+    // below without counting as one), and concurrent grants must not hold
+    // guesses open across a database write (the back-off caps guesses in
+    // flight).
+    let (proven, assertion) = match (&client, &proof) {
+        (Some(c), Proof::Secret(secret)) => (client_secret_matches(c, secret, now), None),
+        (Some(c), Proof::Assertion(assertion)) => match c
+            .public_key_pem
+            .as_deref()
+            .and_then(|pem| check_assertion(assertion, &c.id, pem, &req.audiences, now))
+        {
+            Some(checked) => (true, Some(checked)),
+            None => (false, None),
         },
-        (None, _) => false,
+        (None, _) => (false, None),
     };
     let client = client.filter(|_| proven);
     let Some(client) = client else {
@@ -156,6 +154,17 @@ pub async fn client_credentials(
     };
     if let Some(guess) = guess {
         guess.succeeded();
+    }
+    // Single use: a replayed assertion proves nothing.
+    if let Some(checked) = assertion {
+        let cid = client.id.clone();
+        let first_use = svc
+            .db
+            .write(move |conn| clients::use_assertion(conn, &cid, &checked.jti, checked.exp, now))
+            .await?;
+        if !first_use {
+            return Err(ApiError::OAuthInvalidClient);
+        }
     }
     if client.disabled {
         return Err(ApiError::OAuthInvalidClient);

@@ -539,3 +539,52 @@ async fn an_off_the_shelf_client_proves_itself_with_its_key() {
         );
     }
 }
+
+/// With the brute-force limits on (the production default), many
+/// concurrent grants with valid assertions from one address are all served:
+/// a right proof is no guess, whatever the database write after it costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_assertions_are_not_throttled() {
+    use tokend::auth::keys::{generate, public_pem, SigningAlgorithm};
+    let app =
+        crate::helpers::spawn_app_with(Backend::Sqlite, &[("TOKEND__RATE_LIMIT__ENABLED", "true")])
+            .await;
+    let private = generate(SigningAlgorithm::EdDsa).expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let key_file = dir.path().join("client.pem");
+    std::fs::write(&key_file, public_pem(&private).expect("public")).expect("write");
+    let key_arg = key_file.display().to_string();
+    let (id, _) = create(
+        &app,
+        &[
+            "signer",
+            "--scope",
+            "jobs:run",
+            "--public-key-file",
+            &key_arg,
+        ],
+    );
+    let aud = format!("{}/api/oauth/token/", app.address);
+    let now = crate::helpers::now();
+    let requests = (0..48).map(|i| {
+        let token = assertion(
+            &private,
+            &json!({"iss": id, "sub": id, "aud": aud, "exp": now + 60, "iat": now, "jti": format!("c{i}")}),
+        );
+        let request = app.client.post(app.url("/api/oauth/token/")).form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", token.as_str()),
+        ]);
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses: Vec<u16> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.expect("request"))
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
