@@ -104,6 +104,26 @@ pub fn state(
     Ok(state_of(conn, id, user_id, now)?)
 }
 
+/// The user (username, active) of session `id` when it is live, in one
+/// statement; `None` when it is revoked, ended or missing.
+pub fn live_session_user(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<Option<(String, bool)>, StorageError> {
+    use super::schema::users;
+    Ok(sessions::table
+        .inner_join(users::table)
+        .filter(sessions::id.eq(id))
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .select((users::username, users::is_active))
+        .first(conn)
+        .optional()?)
+}
+
 /// PostgreSQL: locks session `id`'s row until the end of the caller's
 /// transaction, before any of its tokens. Every change to a session's
 /// tokens locks in that order (session row, then token rows), so concurrent
