@@ -396,6 +396,33 @@ async fn last_used_moves_with_refreshes_only(backend: Backend) {
     assert_eq!(stored, Some(long_ago));
 }
 
+/// A service token of a new OAuth client (client credentials grant).
+async fn service_token(app: &TestApp) -> String {
+    let (ok, out) = crate::cli::tokend(
+        app,
+        &["clients", "create", "billing", "--scope", "orders:read"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let client: Value = serde_json::from_str(out.lines().next().expect("line")).expect("JSON");
+    let reply = app
+        .send(
+            app.client
+                .post(app.url("/api/oauth/token/"))
+                .basic_auth(
+                    client["client_id"].as_str().expect("client_id"),
+                    client["client_secret"].as_str(),
+                )
+                .form(&[("grant_type", "client_credentials")]),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
 /// Every Bearer refusal is /api/user/me/'s, body and header alike: no or
 /// malformed credentials, bad tokens, a refresh token, a service (client)
 /// token that names no user, a deleted user.
@@ -405,11 +432,8 @@ async fn bearer_errors_are_those_of_me(backend: Backend) {
     register(&app, "carol").await;
     let (access, refresh) = login_from(&app, "alice", None).await;
     let (carol, _) = login_from(&app, "carol", None).await;
+    let service = service_token(&app).await;
     let t = now();
-    let service = sign(&json!({
-        "token_type": "access", "exp": t + 300, "iat": t, "jti": "svc-jti-1",
-        "client_id": "billing", "scope": "orders:read",
-    }));
     let expired = {
         let mut c = claims(&access);
         c["exp"] = json!(t - 100);
@@ -421,6 +445,11 @@ async fn bearer_errors_are_those_of_me(backend: Backend) {
         .or_else(|| claims(&carol)["user_id"].as_i64())
         .expect("user_id");
     app.delete_user(carol_id).await;
+    // A service token names no user: refused as simplejwt refuses one.
+    app.get_me(Some(&format!("Bearer {service}"))).await.assert(
+        401,
+        r#"{"detail":"Token contained no recognizable user identification","code":"token_not_valid"}"#,
+    );
     let headers = vec![
         None,
         Some("Bearer".to_owned()),
@@ -430,6 +459,12 @@ async fn bearer_errors_are_those_of_me(backend: Backend) {
         Some(format!("Bearer {refresh}")),
         Some(format!("Bearer {expired}")),
         Some(format!("Bearer {service}")),
+        Some(format!(
+            "Bearer {}",
+            sign(&json!({
+                "token_type": "access", "exp": t + 300, "iat": t, "jti": "no-user-jti",
+            }))
+        )),
         Some(format!("Bearer {carol}")),
     ];
     for header in headers {
