@@ -204,8 +204,13 @@ async function loadMe(messages) {
     showSignedIn(me.data, messages);
     return loadDevices();
   }
+  signedOutBy(me);
+}
+
+// An answer that ends the page's session (401 even after a refresh).
+function signedOutBy({ status, data }) {
   store.clear();
-  showSignedOut({ error: me.status === 401 ? 'Your session has ended, please log in again.' : errorText(me.data, me.status) });
+  showSignedOut({ error: status === 401 ? 'Your session has ended, please log in again.' : errorText(data, status) });
 }
 
 // --- Your devices: the user's sessions (GET /api/user/sessions/). ---
@@ -252,24 +257,28 @@ function renderDevices(devices) {
 }
 
 async function loadDevices() {
-  const { status, data } = await withAccess('/api/user/sessions/');
-  $('devices-error').textContent = status === 200 ? '' : errorText(data, status);
-  renderDevices(status === 200 ? data : []);
+  const res = await withAccess('/api/user/sessions/');
+  if (res.status === 401) return signedOutBy(res);
+  $('devices-error').textContent = res.status === 200 ? '' : errorText(res.data, res.status);
+  renderDevices(res.status === 200 ? res.data : []);
 }
 
 // One other session ends (DELETE /api/user/sessions/{id}/).
 async function endSession(id) {
-  const { status, data } = await withAccess(`/api/user/sessions/${encodeURIComponent(id)}/`, { method: 'DELETE' });
-  if (status !== 200) return show({ error: errorText(data, status) });
+  const res = await withAccess(`/api/user/sessions/${encodeURIComponent(id)}/`, { method: 'DELETE' });
+  if (res.status === 401) return signedOutBy(res);
+  if (res.status !== 200) return show({ error: errorText(res.data, res.status) });
   show({ status: 'That device is signed out.' });
   await loadDevices();
 }
 
 // Every session but this one ends: their refresh tokens are refused at once.
 async function revokeOthers() {
-  const { status, data } = await withAccess('/api/user/sessions/revoke-others/', { body: {} });
-  if (status !== 200) return show({ error: errorText(data, status) });
-  show({ status: `Signed out ${data.revoked} other device${data.revoked === 1 ? '' : 's'}.` });
+  const res = await withAccess('/api/user/sessions/revoke-others/', { body: {} });
+  if (res.status === 401) return signedOutBy(res);
+  if (res.status !== 200) return show({ error: errorText(res.data, res.status) });
+  const n = res.data.revoked;
+  show({ status: `Signed out ${n} other device${n === 1 ? '' : 's'}.` });
   await loadDevices();
 }
 
