@@ -21,7 +21,8 @@ use crate::service::devices;
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let sessions = devices::list(&state, &bearer_token(&req)?).await?;
+    let sessions =
+        devices::list(&state, &super::origin(&state, &req), &bearer_token(&req)?).await?;
     let body: Vec<SessionBody> = sessions.into_iter().map(SessionBody::from).collect();
     Ok(HttpResponse::Ok().json(body))
 }
@@ -44,7 +45,13 @@ pub async fn revoke(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    devices::revoke(&state, &bearer_token(&req)?, &id).await?;
+    devices::revoke(
+        &state,
+        &super::origin(&state, &req),
+        &bearer_token(&req)?,
+        &id,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(Empty {}))
 }
 
@@ -64,6 +71,7 @@ pub async fn revoke_others(
     req: HttpRequest,
     _body: Fields,
 ) -> Result<HttpResponse, ApiError> {
-    let revoked = devices::revoke_others(&state, &bearer_token(&req)?).await?;
+    let revoked =
+        devices::revoke_others(&state, &super::origin(&state, &req), &bearer_token(&req)?).await?;
     Ok(HttpResponse::Ok().json(RevokedBody { revoked }))
 }

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::origin::Origin;
 use super::{bearer, Services};
 use crate::error::ApiError;
 use crate::storage::sessions::{self, RevokeReason, SessionSummary};
@@ -28,7 +29,11 @@ async fn caller(svc: &Services, token: &str) -> Result<(i64, String), ApiError> 
 }
 
 /// The caller's live sessions, newest first.
-pub async fn list(svc: &Services, token: &str) -> Result<Vec<UserSession>, ApiError> {
+pub async fn list(
+    svc: &Services,
+    _origin: &Origin,
+    token: &str,
+) -> Result<Vec<UserSession>, ApiError> {
     let (user_id, current) = caller(svc, token).await?;
     let now = svc.now();
     let live = svc
@@ -47,7 +52,12 @@ pub async fn list(svc: &Services, token: &str) -> Result<Vec<UserSession>, ApiEr
 /// Ends session `id` of the caller (their current one too, if they ask):
 /// its refresh and access tokens are refused from now on. Another user's
 /// session, an unknown one or one no longer live is not found.
-pub async fn revoke(svc: &Services, token: &str, id: &str) -> Result<(), ApiError> {
+pub async fn revoke(
+    svc: &Services,
+    origin: &Origin,
+    token: &str,
+    id: &str,
+) -> Result<(), ApiError> {
     let (user_id, _) = caller(svc, token).await?;
     let now = svc.now();
     let sid = id.to_owned();
@@ -64,6 +74,7 @@ pub async fn revoke(svc: &Services, token: &str, id: &str) -> Result<(), ApiErro
     tracing::info!(
         security_event = "session_revoked_by_user",
         user_id,
+        client_ip = %origin.ip,
         "a session was ended from the user's list of sessions"
     );
     Ok(())
@@ -71,7 +82,11 @@ pub async fn revoke(svc: &Services, token: &str, id: &str) -> Result<(), ApiErro
 
 /// Ends every live session of the caller but the current one; answers how
 /// many were ended.
-pub async fn revoke_others(svc: &Services, token: &str) -> Result<usize, ApiError> {
+pub async fn revoke_others(
+    svc: &Services,
+    origin: &Origin,
+    token: &str,
+) -> Result<usize, ApiError> {
     let (user_id, current) = caller(svc, token).await?;
     let now = svc.now();
     let revoked = svc
@@ -87,6 +102,7 @@ pub async fn revoke_others(svc: &Services, token: &str) -> Result<usize, ApiErro
     tracing::info!(
         security_event = "other_sessions_revoked_by_user",
         user_id,
+        client_ip = %origin.ip,
         revoked = revoked.len(),
         "the user ended their other sessions"
     );
