@@ -209,15 +209,17 @@ pub struct SessionBody {
     pub created: String,
     /// The login, or the last refresh that rotated its tokens (not every
     /// request); null for sessions older than this field.
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, required = true)]
     pub last_used: Option<String>,
     /// The session's absolute end.
     #[schema(format = DateTime)]
     pub expires: String,
     /// The `User-Agent` of the login; null when none was sent or not
     /// recorded.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// The client address of the login; null when unknown.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// The session of the token this request presented.
     pub current: bool,
