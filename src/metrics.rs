@@ -196,6 +196,15 @@ impl Metrics {
         if let Some(route) = self.routes.iter().find(|r| r.trim_end_matches('/') == bare) {
             return route;
         }
+        // Routes with path parameters (`/api/user/sessions/{id}/`), after
+        // the plain ones: a parameter stands for any one non-empty segment.
+        if let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.contains('{') && template_matches(r.trim_end_matches('/'), bare))
+        {
+            return route;
+        }
         if bare == "/docs" || path.starts_with("/docs/") {
             return "/docs/";
         }
@@ -294,6 +303,21 @@ fn itoa_status(status: u16) -> [u8; 3] {
     ]
 }
 
+/// Whether `path` (no trailing slash) is a path of route `template` (no
+/// trailing slash either), whose `{name}` segments match any one segment.
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut wanted = template.split('/');
+    let mut given = path.split('/');
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {}
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +375,21 @@ mod tests {
         assert_eq!(m.route_label("/docs/swagger-ui.css"), "/docs/");
         assert_eq!(m.route_label("/api/token/x/"), "unmatched");
         assert_eq!(m.route_label("/alice"), "unmatched");
+        let m = Metrics::new(vec![
+            "/api/user/sessions/revoke-others/".into(),
+            "/api/user/sessions/{id}/".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            m.route_label("/api/user/sessions/abc"),
+            "/api/user/sessions/{id}/"
+        );
+        assert_eq!(
+            m.route_label("/api/user/sessions/revoke-others/"),
+            "/api/user/sessions/revoke-others/"
+        );
+        assert_eq!(m.route_label("/api/user/sessions//"), "unmatched");
+        assert_eq!(m.route_label("/api/user/sessions/a/b/"), "unmatched");
     }
 
     #[test]

@@ -324,7 +324,8 @@ fn security_headers() -> DefaultHeaders {
 /// cookie mode with `*`).
 fn cors_middleware(settings: &CorsSettings, credentials: bool) -> Cors {
     let base = Cors::default()
-        .allowed_methods(["GET", "HEAD", "POST", "OPTIONS"])
+        // DELETE: ending a session from the list of one's sessions.
+        .allowed_methods(["GET", "HEAD", "POST", "DELETE", "OPTIONS"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .expose_headers([telemetry::REQUEST_ID_HEADER])
         .max_age(86400);

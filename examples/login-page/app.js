@@ -75,14 +75,14 @@ const $ = (id) => document.getElementById(id);
 // One call to the API. Resolves to { status, data } for every HTTP answer
 // (data is the parsed JSON body, or {}); rejects only when the API cannot be
 // reached (network error, CORS refusal).
-async function api(path, { body, access, credentials } = {}) {
+async function api(path, { body, access, credentials, method } = {}) {
   const headers = { Accept: 'application/json' };
   if (body) headers['Content-Type'] = 'application/json';
   if (access) headers.Authorization = `Bearer ${access}`;
   let response;
   try {
     response = await fetch(API + path, {
-      method: body ? 'POST' : 'GET',
+      method: method ?? (body ? 'POST' : 'GET'),
       headers,
       credentials,
       body: body && JSON.stringify(body),
@@ -200,9 +200,86 @@ async function loadMe(messages) {
   if (me.status === 401 && await refreshTokens()) {
     me = await api('/api/user/me/', { access: store.access() });
   }
-  if (me.status === 200) return showSignedIn(me.data, messages);
+  if (me.status === 200) {
+    showSignedIn(me.data, messages);
+    return loadDevices();
+  }
+  signedOutBy(me);
+}
+
+// An answer that ends the page's session (401 even after a refresh).
+function signedOutBy({ status, data }) {
   store.clear();
-  showSignedOut({ error: me.status === 401 ? 'Your session has ended, please log in again.' : errorText(me.data, me.status) });
+  showSignedOut({ error: status === 401 ? 'Your session has ended, please log in again.' : errorText(data, status) });
+}
+
+// --- Your devices: the user's sessions (GET /api/user/sessions/). ---
+
+// A Bearer call; on 401 (the access token expired meanwhile) refresh the
+// tokens once and retry, as loadMe does.
+async function withAccess(path, options = {}) {
+  let res = await api(path, { ...options, access: store.access() });
+  if (res.status === 401 && await refreshTokens()) {
+    res = await api(path, { ...options, access: store.access() });
+  }
+  return res;
+}
+
+// "2026-12-02T08:30:00Z" in the browser's time zone.
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : 'unknown');
+
+// One line per session, newest first, this browser's marked; text only.
+function renderDevices(devices) {
+  const list = $('devices-list');
+  list.replaceChildren(...devices.map((d) => {
+    const li = document.createElement('li');
+    li.dataset.id = d.id;
+    if (d.current) li.classList.add('current');
+    const what = document.createElement('span');
+    what.className = 'device';
+    what.textContent = `${d.user_agent ?? 'Unknown browser'}${d.current ? ' (this device)' : ''}`;
+    const where = document.createElement('span');
+    where.className = 'muted';
+    where.textContent = `${d.ip ?? 'unknown address'} · signed in ${when(d.created)} · last used ${when(d.last_used)}`;
+    li.append(what, where);
+    if (!d.current) {
+      const end = document.createElement('button');
+      end.type = 'button';
+      end.className = 'link end-session';
+      end.textContent = 'Sign out';
+      end.addEventListener('click', () => busy(() => endSession(d.id)));
+      li.append(end);
+    }
+    return li;
+  }));
+  // Hidden, not disabled: busy() re-enables every button it disabled.
+  $('revoke-others').hidden = !devices.some((d) => !d.current);
+}
+
+async function loadDevices() {
+  const res = await withAccess('/api/user/sessions/');
+  if (res.status === 401) return signedOutBy(res);
+  $('devices-error').textContent = res.status === 200 ? '' : errorText(res.data, res.status);
+  renderDevices(res.status === 200 ? res.data : []);
+}
+
+// One other session ends (DELETE /api/user/sessions/{id}/).
+async function endSession(id) {
+  const res = await withAccess(`/api/user/sessions/${encodeURIComponent(id)}/`, { method: 'DELETE' });
+  if (res.status === 401) return signedOutBy(res);
+  if (res.status !== 200) return show({ error: errorText(res.data, res.status) });
+  show({ status: 'That device is signed out.' });
+  await loadDevices();
+}
+
+// Every session but this one ends: their refresh tokens are refused at once.
+async function revokeOthers() {
+  const res = await withAccess('/api/user/sessions/revoke-others/', { body: {} });
+  if (res.status === 401) return signedOutBy(res);
+  if (res.status !== 200) return show({ error: errorText(res.data, res.status) });
+  const n = res.data.revoked;
+  show({ status: `Signed out ${n} other device${n === 1 ? '' : 's'}.` });
+  await loadDevices();
 }
 
 // --- Actions. ---
@@ -342,6 +419,7 @@ $('reset-form').addEventListener('submit', (e) => { e.preventDefault(); busy(con
 document.querySelectorAll('.back').forEach((b) => b.addEventListener('click', () => busy(loadMe)));
 $('whoami').addEventListener('click', () => busy(loadMe));
 $('logout').addEventListener('click', () => busy(logout));
+$('revoke-others').addEventListener('click', () => busy(revokeOthers));
 // A link pasted into this tab changes only the fragment: no reload.
 window.addEventListener('hashchange', () => busy(openLink));
 busy(async () => { if (!await openLink()) await loadMe(); });

@@ -155,7 +155,7 @@ const MODES = {
     screenshot: SCREENSHOT,
     refreshToken: (page) => page.evaluate(() => localStorage.getItem('tokend.refresh')),
     // After a reload the page still has its (expired) access token.
-    afterReload: 'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200',
+    afterReload: 'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200, GET /api/user/sessions/ 200',
     presentRefresh: (api, token) => post(`${api}/api/token/refresh/`, { refresh: token }),
   },
   cookie: {
@@ -164,7 +164,7 @@ const MODES = {
     screenshot: screenshotWith('cookie'),
     refreshToken: async (page, api) => (await refreshCookie(page, api))?.value ?? null,
     // After a reload the access token (in memory) is gone: refresh first.
-    afterReload: 'POST /api/token/refresh/ 200, GET /api/user/me/ 200',
+    afterReload: 'POST /api/token/refresh/ 200, GET /api/user/me/ 200, GET /api/user/sessions/ 200',
     presentRefresh: (api, token) => post(`${api}/api/token/refresh/`, {}, { Cookie: `tokend_refresh=${token}` }),
   },
 };
@@ -252,12 +252,12 @@ async function scenario(browser, mode, api, pageOrigin) {
     if (mode === 'cookie') await checkCookieMode(page, api);
   };
   // Let the access token expire, then `action`: the page must get `expected`
-  // and still show the user.
+  // and still show the user (and, last, the list of their devices).
   const afterExpiry = async (action, expected) => {
     await sleep((ACCESS_TTL_SECS + 1) * 1000);
     answers.length = 0;
     await Promise.all([
-      page.waitForResponse((r) => r.url() === `${api}/api/user/me/` && r.status() === 200),
+      page.waitForResponse((r) => r.url() === `${api}/api/user/sessions/` && r.status() === 200),
       action(),
     ]);
     await page.locator('#who', { hasText: username }).waitFor();
@@ -278,7 +278,7 @@ async function scenario(browser, mode, api, pageOrigin) {
 
     // Same without a reload: "Who am I?" gets a 401, refreshes, retries.
     await afterExpiry(() => page.click('#whoami'),
-      'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200');
+      'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200, GET /api/user/sessions/ 200');
     await expectRotated('after the refresh on 401');
     step('access token expired on the page: refreshed on 401, refresh token rotated');
 
@@ -301,6 +301,8 @@ async function scenario(browser, mode, api, pageOrigin) {
     await other.close();
     step('wrong password and taken username shown as errors');
 
+    await devicesScenario(browser, page, pageUrl, api, username, password, step);
+
     // Log out: the refresh token is gone from the browser, the login form is
     // back, and the API refuses every refresh token of the session.
     await page.click('#logout');
@@ -317,6 +319,101 @@ async function scenario(browser, mode, api, pageOrigin) {
     throw err;
   } finally {
     await context.close();
+  }
+}
+
+// The devices the page lists (#devices-list), once there are `n`: exactly
+// one marked as this one.
+async function expectDevices(page, n, when) {
+  await page.waitForFunction((count) => document.querySelectorAll('#devices-list li').length === count, n)
+    .catch(async () => {
+      throw new Failure(`${when}: expected ${n} devices, the page lists ${await page.locator('#devices-list li').count()}`);
+    });
+  const devices = await page.locator('#devices-list li').evaluateAll((lis) => lis.map((li) => ({
+    id: li.dataset.id, current: li.classList.contains('current'), text: li.querySelector('.device').textContent,
+  })));
+  check(devices.filter((d) => d.current).length === 1, `${when}: not exactly one current device: ${JSON.stringify(devices)}`);
+  return devices;
+}
+
+// "Your devices", in a signed-in `page`: it lists its own session, marked;
+// a login in a second browser and one from Node add theirs; "Sign out" ends
+// the Node one (DELETE, a CORS preflight), "Sign out other devices" the
+// second browser's, which is then asked to log in again.
+async function devicesScenario(browser, page, pageUrl, api, username, password, step) {
+  const userAgent = await page.evaluate(() => navigator.userAgent);
+  const [mine] = await expectDevices(page, 1, 'signed in alone');
+  check(mine.text === `${userAgent} (this device)`, `this device shown as ${JSON.stringify(mine.text)}`);
+  check(await page.locator('#revoke-others').isHidden(), '"Sign out other devices" shown without other devices');
+
+  const other = await browser.newContext();
+  const page2 = await other.newPage();
+  page2.setDefaultTimeout(15_000);
+  try {
+    await page2.goto(pageUrl);
+    await page2.locator('#auth').waitFor();
+    await page2.fill('#username', username);
+    await page2.fill('#password', password);
+    await page2.click('#login');
+    await page2.locator('#who', { hasText: username }).waitFor();
+    const seen2 = await expectDevices(page2, 2, 'second browser');
+    const theirs = seen2.find((d) => d.current);
+    check(theirs.id !== mine.id && seen2.some((d) => d.id === mine.id && !d.current),
+      `the second browser's list: ${JSON.stringify(seen2)}`);
+    step('a second browser logged in: it lists two devices, its own marked');
+
+    const nodeUa = `e2e-node/${process.pid}`;
+    const res = await fetch(`${api}/api/token/`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'User-Agent': nodeUa },
+      body: JSON.stringify({ username, password }),
+    });
+    check(res.status === 200, `login from Node: ${res.status}`);
+    const nodeAccess = (await res.json()).access;
+    const nodeMe = () => fetch(`${api}/api/user/me/`, { headers: { Authorization: `Bearer ${nodeAccess}` } }).then((r) => r.status);
+    check(await nodeMe() === 200, 'the Node login cannot use its access token');
+
+    await page.click('#whoami');
+    const three = await expectDevices(page, 3, 'after a third login');
+    check(three[0].current === false && three.find((d) => d.current).id === mine.id,
+      `the first browser's list: ${JSON.stringify(three)}`);
+    const node = three.find((d) => d.text === nodeUa);
+    check(node, `the Node login is not listed with its user agent: ${JSON.stringify(three)}`);
+    check(await page.locator('#revoke-others').isVisible(), '"Sign out other devices" not shown');
+
+    // The access token may have expired (2 s): then 401, a refresh, and
+    // the call again. The answer that counts is the one after that.
+    const lastAnswer = (url, method) => page.waitForResponse((r) => r.url() === url && r.request().method() === method
+      && r.status() !== 401);
+    const [deleted] = await Promise.all([
+      lastAnswer(`${api}/api/user/sessions/${node.id}/`, 'DELETE'),
+      page.click(`#devices-list li[data-id="${node.id}"] .end-session`),
+    ]);
+    check(deleted.status() === 200, `DELETE of the Node session: ${deleted.status()}`);
+    const two = await expectDevices(page, 2, 'after signing out the Node login');
+    check(!two.some((d) => d.id === node.id), `the Node session still listed: ${JSON.stringify(two)}`);
+    check(await nodeMe() === 401, 'the Node access token still works after "Sign out"');
+    step('"Sign out" on one device: DELETE 200, it is gone from the list, its access token refused');
+
+    const [revoked] = await Promise.all([
+      lastAnswer(`${api}/api/user/sessions/revoke-others/`, 'POST'),
+      page.click('#revoke-others'),
+    ]);
+    const body = await revoked.json();
+    check(revoked.status() === 200 && JSON.stringify(body) === '{"revoked":1}',
+      `revoke-others: ${revoked.status()} ${JSON.stringify(body)}`);
+    const one = await expectDevices(page, 1, 'after "Sign out other devices"');
+    check(one[0].id === mine.id, `the remaining device is not this one: ${JSON.stringify(one)}`);
+    await expectText(page, { '#status': 'Signed out 1 other device.' });
+    check(await page.locator('#revoke-others').isHidden(), '"Sign out other devices" still shown');
+
+    // The second browser's session is over: its next call logs it out.
+    await page2.click('#whoami');
+    await page2.locator('#error', { hasText: 'Your session has ended, please log in again.' }).waitFor();
+    check(await page2.locator('#auth').isVisible(), 'the second browser still signed in');
+    step('"Sign out other devices": {"revoked":1}, one device left, the second browser asked to log in again');
+  } finally {
+    await other.close();
   }
 }
 
@@ -341,7 +438,7 @@ async function tutorialScenario(browser, name, api, pageOrigin) {
   const answers = recordAnswers(page, api);
   const stored = () => page.evaluate(() =>
     ({ access: localStorage.getItem('tokend.access'), refresh: localStorage.getItem('tokend.refresh') }));
-  const refreshed = 'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200';
+  const refreshed = 'GET /api/user/me/ 401, POST /api/token/refresh/ 200, GET /api/user/me/ 200, GET /api/user/sessions/ 200';
   // Let the access token expire, click "Who am I?" and wait until the page
   // is done (its buttons are disabled meanwhile); the refresh answer.
   const whoAmIAfterExpiry = async () => {

@@ -195,6 +195,84 @@ impl Inactive {
     pub const BODY: Inactive = Inactive { active: false };
 }
 
+/// A live session of the caller ("Your devices"). Times are RFC 3339 in
+/// UTC (`2026-12-02T08:30:00Z`), as DRF renders datetimes with `USE_TZ`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "9f2c4e0b7a1d4c3e8b5a6f7e1d2c3b4a", "created": "2026-12-02T08:30:00Z",
+    "last_used": "2026-12-02T09:10:12Z", "expires": "2026-12-16T08:30:00Z",
+    "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "ip": "192.0.2.10", "current": true}))]
+pub struct SessionBody {
+    /// The session's id: `DELETE /api/user/sessions/{id}/` ends it.
+    pub id: String,
+    /// When the session was started (the login).
+    #[schema(format = DateTime)]
+    pub created: String,
+    /// The login, or the last refresh that rotated its tokens (not every
+    /// request); null for sessions older than this field.
+    #[schema(format = DateTime, required = true)]
+    pub last_used: Option<String>,
+    /// The session's absolute end.
+    #[schema(format = DateTime)]
+    pub expires: String,
+    /// The `User-Agent` of the login; null when none was sent or not
+    /// recorded.
+    #[schema(required = true)]
+    pub user_agent: Option<String>,
+    /// The client address of the login; null when unknown.
+    #[schema(required = true)]
+    pub ip: Option<String>,
+    /// The session of the token this request presented.
+    pub current: bool,
+}
+
+impl From<crate::service::devices::UserSession> for SessionBody {
+    fn from(s: crate::service::devices::UserSession) -> Self {
+        let session = s.session;
+        SessionBody {
+            id: session.id,
+            created: rfc3339(session.created_at),
+            last_used: session.last_used_at.map(rfc3339),
+            expires: rfc3339(session.expires_at),
+            user_agent: session.device.user_agent,
+            ip: session.device.ip,
+            current: s.current,
+        }
+    }
+}
+
+/// How many sessions `POST /api/user/sessions/revoke-others/` ended.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"revoked": 2}))]
+pub struct RevokedBody {
+    #[schema(minimum = 0)]
+    pub revoked: usize,
+}
+
+/// Unix seconds as RFC 3339 in UTC, `Z` for the offset (DRF's rendering of
+/// an aware UTC datetime, without fractions: tokend keeps seconds).
+pub fn rfc3339(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let secs = unix_secs.rem_euclid(86_400);
+    // Civil date of a day count (proleptic Gregorian), after H. Hinnant's
+    // `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +320,19 @@ mod tests {
             })),
             r#"{"active":true,"token_type":"refresh","sub":"7","user_id":"7","username":"bob","exp":20,"iat":10,"jti":"j","sid":"s"}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_798_765_445), "2027-01-01T01:04:05Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod bearer;
 pub mod bodies;
 pub mod cookie;
+mod devices;
 pub mod fields;
 mod health;
 mod jwks;
@@ -93,6 +94,7 @@ fn forwarded_client<'a>(
 }
 
 const ALLOW_POST: &str = "POST, OPTIONS";
+const ALLOW_DELETE: &str = "DELETE, OPTIONS";
 pub(crate) const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
 
 /// Other methods on a route: 405 as DRF words it; OPTIONS: 200 with `Allow`.
@@ -147,28 +149,26 @@ impl Route {
         F::Output: actix_web::Responder + 'static,
     {
         let method = match P::methods().as_slice() {
-            [method @ (HttpMethod::Get | HttpMethod::Post)] => method.clone(),
+            [method @ (HttpMethod::Get | HttpMethod::Post | HttpMethod::Delete)] => method.clone(),
             // A programming error in the table, caught by every test.
             _ => panic!(
-                "{}: only single GET or POST operations are served",
+                "{}: only single GET, POST or DELETE operations are served",
                 P::path()
             ),
         };
         let allow = allow_header(&method);
-        let get = method == HttpMethod::Get;
+        let served = method.clone();
         Route {
             path: P::path(),
             group,
             method,
             operation: P::operation,
-            handler: Box::new(move |resource| {
-                if get {
-                    resource
-                        .route(web::get().to(handler.clone()))
-                        .route(web::head().to(handler.clone()))
-                } else {
-                    resource.route(web::post().to(handler.clone()))
-                }
+            handler: Box::new(move |resource| match served {
+                HttpMethod::Get => resource
+                    .route(web::get().to(handler.clone()))
+                    .route(web::head().to(handler.clone())),
+                HttpMethod::Delete => resource.route(web::delete().to(handler.clone())),
+                _ => resource.route(web::post().to(handler.clone())),
             }),
             other_methods: Box::new(move |resource| {
                 resource.default_service(web::to(move |req: HttpRequest| other_method(req, allow)))
@@ -208,10 +208,10 @@ impl Route {
 }
 
 fn allow_header(method: &HttpMethod) -> &'static str {
-    if *method == HttpMethod::Get {
-        ALLOW_GET
-    } else {
-        ALLOW_POST
+    match method {
+        HttpMethod::Get => ALLOW_GET,
+        HttpMethod::Delete => ALLOW_DELETE,
+        _ => ALLOW_POST,
     }
 }
 
@@ -236,6 +236,11 @@ fn routes() -> Vec<Route> {
             users::logout_everywhere,
         ),
         Route::new(Api, users::__path_change_password, users::change_password),
+        Route::new(Api, devices::__path_list, devices::list),
+        // Before `{id}`: resources match in registration order, and
+        // "revoke-others" would otherwise be taken for a session id.
+        Route::new(Api, devices::__path_revoke_others, devices::revoke_others),
+        Route::new(Api, devices::__path_revoke, devices::revoke),
         Route::new(Api, accounts::__path_user, accounts::user),
         Route::new(
             Api,

@@ -153,7 +153,8 @@ pub struct KeyRequest {
 // The success bodies are the served types themselves.
 pub use super::bodies::{
     AccessOnly, AuthUser, ClientIntrospectionBody, ClientTokenBody as ClientToken, DetailBody,
-    Empty, Inactive, IntrospectionBody, RotatedPair, Status, TokenPair, UserBody as User,
+    Empty, Inactive, IntrospectionBody, RevokedBody, RotatedPair, SessionBody, Status, TokenPair,
+    UserBody as User,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for
@@ -388,7 +389,7 @@ impl Modify for SecuritySchemes {
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
         TokenMessage, TokenForm, Introspection, IntrospectionBody, ClientIntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
         OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable, EmailRequest, ResetConfirmation,
-        KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken
+        KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken, SessionBody, RevokedBody
     )),
     modifiers(&SecuritySchemes),
     tags(

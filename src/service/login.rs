@@ -100,11 +100,19 @@ pub async fn login(
     .with_access_claims(claims);
     let tokens = pair.sign(&svc.keys)?;
     let record_last_login = svc.update_last_login;
+    let device = origin.device();
     match svc
         .db
         .write(move |conn| {
             let checked: Vec<&str> = checked.iter().map(String::as_str).collect();
-            refresh_tokens::start_session(conn, &pair, session_end, &checked, record_last_login)
+            refresh_tokens::start_session(
+                conn,
+                &pair,
+                session_end,
+                &checked,
+                record_last_login,
+                &device,
+            )
         })
         .await?
     {

@@ -12,6 +12,7 @@ pub mod cached;
 pub mod change_password;
 pub mod claims;
 pub mod clients;
+pub mod devices;
 pub mod email_verification;
 pub mod groups;
 pub mod introspect;

@@ -39,6 +39,15 @@ impl Origin {
         self
     }
 
+    /// What a session started by this request records of it: the address
+    /// (none when unknown: no peer address), the user agent.
+    pub fn device(&self) -> crate::storage::sessions::Device {
+        crate::storage::sessions::Device {
+            user_agent: self.user_agent.clone(),
+            ip: (!self.ip.is_unspecified()).then(|| self.ip.to_string()),
+        }
+    }
+
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
         self.request_id = request_id;
         self

@@ -70,6 +70,7 @@ pub fn start_session(
     session_expires_at: i64,
     checked_hashes: &[&str],
     record_last_login: bool,
+    device: &sessions::Device,
 ) -> Result<IssueOutcome, StorageError> {
     let result = conn.transaction::<(), diesel::result::Error, _>(|conn| {
         // The password was checked against one of these hashes (the stored
@@ -97,6 +98,7 @@ pub fn start_session(
             pair.user_id,
             pair.issued_at,
             session_expires_at,
+            device,
         )?;
         insert(conn, pair)
     });
@@ -278,17 +280,18 @@ pub fn rotate(
         if spent == 0 {
             return already_spent(conn, jti, session_id, user_id, token_exp, now, grace_secs);
         }
-        // The session and its user in one round trip.
-        let (session, active) = session_and_user(conn, session_id, user_id, now)?;
-        let session_end = match session {
-            SessionState::Live { expires_at } => expires_at,
-            SessionState::Revoked => return Err(Abort::Outcome(SpendOutcome::AlreadySpent)),
-            SessionState::Expired => return Err(Abort::Outcome(SpendOutcome::SessionExpired)),
-            SessionState::Missing => return Err(Abort::Outcome(SpendOutcome::NoActiveAccount)),
+        // The session and its user checked, and the session's last use
+        // recorded, in one round trip; only a refusal looks closer (rolled
+        // back, so its last use stays as it was).
+        let Some(session_end) = sessions::touch_live_in_tx(conn, session_id, user_id, now)? else {
+            let (session, _) = session_and_user(conn, session_id, user_id, now)?;
+            return Err(Abort::Outcome(match session {
+                SessionState::Revoked => SpendOutcome::AlreadySpent,
+                SessionState::Expired => SpendOutcome::SessionExpired,
+                // Live: its user is not active.
+                SessionState::Live { .. } | SessionState::Missing => SpendOutcome::NoActiveAccount,
+            }));
         };
-        if !active {
-            return Err(Abort::Outcome(SpendOutcome::NoActiveAccount));
-        }
         // The older spent ancestors can never be replayed again (their
         // successors are spent); the token just spent can, inside the grace
         // window, and its row names the successor to replay. Reuse of a

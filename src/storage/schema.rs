@@ -62,6 +62,12 @@ diesel::table! {
         expires_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
         revoke_reason -> Nullable<Text>,
+        /// The `User-Agent` of the login (cut; NULL when none was sent).
+        user_agent -> Nullable<Text>,
+        /// The client address of the login, as text.
+        ip -> Nullable<Text>,
+        /// Unix seconds: the login, then each refresh rotation.
+        last_used_at -> Nullable<BigInt>,
     }
 }
 

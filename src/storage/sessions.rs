@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{refresh_tokens, sessions};
+use super::schema::{refresh_tokens, sessions, users};
 use super::{DbConnection, StorageError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum RevokeReason {
     /// Too many wrong old passwords in a password change: the access token
     /// is likely stolen.
     PasswordGuessing,
+    /// Ended by its user from the list of their sessions ("Your devices").
+    User,
 }
 
 impl RevokeReason {
@@ -31,6 +33,7 @@ impl RevokeReason {
             RevokeReason::PasswordReset => "password_reset",
             RevokeReason::AccountDisabled => "account_disabled",
             RevokeReason::PasswordGuessing => "password_guessing",
+            RevokeReason::User => "user",
         }
     }
 }
@@ -57,12 +60,31 @@ impl SessionState {
     }
 }
 
+/// Where a session was started from, as recorded at login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Device {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// A live session, as its user sees it in their list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub id: String,
+    pub created_at: i64,
+    /// `None` for sessions started before it was recorded.
+    pub last_used_at: Option<i64>,
+    pub expires_at: i64,
+    pub device: Device,
+}
+
 pub(crate) fn insert(
     conn: &mut DbConnection,
     id: &str,
     user_id: i64,
     now: i64,
     expires_at: i64,
+    device: &Device,
 ) -> Result<(), diesel::result::Error> {
     diesel::insert_into(sessions::table)
         .values((
@@ -70,9 +92,85 @@ pub(crate) fn insert(
             sessions::user_id.eq(user_id),
             sessions::created_at.eq(now),
             sessions::expires_at.eq(expires_at),
+            sessions::user_agent.eq(device.user_agent.as_deref()),
+            sessions::ip.eq(device.ip.as_deref()),
+            sessions::last_used_at.eq(Some(now)),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// The live sessions (neither revoked nor ended) of `user_id`, newest
+/// first; sessions started in the same second by id, so the order is stable.
+pub fn live_for_user(
+    conn: &mut DbConnection,
+    user_id: i64,
+    now: i64,
+) -> Result<Vec<SessionSummary>, StorageError> {
+    type Row = (
+        String,
+        i64,
+        Option<i64>,
+        i64,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .order((sessions::created_at.desc(), sessions::id.asc()))
+        .select((
+            sessions::id,
+            sessions::created_at,
+            sessions::last_used_at,
+            sessions::expires_at,
+            sessions::user_agent,
+            sessions::ip,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, created_at, last_used_at, expires_at, user_agent, ip)| SessionSummary {
+                id,
+                created_at,
+                last_used_at,
+                expires_at,
+                device: Device { user_agent, ip },
+            },
+        )
+        .collect())
+}
+
+/// Records a use of live session `id` of `user_id` (a rotation) at `now`,
+/// inside the caller's transaction, if its user is active too; answers the
+/// session's end. `None`: the session is not live or its user not active
+/// (nothing changed; `state_of` tells which). One statement: it stands in
+/// for the read of the session and its user that rotation needs anyway.
+pub(crate) fn touch_live_in_tx(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<Option<i64>, diesel::result::Error> {
+    let active_user = diesel::dsl::exists(
+        users::table
+            .filter(users::id.eq(user_id))
+            .filter(users::is_active.eq(true)),
+    );
+    diesel::update(
+        sessions::table
+            .filter(sessions::id.eq(id))
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(now))
+            .filter(active_user),
+    )
+    .set(sessions::last_used_at.eq(Some(now)))
+    .returning(sessions::expires_at)
+    .get_result::<i64>(conn)
+    .optional()
 }
 
 pub(crate) fn state_of(
@@ -190,6 +288,64 @@ pub fn revoke_session(
     now: i64,
 ) -> Result<bool, StorageError> {
     Ok(conn.transaction(|conn| revoke_in_tx(conn, id, user_id, reason, now))?)
+}
+
+/// Revokes session `id` of `user_id` if it is live (not revoked, not
+/// ended): what its user asks from their list of sessions. True when this
+/// call revoked it; false for a session that is not live, or not theirs.
+pub fn revoke_live_session(
+    conn: &mut DbConnection,
+    id: &str,
+    user_id: i64,
+    reason: RevokeReason,
+    now: i64,
+) -> Result<bool, StorageError> {
+    Ok(conn.transaction(|conn| {
+        lock_in_tx(conn, id, user_id)?;
+        match state_of(conn, id, user_id, now)? {
+            SessionState::Live { .. } => revoke_in_tx(conn, id, user_id, reason, now),
+            _ => Ok(false),
+        }
+    })?)
+}
+
+/// Revokes every live session (not revoked, not ended) of a user but
+/// `keep`; answers their ids, for the cache.
+pub fn revoke_other_live_sessions(
+    conn: &mut DbConnection,
+    user_id: i64,
+    keep: &str,
+    reason: RevokeReason,
+    now: i64,
+) -> Result<Vec<String>, StorageError> {
+    Ok(conn.transaction::<_, diesel::result::Error, _>(|conn| {
+        // Sessions first, then their tokens: the order every session change
+        // locks in (see `lock_in_tx`).
+        let revoked: Vec<String> = diesel::update(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::expires_at.gt(now))
+                .filter(sessions::id.ne(keep)),
+        )
+        .set((
+            sessions::revoked_at.eq(now),
+            sessions::revoke_reason.eq(reason.as_str()),
+        ))
+        .returning(sessions::id)
+        .get_results(conn)?;
+        if !revoked.is_empty() {
+            diesel::update(
+                refresh_tokens::table
+                    .filter(refresh_tokens::user_id.eq(user_id))
+                    .filter(refresh_tokens::revoked_at.is_null())
+                    .filter(refresh_tokens::session_id.eq_any(&revoked)),
+            )
+            .set(refresh_tokens::revoked_at.eq(now))
+            .execute(conn)?;
+        }
+        Ok(revoked)
+    })?)
 }
 
 /// Revokes every live session of a user, except `keep` (the caller's own

@@ -1,7 +1,8 @@
 //! The example login page (examples/login-page) in headless Chromium against
 //! the real tokend binary on another origin: register, log in, refresh on
-//! 401 with the rotated token stored, log out (localStorage and cookie
-//! modes). Then the page's tutorial mode, a client that stores only the
+//! 401 with the rotated token stored, the user's devices (a second browser
+//! and a Node login listed, one signed out with DELETE, then "Sign out other
+//! devices"), log out (localStorage and cookie modes). Then the page's tutorial mode, a client that stores only the
 //! access token of a refresh answer and keeps presenting the login's refresh
 //! token: against tokend with `TOKEND__JWT__ROTATE_REFRESH_TOKENS=false` it
 //! stays logged in through 4 refreshes (200 `{"access": …}` each); against

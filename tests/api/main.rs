@@ -11,6 +11,7 @@ mod clients;
 mod compat;
 mod concurrency;
 mod cookies;
+mod devices;
 mod downstream;
 mod e2e;
 mod faults;

@@ -86,9 +86,12 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
                 .keys()
                 .map(|s| s.parse().expect("numeric status"))
                 .collect();
+            // A path parameter: any one segment.
+            let url = app.url(&path.replace("{id}", "0123abcd"));
             let request = match method.as_str() {
-                "get" => app.client.get(app.url(path)),
-                "post" => app.client.post(app.url(path)).json(&serde_json::json!({})),
+                "get" => app.client.get(url),
+                "post" => app.client.post(url).json(&serde_json::json!({})),
+                "delete" => app.client.delete(url),
                 other => panic!("unexpected method {other} on {path}"),
             };
             let reply = app.send(request).await;
