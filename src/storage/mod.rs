@@ -6,6 +6,7 @@
 //! one set of queries serve both.
 
 pub mod account_tokens;
+pub mod audit;
 pub mod cache;
 pub mod clients;
 pub mod django;
