@@ -31,7 +31,7 @@ pub async fn register(
         password: fields.char_field("password"),
         email: fields.optional_char_field("email"),
     };
-    let user = signup::register(&state, super::client_ip(&state, &req), input).await?;
+    let user = signup::register(&state, &super::origin(&state, &req), input).await?;
     Ok(HttpResponse::Created().json(UserBody::from(user)))
 }
 
