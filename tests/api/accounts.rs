@@ -304,6 +304,12 @@ async fn a_reset_link_works_once_and_revokes_every_session(backend: Backend) {
     confirm(body(&uid, &token, "newer pw", "newer pw"))
         .await
         .assert(400, r#"{"token":["Invalid value"]}"#);
+    let e = &crate::audit::events(&app, "password_reset", 1).await[0];
+    assert_eq!(
+        (e.user_id, e.username.as_deref(), e.ip.as_deref()),
+        (Some(1), Some("alice"), Some("127.0.0.1"))
+    );
+    assert_eq!(e.detail.as_deref(), Some(r#"{"sessions_revoked":1}"#));
     assert_eq!(app.login("alice", "old pw").await.status, 401);
     assert_eq!(app.login("alice", "new pw").await.status, 200);
     // Every session of the user is revoked, its tokens with it.

@@ -14,7 +14,7 @@ const UA: &str = "audit-test/1.0 (+checks)";
 
 /// Events are written in batches (every 200 ms by default): poll until
 /// `count` events named `event` are there, newest first.
-async fn events(app: &TestApp, event: &str, count: usize) -> Vec<AuditEvent> {
+pub(crate) async fn events(app: &TestApp, event: &str, count: usize) -> Vec<AuditEvent> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let q = AuditQuery {
