@@ -175,6 +175,9 @@ async fn optional_verification_mails_a_key(backend: Backend) {
         .assert(404, r#"{"detail":"Not found."}"#);
     verify(&key).await.assert(200, r#"{"detail":"ok"}"#);
     verify(&key).await.assert(404, r#"{"detail":"Not found."}"#);
+    // Only the one that verified is on record.
+    let e = &crate::audit::events(&app, "email_verified", 1).await[0];
+    assert_eq!((e.user_id, e.ip.as_deref()), (Some(1), Some("127.0.0.1")));
     app.post_json("/api/auth/registration/verify-email/", json!({}))
         .await
         .assert(400, r#"{"key":["This field is required."]}"#);
