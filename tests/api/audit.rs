@@ -342,7 +342,53 @@ async fn the_purge_deletes_events_past_their_retention(backend: Backend) {
     assert!(left[0].at >= now() - 5);
 }
 
+/// Administration from the command line is written with the change itself.
+async fn administration_is_on_record(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ok, out) = tokend(&app, &["clients", "create", "billing", "--scope", "x"], "");
+    assert!(ok, "{out}");
+    let created: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let client_id = created["client_id"].as_str().unwrap().to_owned();
+    let (ok, out) = tokend(&app, &["clients", "disable", "billing"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = tokend(&app, &["users", "create", "dave"], "pw\n");
+    assert!(ok, "{out}");
+    let (id, _, _) = app.user_with_tokens("erin", "pw").await;
+    // Written by the server's batches, so before the command line's rows.
+    events(&app, "login_succeeded", 1).await;
+    let (ok, out) = tokend(&app, &["users", "disable", "erin"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = tokend(&app, &["users", "delete", "erin"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = tokend(&app, &["audit", "--json", "--user", &id.to_string()], "");
+    assert!(ok, "{out}");
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "user_deleted",
+            "user_disabled",
+            "login_succeeded",
+            "registered"
+        ]
+    );
+    assert_eq!(rows[1]["detail"], r#"{"sessions_revoked":1}"#);
+    let e = &events(&app, "client_created", 1).await[0];
+    assert_eq!(e.client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(
+        e.detail.as_deref(),
+        Some(r#"{"name":"billing","scopes":"x"}"#)
+    );
+    let e = &events(&app, "client_disabled", 1).await[0];
+    assert_eq!(e.client_id.as_deref(), Some(client_id.as_str()));
+}
+
 both_backends!(
+    administration_is_on_record,
     logins_are_on_record,
     refresh_reuse_and_replays_are_on_record,
     password_changes_and_logouts_are_on_record,
