@@ -1100,6 +1100,47 @@ mod tests {
     }
 
     #[test]
+    fn audit_settings_are_bounded() {
+        let s = load(&[("TOKEND__AUDIT__RETENTION_DAYS", "30")]).unwrap();
+        assert_eq!(s.audit.retention_days, 30);
+        assert_eq!(
+            (
+                s.audit.queue_capacity,
+                s.audit.batch_size,
+                s.audit.flush_interval_ms
+            ),
+            (10_000, 500, 200)
+        );
+        for (key, value, message) in [
+            (
+                "TOKEND__AUDIT__RETENTION_DAYS",
+                "0",
+                "audit.retention_days must be at least 1",
+            ),
+            (
+                "TOKEND__AUDIT__BATCH_SIZE",
+                "5000",
+                "audit.batch_size must be between 1 and 1000",
+            ),
+            (
+                "TOKEND__AUDIT__QUEUE_CAPACITY",
+                "0",
+                "audit.queue_capacity must be between 1 and 1000000",
+            ),
+            (
+                "TOKEND__AUDIT__FLUSH_INTERVAL_MS",
+                "0",
+                "audit.flush_interval_ms must be between 1 and 60000",
+            ),
+        ] {
+            match load(&[(key, value)]) {
+                Err(ConfigError::Invalid(m)) => assert_eq!(m, message),
+                other => panic!("{key}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let s = load(&[]).unwrap();
         assert_eq!(s.profile, Profile::Dev);
