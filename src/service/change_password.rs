@@ -1,7 +1,6 @@
 //! Password change by the user: the old password proves it is them; every
 //! other session of the user is revoked, the calling one stays signed in.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use super::audit::EventKind;
@@ -93,7 +92,7 @@ pub async fn change_password(
             );
         }
         if failure.is_some_and(|f| f.exhausted) {
-            revoke_guessing_session(svc, user.id, session, client).await?;
+            revoke_guessing_session(svc, user.id, session, origin).await?;
         }
         return Err(ApiError::Validation(FieldErrors::single(
             "old_password",
@@ -150,8 +149,9 @@ async fn revoke_guessing_session(
     svc: &Services,
     user_id: i64,
     session: String,
-    client: IpAddr,
+    origin: &Origin,
 ) -> Result<(), ApiError> {
+    let client = origin.ip;
     let now = svc.now();
     let sid = session.clone();
     svc.db
@@ -160,6 +160,13 @@ async fn revoke_guessing_session(
         })
         .await?;
     svc.cache.session_revoked(&session, user_id, Instant::now());
+    svc.audit.record(
+        svc.audit_event(EventKind::SessionRevoked)
+            .origin(origin)
+            .user(user_id)
+            .session(&session)
+            .reason("password_guessing"),
+    );
     tracing::warn!(
         security_event = "password_guessing",
         user_id,

@@ -301,6 +301,32 @@ async fn password_changes_and_logouts_are_on_record(backend: Backend) {
     let e = &events(&app, "logout_all", 1).await[0];
     assert_origin(e, &everywhere);
     assert_eq!(e.user_id, Some(id));
+
+    // RFC 7009 revocation of a refresh token: its session.
+    let refresh = app.login("carol", "a new pw").await.token("refresh");
+    let sid = crate::helpers::claims(&refresh)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = app
+        .send(
+            app.client
+                .post(app.url("/api/token/revoke/"))
+                .header("User-Agent", UA)
+                .form(&[("token", refresh.as_str())]),
+        )
+        .await;
+    assert_eq!(revoked.status, 200);
+    let e = &events(&app, "session_revoked", 1).await[0];
+    assert_origin(e, &revoked);
+    assert_eq!(
+        (e.user_id, e.session_id.as_deref(), e.detail.as_deref()),
+        (
+            Some(id),
+            Some(sid.as_str()),
+            Some(r#"{"reason":"revocation_endpoint"}"#)
+        )
+    );
 }
 
 async fn the_purge_deletes_events_past_their_retention(backend: Backend) {
