@@ -356,6 +356,26 @@ impl EmailSettings {
     }
 }
 
+/// The audit trail (docs/audit.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSettings {
+    /// Events older than this many days are deleted by the purge.
+    pub retention_days: i64,
+    /// Events waiting for the writer at most; beyond, they are dropped.
+    pub queue_capacity: usize,
+    /// Rows per INSERT at most.
+    pub batch_size: usize,
+    /// How long an event waits for others before its batch is written.
+    pub flush_interval_ms: u64,
+}
+
+impl AuditSettings {
+    /// Events before this instant (unix seconds) are purged.
+    pub fn purge_before(&self, now: i64) -> i64 {
+        now.saturating_sub(self.retention_days.saturating_mul(86_400))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct PurgeSettings {
     pub interval_secs: u64,
@@ -543,6 +563,7 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub introspection: IntrospectionSettings,
     pub purge: PurgeSettings,
+    pub audit: AuditSettings,
     pub rate_limit: RateLimitSettings,
     pub cache: CacheSettings,
     pub cookie: CookieSettings,
@@ -726,6 +747,7 @@ impl Settings {
         }
         self.validate_claims_hook()?;
         self.validate_email()?;
+        self.validate_audit()?;
         if self.rate_limit.login_per_ip_per_minute == 0
             || self.rate_limit.register_per_ip_per_minute == 0
         {
@@ -831,6 +853,25 @@ impl Settings {
             }
         }
         DatabaseUrl::parse(self.database.url.expose())?;
+        Ok(())
+    }
+
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let audit = &self.audit;
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if audit.retention_days < 1 {
+            return invalid("audit.retention_days must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&audit.queue_capacity) {
+            return invalid("audit.queue_capacity must be between 1 and 1000000");
+        }
+        // Eleven columns a row: 1000 rows stay within SQLite's bind limit.
+        if !(1..=1000).contains(&audit.batch_size) {
+            return invalid("audit.batch_size must be between 1 and 1000");
+        }
+        if !(1..=60_000).contains(&audit.flush_interval_ms) {
+            return invalid("audit.flush_interval_ms must be between 1 and 60000");
+        }
         Ok(())
     }
 
@@ -1059,6 +1100,47 @@ mod tests {
     }
 
     #[test]
+    fn audit_settings_are_bounded() {
+        let s = load(&[("TOKEND__AUDIT__RETENTION_DAYS", "30")]).unwrap();
+        assert_eq!(s.audit.retention_days, 30);
+        assert_eq!(
+            (
+                s.audit.queue_capacity,
+                s.audit.batch_size,
+                s.audit.flush_interval_ms
+            ),
+            (10_000, 500, 200)
+        );
+        for (key, value, message) in [
+            (
+                "TOKEND__AUDIT__RETENTION_DAYS",
+                "0",
+                "audit.retention_days must be at least 1",
+            ),
+            (
+                "TOKEND__AUDIT__BATCH_SIZE",
+                "5000",
+                "audit.batch_size must be between 1 and 1000",
+            ),
+            (
+                "TOKEND__AUDIT__QUEUE_CAPACITY",
+                "0",
+                "audit.queue_capacity must be between 1 and 1000000",
+            ),
+            (
+                "TOKEND__AUDIT__FLUSH_INTERVAL_MS",
+                "0",
+                "audit.flush_interval_ms must be between 1 and 60000",
+            ),
+        ] {
+            match load(&[(key, value)]) {
+                Err(ConfigError::Invalid(m)) => assert_eq!(m, message),
+                other => panic!("{key}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let s = load(&[]).unwrap();
         assert_eq!(s.profile, Profile::Dev);
@@ -1270,6 +1352,8 @@ mod tests {
         assert_eq!(s.email.give_up_after_secs, 86_400);
         assert_eq!(s.email.retention_days, 7);
         assert_eq!(s.email.purge_before(10 * 86_400), 3 * 86_400);
+        assert_eq!(s.audit.retention_days, 90);
+        assert_eq!(s.audit.purge_before(100 * 86_400), 10 * 86_400);
         let s = load(&[
             ("TOKEND_PROFILE", "production"),
             ("TOKEND__JWT__SIGNING_KEY", &"k".repeat(32)),

@@ -27,6 +27,8 @@ pub struct Metrics {
     outbox_messages: prometheus::IntGaugeVec,
     outbox_sent: IntCounterVec,
     outbox_failed_attempts: IntCounterVec,
+    audit_written: IntCounter,
+    audit_dropped: IntCounter,
 }
 
 /// The `reason` labels of `tokend_claims_hook_failures_total`.
@@ -136,6 +138,17 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let audit_written = IntCounter::new(
+            "audit_written_total",
+            "Audit events written to the database by this process",
+        )?;
+        let audit_dropped = IntCounter::new(
+            "audit_dropped_total",
+            "Audit events lost by this process: its queue was full or the database \
+             refused their batch",
+        )?;
+        registry.register(Box::new(audit_written.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
         registry.register(Box::new(outbox_messages.clone()))?;
         registry.register(Box::new(outbox_sent.clone()))?;
         registry.register(Box::new(outbox_failed_attempts.clone()))?;
@@ -184,6 +197,8 @@ impl Metrics {
             outbox_messages,
             outbox_sent,
             outbox_failed_attempts,
+            audit_written,
+            audit_dropped,
         })
     }
 
@@ -281,6 +296,14 @@ impl Metrics {
         self.outbox_failed_attempts.with_label_values(&[kind]).inc();
     }
 
+    pub fn audit_written(&self, n: usize) {
+        self.audit_written.inc_by(n as u64);
+    }
+
+    pub fn audit_dropped(&self, n: usize) {
+        self.audit_dropped.inc_by(n as u64);
+    }
+
     /// The text exposition, with the pool gauges read now.
     pub fn render(&self, pool: (u32, u32)) -> String {
         self.pool_connections.set(i64::from(pool.0));
@@ -338,6 +361,8 @@ mod tests {
         m.outbox_sent("email");
         m.outbox_failed_attempt("email");
         m.outbox_failed_attempt("email");
+        m.audit_written(500);
+        m.audit_dropped(2);
         let text = m.render((3, 2));
         for line in [
             r#"tokend_http_requests_total{method="POST",route="/api/token/",status="200"} 1"#,
@@ -359,6 +384,8 @@ mod tests {
             r#"tokend_outbox_messages{kind="email",state="dead"} 1"#,
             r#"tokend_outbox_sent_total{kind="email"} 1"#,
             r#"tokend_outbox_failed_attempts_total{kind="email"} 2"#,
+            "tokend_audit_written_total 500",
+            "tokend_audit_dropped_total 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

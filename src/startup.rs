@@ -16,6 +16,7 @@ use crate::config::{CorsSettings, Origins, Profile, Settings};
 use crate::connections::{self, ConnectionLimits};
 use crate::routes::fields::BodyTimeout;
 use crate::routes::{self, AppState};
+use crate::service::audit::{AuditWriter, EventKind, WriterSettings};
 use crate::service::Services;
 use crate::storage::cache::StateCache;
 use crate::storage::Database;
@@ -26,7 +27,12 @@ pub struct Application {
     server: Server,
     /// The operational listener (`server.admin_address`), when configured.
     admin: Option<(u16, Server)>,
+    /// Writes the audit trail; flushed once the servers have stopped.
+    audit: Option<AuditWriter>,
 }
+
+/// How long a stopping server waits for the audit writer's last batch.
+const AUDIT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -50,6 +56,25 @@ impl Application {
             }
             None => None,
         };
+        let audit = AuditWriter::spawn(
+            &state.audit,
+            state.db.clone(),
+            WriterSettings {
+                batch: settings.audit.batch_size,
+                interval: std::time::Duration::from_millis(settings.audit.flush_interval_ms),
+                retry_delays: crate::service::audit::RETRY_DELAYS,
+            },
+        );
+        state
+            .audit
+            .record(
+                state
+                    .audit_event(EventKind::KeySetAtStartup)
+                    .detail(serde_json::json!({
+                        "kid": state.keys.signing_kid(),
+                        "algorithm": settings.jwt.algorithm.name(),
+                    })),
+            );
         if settings.purge.interval_secs > 0 {
             spawn_purge_task(state.db.clone(), &settings);
         }
@@ -109,6 +134,7 @@ impl Application {
             port,
             server,
             admin,
+            audit,
         })
     }
 
@@ -123,13 +149,22 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then finishes in-flight requests. Both
     /// listeners handle the signal; either one ending stops the other.
+    /// Then writes the queued audit events.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Some((_, admin)) = self.admin else {
-            return self.server.await;
+        let ended = match self.admin {
+            None => self.server.await,
+            Some((_, admin)) => Self::both_until_stopped(self.server, admin).await,
         };
-        let (api_handle, admin_handle) = (self.server.handle(), admin.handle());
+        if let Some(audit) = self.audit {
+            audit.shutdown(AUDIT_FLUSH_TIMEOUT).await;
+        }
+        ended
+    }
+
+    async fn both_until_stopped(server: Server, admin: Server) -> std::io::Result<()> {
+        let (api_handle, admin_handle) = (server.handle(), admin.handle());
         let api = async move {
-            let ended = self.server.await;
+            let ended = server.await;
             drop(admin_handle.stop(true));
             ended
         };
@@ -218,11 +253,13 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
             ticks.tick().await;
             let now = crate::clock::unix_now();
             let outbox_before = settings.email.purge_before(now);
+            let audit_before = settings.audit.purge_before(now);
             match db
                 .purge(
                     now,
                     purge_horizon(&settings, now),
                     outbox_before,
+                    audit_before,
                     batch,
                     |_| {},
                 )
@@ -233,6 +270,8 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
                     sessions = purged.sessions,
                     outbox = purged.outbox,
                     account_tokens = purged.account_tokens,
+                    client_tokens = purged.client_tokens,
+                    audit_events = purged.audit_events,
                     "purged expired rows"
                 ),
                 Ok(_) => {}
@@ -257,6 +296,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
             .enabled
             .then_some(settings.password.hashing_queue_per_client),
     });
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(routes::paths())?);
     let services = Services {
         db,
         keys,
@@ -283,7 +323,8 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
                     .account_mail_per_address_per_hour,
             })
         }),
-        metrics: std::sync::Arc::new(crate::metrics::Metrics::new(routes::paths())?),
+        metrics: metrics.clone(),
+        audit: crate::service::audit::Audit::new(settings.audit.queue_capacity, metrics),
         cache: StateCache::new(
             std::time::Duration::from_millis(settings.cache.ttl_ms),
             std::time::Duration::from_millis(settings.cache.stale_if_error_ms),

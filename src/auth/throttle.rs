@@ -112,6 +112,17 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
+/// What a failed guess led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Failure {
+    /// The last key (the `also` subject, when given) has used up its free
+    /// failures.
+    pub exhausted: bool,
+    /// A key has just used up its free failures: its back-off starts (the
+    /// first lock since its failures were last cleared or forgotten).
+    pub engaged: bool,
+}
+
 /// A reserved guess: judge it with `failed` or `succeeded`; dropped without
 /// a verdict (the check could not run: 503, a cancelled request), it only
 /// frees its reservation.
@@ -126,7 +137,12 @@ impl Guess<'_> {
     /// locks every key of this guess for 1, 2, 4… seconds, at most
     /// `max_backoff_secs`. True when the `also` subject of `begin_guess`
     /// has used up its free failures with this one.
-    pub fn failed(mut self, now: Instant) -> bool {
+    pub fn failed(self, now: Instant) -> bool {
+        self.failure(now).exhausted
+    }
+
+    /// `failed`, telling also whether this failure started a back-off.
+    pub fn failure(mut self, now: Instant) -> Failure {
         let keys = std::mem::take(&mut self.keys);
         self.throttle.judge(&keys, Some(now))
     }
@@ -282,9 +298,9 @@ impl Throttle {
     /// Records the verdict of a reserved guess: `Some(now)` a failure,
     /// `None` a success. True when a failure brought the last key (the
     /// `also` subject, when given) to its free failures.
-    fn judge(&self, keys: &[Key], failed_at: Option<Instant>) -> bool {
+    fn judge(&self, keys: &[Key], failed_at: Option<Instant>) -> Failure {
         let mut failed = self.lock();
-        let mut exhausted = false;
+        let mut verdict = Failure::default();
         for key in keys {
             let Some(entry) = failed.entries.get_mut(key) else {
                 continue;
@@ -294,7 +310,9 @@ impl Throttle {
                 Some(now) => {
                     entry.count = entry.count.saturating_add(1);
                     entry.last = now;
-                    exhausted = entry.count >= self.settings.free_failures;
+                    let exhausted = entry.count >= self.settings.free_failures;
+                    verdict.exhausted = exhausted;
+                    verdict.engaged |= entry.count == self.settings.free_failures;
                     if exhausted {
                         let exponent = (entry.count - self.settings.free_failures).min(30);
                         let secs = (1u64 << exponent).min(self.settings.max_backoff_secs.max(1));
@@ -310,7 +328,7 @@ impl Throttle {
                 failed.entries.remove(key);
             }
         }
-        exhausted
+        verdict
     }
 
     /// Entries in the back-off map.
@@ -387,6 +405,29 @@ mod tests {
 
     fn may_try(t: &Throttle, who: &str, ip: IpAddr, now: Instant) -> Verdict {
         t.begin_guess(who, ip, None, now).map(drop)
+    }
+
+    #[test]
+    fn the_failure_that_starts_a_back_off_says_so_once() {
+        let t = throttle(3, 900);
+        let mut now = Instant::now();
+        let mut verdicts = Vec::new();
+        for _ in 0..5 {
+            let guess = t.begin_guess("alice", A, None, now).expect("may guess");
+            verdicts.push(guess.failure(now));
+            now += Duration::from_secs(60);
+        }
+        let engaged: Vec<bool> = verdicts.iter().map(|v| v.engaged).collect();
+        assert_eq!(engaged, [false, false, true, false, false]);
+        let exhausted: Vec<bool> = verdicts.iter().map(|v| v.exhausted).collect();
+        assert_eq!(exhausted, [false, false, true, true, true]);
+        // A success clears it: the next run of failures engages again.
+        t.begin_guess("alice", A, None, now).unwrap().succeeded();
+        for i in 0..3 {
+            let v = t.begin_guess("alice", A, None, now).unwrap().failure(now);
+            assert_eq!(v.engaged, i == 2);
+            now += Duration::from_secs(60);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the library; what it shares with the HTTP API (account administration)
 //! goes through the same use cases (`tokend::service`).
 
+mod audit;
 mod clients;
 mod email;
 mod import;
@@ -35,7 +36,8 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Delete expired refresh tokens and dead sessions now, in batches.
+    /// Delete expired refresh tokens, dead sessions, old outbox messages
+    /// and audit events now, in batches.
     Purge,
     /// Print the effective configuration (secrets masked) and exit 0 when it
     /// is valid.
@@ -49,6 +51,24 @@ pub enum Command {
     /// OAuth 2 clients: services with identities of their own.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// The audit trail (security events), newest first: one line per
+    /// event, or with --json one JSON object per line.
+    Audit {
+        /// A username or user id.
+        #[arg(long)]
+        user: Option<String>,
+        /// An event name, e.g. login_failed.
+        #[arg(long)]
+        event: Option<String>,
+        /// Only events at or after this time: RFC 3339 or unix seconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// E-mail delivery: queue a test message, show the outbox.
     #[command(subcommand)]
     Email(EmailCommand),
@@ -196,6 +216,22 @@ pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         Command::Groups(command) => users::groups(&settings, command),
         Command::Clients(command) => clients::clients(&settings, command),
         Command::Email(command) => email::email(&settings, command),
+        Command::Audit {
+            user,
+            event,
+            since,
+            limit,
+            json,
+        } => audit::audit(
+            &settings,
+            audit::Filters {
+                user,
+                event,
+                since,
+                limit,
+                json,
+            },
+        ),
     }
 }
 

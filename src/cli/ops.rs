@@ -54,31 +54,15 @@ pub(super) fn purge(settings: &Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let outbox_before = settings.email.purge_before(at);
+    let audit_before = settings.audit.purge_before(at);
     let total = runtime.block_on(db.purge(
         at,
         horizon,
         outbox_before,
+        audit_before,
         settings.purge.batch_size,
-        |batch| {
-            println!(
-                "purged a batch: {} refresh token(s), {} session(s), {} outbox message(s), \
-                 {} account token(s), {} service token revocation(s)",
-                batch.refresh_tokens,
-                batch.sessions,
-                batch.outbox,
-                batch.account_tokens,
-                batch.client_tokens
-            );
-        },
+        |batch| println!("purged a batch: {batch}"),
     ))?;
-    println!(
-        "purge done: {} refresh token(s), {} session(s), {} outbox message(s), {} account \
-         token(s), {} service token revocation(s) removed",
-        total.refresh_tokens,
-        total.sessions,
-        total.outbox,
-        total.account_tokens,
-        total.client_tokens
-    );
+    println!("purge done: {total} removed");
     Ok(())
 }

@@ -63,7 +63,7 @@ pub async fn password_reset_confirm(
         uid: fields.char_field("uid"),
         token: fields.char_field("token"),
     };
-    password_reset::confirm(&state, super::client_ip(&state, &req), input).await?;
+    password_reset::confirm(&state, &super::origin(&state, &req), input).await?;
     Ok(HttpResponse::Ok().json(DetailBody {
         detail: "Password has been reset with the new password.",
     }))
@@ -83,9 +83,15 @@ pub async fn password_reset_confirm(
     ))]
 pub async fn verify_email(
     state: web::Data<AppState>,
+    req: HttpRequest,
     fields: Fields,
 ) -> Result<HttpResponse, ApiError> {
-    email_verification::verify(&state, fields.char_field("key")).await?;
+    email_verification::verify(
+        &state,
+        &super::origin(&state, &req),
+        fields.char_field("key"),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(DetailBody { detail: "ok" }))
 }
 

@@ -192,8 +192,12 @@ pub async fn introspect(
         (status = 503, description = "Database unavailable", body = super::openapi::Detail,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
-pub async fn revoke(state: web::Data<AppState>, fields: Fields) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    fields: Fields,
+) -> Result<HttpResponse, ApiError> {
     let token = token_param(&fields)?;
-    revocation::revoke(&state, &token).await?;
+    revocation::revoke(&state, &super::origin(&state, &req), &token).await?;
     Ok(HttpResponse::Ok().finish())
 }

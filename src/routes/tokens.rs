@@ -172,7 +172,8 @@ pub async fn blacklist(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&state, &req)?;
     let (refresh, from_cookie) = refresh_param(&state, &req, &fields)?;
-    let result = logout::logout(&state, &refresh).await.map(|()| {
+    let origin = super::origin(&state, &req);
+    let result = logout::logout(&state, &origin, &refresh).await.map(|()| {
         let mut response = HttpResponse::Ok();
         if let Some(cookie) = &state.refresh_cookie {
             response.cookie(cookie.clear());

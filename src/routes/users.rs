@@ -31,7 +31,7 @@ pub async fn register(
         password: fields.char_field("password"),
         email: fields.optional_char_field("email"),
     };
-    let user = signup::register(&state, super::client_ip(&state, &req), input).await?;
+    let user = signup::register(&state, &super::origin(&state, &req), input).await?;
     Ok(HttpResponse::Created().json(UserBody::from(user)))
 }
 
@@ -76,7 +76,7 @@ pub async fn logout_everywhere(
     req: HttpRequest,
     _body: Fields,
 ) -> Result<HttpResponse, ApiError> {
-    logout_all::logout_all(&state, &bearer_token(&req)?).await?;
+    logout_all::logout_all(&state, &super::origin(&state, &req), &bearer_token(&req)?).await?;
     Ok(HttpResponse::Ok().json(Empty {}))
 }
 
@@ -106,6 +106,6 @@ pub async fn change_password(
         old_password: fields.char_field("old_password"),
         new_password: fields.char_field("new_password"),
     };
-    password::change_password(&state, super::client_ip(&state, &req), &token, input).await?;
+    password::change_password(&state, &super::origin(&state, &req), &token, input).await?;
     Ok(HttpResponse::Ok().json(Empty {}))
 }

@@ -11,7 +11,17 @@ use crate::storage::account_tokens::MailedToken;
 use crate::storage::cache::StateCache;
 use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users::{self, CreateUser, PasswordChange, UserRecord};
-use crate::storage::Database;
+use crate::storage::{audit, Database};
+
+use super::audit::{Event, EventKind};
+
+/// An `admin_action` row about `user_id`: `{"action": action}`.
+fn admin_action(user_id: i64, action: &'static str) -> audit::NewAuditEvent {
+    Event::new(EventKind::AdminAction, crate::clock::unix_now())
+        .user(user_id)
+        .detail(serde_json::json!({ "action": action }))
+        .into_row()
+}
 
 /// What account administration needs: the command line has no signing keys
 /// and no cache of its own.
@@ -123,11 +133,21 @@ pub async fn change_password(
 /// Deactivates the user and revokes all their sessions: every token fails.
 /// Answers how many sessions were revoked.
 pub async fn disable(acc: &Accounts<'_>, user_id: i64, now: i64) -> Result<usize, ApiError> {
+    let event = Event::new(EventKind::UserDisabled, now).user(user_id);
     let revoked = acc
         .db
         .write(move |conn| {
             users::set_active(conn, user_id, false)?;
-            sessions::revoke_all_for_user(conn, user_id, None, RevokeReason::AccountDisabled, now)
+            let revoked = sessions::revoke_all_for_user(
+                conn,
+                user_id,
+                None,
+                RevokeReason::AccountDisabled,
+                now,
+            )?;
+            let event = event.detail(serde_json::json!({ "sessions_revoked": revoked }));
+            audit::insert_batch(conn, &[event.into_row()])?;
+            Ok(revoked)
         })
         .await?;
     acc.forget(user_id);
@@ -136,8 +156,12 @@ pub async fn disable(acc: &Accounts<'_>, user_id: i64, now: i64) -> Result<usize
 
 /// Reactivates the user; their old sessions stay revoked.
 pub async fn enable(acc: &Accounts<'_>, user_id: i64) -> Result<(), ApiError> {
+    let event = admin_action(user_id, "user_enabled");
     acc.db
-        .write(move |conn| users::set_active(conn, user_id, true))
+        .write(move |conn| {
+            users::set_active(conn, user_id, true)?;
+            audit::insert_batch(conn, &[event])
+        })
         .await?;
     acc.forget(user_id);
     Ok(())
@@ -145,8 +169,14 @@ pub async fn enable(acc: &Accounts<'_>, user_id: i64) -> Result<(), ApiError> {
 
 /// Deletes the user with all their sessions and tokens.
 pub async fn delete(acc: &Accounts<'_>, user_id: i64) -> Result<(), ApiError> {
+    let event = Event::new(EventKind::UserDeleted, crate::clock::unix_now())
+        .user(user_id)
+        .into_row();
     acc.db
-        .write(move |conn| users::delete(conn, user_id))
+        .write(move |conn| {
+            users::delete(conn, user_id)?;
+            audit::insert_batch(conn, &[event])
+        })
         .await?;
     acc.forget(user_id);
     Ok(())

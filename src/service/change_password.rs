@@ -1,9 +1,10 @@
 //! Password change by the user: the old password proves it is them; every
 //! other session of the user is revoked, the calling one stays signed in.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
+use super::audit::EventKind;
+use super::origin::Origin;
 use super::{accounts, bearer, Services};
 use crate::auth::jwt::TokenError;
 use crate::error::{ApiError, FieldErrors};
@@ -22,10 +23,11 @@ pub struct PasswordChange {
 /// sessions were revoked.
 pub async fn change_password(
     svc: &Services,
-    client: IpAddr,
+    origin: &Origin,
     token: &str,
     input: PasswordChange,
 ) -> Result<usize, ApiError> {
+    let client = origin.ip;
     let (user, token) = bearer::authenticated(svc, token).await?;
     let mut errors = FieldErrors::default();
     let old = match input.old_password {
@@ -78,8 +80,19 @@ pub async fn change_password(
         .check(client, old, Some(user.password_hash.clone()), false)
         .await?;
     if !checked.matches {
-        if guess.is_some_and(|guess| guess.failed(Instant::now())) {
-            revoke_guessing_session(svc, user.id, session, client).await?;
+        let failure = guess.map(|guess| guess.failure(Instant::now()));
+        if failure.is_some_and(|f| f.engaged) {
+            svc.audit.record(
+                svc.audit_event(EventKind::BackoffEngaged)
+                    .origin(origin)
+                    .user(user.id)
+                    .username(&user.username)
+                    .session(&session)
+                    .reason("password_change"),
+            );
+        }
+        if failure.is_some_and(|f| f.exhausted) {
+            revoke_guessing_session(svc, user.id, session, origin).await?;
         }
         return Err(ApiError::Validation(FieldErrors::single(
             "old_password",
@@ -91,6 +104,7 @@ pub async fn change_password(
     }
     // `authenticated` made sure the token names its (live) session; a reset
     // or another change since the check wins over this one.
+    let token_sid = token.sid.clone();
     let outcome = accounts::change_password(
         &svc.accounts(),
         user.id,
@@ -111,6 +125,16 @@ pub async fn change_password(
         }
         Changed::SessionRevoked => return Err(ApiError::BearerToken(TokenError::Blacklisted)),
     };
+    let mut changed = svc
+        .audit_event(EventKind::PasswordChanged)
+        .origin(origin)
+        .user(user.id)
+        .username(&user.username)
+        .detail(serde_json::json!({ "sessions_revoked": revoked }));
+    if let Some(sid) = &token_sid {
+        changed = changed.session(sid);
+    }
+    svc.audit.record(changed);
     tracing::info!(
         security_event = "password_change",
         user_id = user.id,
@@ -125,8 +149,9 @@ async fn revoke_guessing_session(
     svc: &Services,
     user_id: i64,
     session: String,
-    client: IpAddr,
+    origin: &Origin,
 ) -> Result<(), ApiError> {
+    let client = origin.ip;
     let now = svc.now();
     let sid = session.clone();
     svc.db
@@ -135,6 +160,13 @@ async fn revoke_guessing_session(
         })
         .await?;
     svc.cache.session_revoked(&session, user_id, Instant::now());
+    svc.audit.record(
+        svc.audit_event(EventKind::SessionRevoked)
+            .origin(origin)
+            .user(user_id)
+            .session(&session)
+            .reason("password_guessing"),
+    );
     tracing::warn!(
         security_event = "password_guessing",
         user_id,

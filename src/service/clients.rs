@@ -6,7 +6,9 @@ use crate::auth::clients::{new_client_id, new_secret, parse_scopes, INTROSPECT_S
 use crate::auth::keys::{self, KeyMaterial, SigningAlgorithm};
 use crate::error::ApiError;
 use crate::storage::clients::{self, ClientRecord, CreateClient, NewClient};
-use crate::storage::Database;
+use crate::storage::{audit, Database};
+
+use super::audit::{Event, EventKind};
 
 /// The longest lifetime a client's tokens may be given.
 pub const MAX_TTL_SECS: i64 = 86_400;
@@ -88,9 +90,13 @@ pub async fn create(db: &Database, spec: ClientSpec, now: i64) -> Result<Credent
     let (id, (secret, digest)) = (new_client_id(), new_secret());
     let name = spec.name.trim().to_owned();
     let (client_id, taken) = (id.clone(), name.clone());
+    let event = Event::new(EventKind::ClientCreated, now)
+        .client(&id)
+        .detail(serde_json::json!({ "name": name, "scopes": scopes }))
+        .into_row();
     let created = db
         .write(move |conn| {
-            clients::create(
+            let created = clients::create(
                 conn,
                 &NewClient {
                     id: &id,
@@ -102,7 +108,11 @@ pub async fn create(db: &Database, spec: ClientSpec, now: i64) -> Result<Credent
                     public_key_pem: public.as_deref(),
                     now,
                 },
-            )
+            )?;
+            if created == CreateClient::Created {
+                audit::insert_batch(conn, &[event])?;
+            }
+            Ok(created)
         })
         .await
         .map_err(ApiError::from)?;
@@ -158,18 +168,37 @@ pub async fn set_disabled(
 ) -> Result<ClientRecord, ClientError> {
     let client = find(db, id_or_name).await?;
     let id = client.id.clone();
-    db.write(move |conn| clients::set_disabled(conn, &id, disabled, now))
-        .await
-        .map_err(ApiError::from)?;
+    let event = match disabled {
+        true => Event::new(EventKind::ClientDisabled, now),
+        false => Event::new(EventKind::AdminAction, now)
+            .detail(serde_json::json!({ "action": "client_enabled" })),
+    }
+    .client(&id)
+    .into_row();
+    db.write(move |conn| {
+        let changed = clients::set_disabled(conn, &id, disabled, now)?;
+        audit::insert_batch(conn, &[event])?;
+        Ok(changed)
+    })
+    .await
+    .map_err(ApiError::from)?;
     Ok(client)
 }
 
 pub async fn delete(db: &Database, id_or_name: &str) -> Result<ClientRecord, ClientError> {
     let client = find(db, id_or_name).await?;
     let id = client.id.clone();
-    db.write(move |conn| clients::delete(conn, &id))
-        .await
-        .map_err(ApiError::from)?;
+    let event = Event::new(EventKind::AdminAction, crate::clock::unix_now())
+        .client(&id)
+        .detail(serde_json::json!({ "action": "client_deleted" }))
+        .into_row();
+    db.write(move |conn| {
+        let deleted = clients::delete(conn, &id)?;
+        audit::insert_batch(conn, &[event])?;
+        Ok(deleted)
+    })
+    .await
+    .map_err(ApiError::from)?;
     Ok(client)
 }
 

@@ -14,7 +14,11 @@ pub const JOB: &str = "verify_resend";
 
 /// Confirms the address of the key's user; unknown, expired or used keys
 /// (or an address changed since) are `NotFound`.
-pub async fn verify(svc: &Services, key: Result<String, Vec<String>>) -> Result<(), ApiError> {
+pub async fn verify(
+    svc: &Services,
+    origin: &super::origin::Origin,
+    key: Result<String, Vec<String>>,
+) -> Result<(), ApiError> {
     let key = key.map_err(|messages| {
         let mut errors = FieldErrors::default();
         errors.add("key", messages);
@@ -25,11 +29,13 @@ pub async fn verify(svc: &Services, key: Result<String, Vec<String>>) -> Result<
         .db
         .write(move |conn| account_tokens::verify_email(conn, &digest, now))
         .await?;
-    if verified {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound)
-    }
+    let user_id = verified.ok_or(ApiError::NotFound)?;
+    svc.audit.record(
+        svc.audit_event(super::audit::EventKind::EmailVerified)
+            .origin(origin)
+            .user(user_id),
+    );
+    Ok(())
 }
 
 /// A new verification mail for `email`, when verification is on.

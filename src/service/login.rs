@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::audit::{login_failed as failed, EventKind};
 use super::claims::access_claims;
 use super::origin::Origin;
 use super::Services;
@@ -39,23 +40,36 @@ pub async fn login(
         Some(throttle) => Some(
             throttle
                 .begin_guess(&username, client, None, Instant::now())
-                .map_err(ApiError::Throttled)?,
+                .map_err(|wait| {
+                    svc.audit
+                        .record(failed(svc.now(), origin, &username, None, "throttled"));
+                    ApiError::Throttled(wait)
+                })?,
         ),
         None => None,
     };
+    let name = username.clone();
     let user = svc
         .db
-        .run(move |conn| users::find_by_username(conn, &username))
+        .run(move |conn| users::find_by_username(conn, &name))
         .await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let outcome = svc.hashing.check(client, password, stored, true).await?;
     let user = match user {
         Some(user) if outcome.matches && user.is_active => user,
         _ => {
-            if let Some(guess) = guess {
-                guess.failed(Instant::now());
-            }
+            let engaged = guess.is_some_and(|guess| guess.failure(Instant::now()).engaged);
             svc.metrics.login(LoginOutcome::Failed);
+            let (user_id, reason) = match &user {
+                Some(user) if outcome.matches => (Some(user.id), "inactive"),
+                user => (user.as_ref().map(|u| u.id), "bad_credentials"),
+            };
+            svc.audit
+                .record(failed(svc.now(), origin, &username, user_id, reason));
+            if engaged {
+                svc.audit
+                    .record(failed(svc.now(), origin, &username, user_id, "login").backoff());
+            }
             return Err(ApiError::BadCredentials);
         }
     };
@@ -69,6 +83,13 @@ pub async fn login(
         && !user.email_verified
     {
         svc.metrics.login(LoginOutcome::Failed);
+        svc.audit.record(failed(
+            svc.now(),
+            origin,
+            &username,
+            Some(user.id),
+            "email_not_verified",
+        ));
         return Err(ApiError::EmailNotVerified);
     }
     // The hashes this login may rely on: the one checked, and its upgrade.
@@ -99,6 +120,12 @@ pub async fn login(
     )
     .with_access_claims(claims);
     let tokens = pair.sign(&svc.keys)?;
+    let succeeded = svc
+        .audit_event(EventKind::LoginSucceeded)
+        .origin(origin)
+        .user(user.id)
+        .username(&user.username)
+        .session(&pair.session_id);
     let record_last_login = svc.update_last_login;
     let device = origin.device();
     match svc
@@ -118,6 +145,7 @@ pub async fn login(
     {
         IssueOutcome::Issued => {
             svc.metrics.login(LoginOutcome::Ok);
+            svc.audit.record(succeeded);
             Ok(tokens)
         }
         IssueOutcome::NoSuchUser => Err(ApiError::BadCredentials),

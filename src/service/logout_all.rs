@@ -1,14 +1,16 @@
 //! Logout everywhere: every session of the user is revoked, the calling one
 //! included; all their tokens stop working.
 
+use super::audit::EventKind;
+use super::origin::Origin;
 use super::{bearer, Services};
 use crate::error::ApiError;
 use crate::storage::sessions::{self, RevokeReason};
 
 /// `token` is the caller's Bearer access token; answers how many sessions
 /// were revoked.
-pub async fn logout_all(svc: &Services, token: &str) -> Result<usize, ApiError> {
-    let (user, _) = bearer::authenticated(svc, token).await?;
+pub async fn logout_all(svc: &Services, origin: &Origin, token: &str) -> Result<usize, ApiError> {
+    let (user, token) = bearer::authenticated(svc, token).await?;
     let now = svc.now();
     let user_id = user.id;
     let revoked = svc
@@ -18,6 +20,16 @@ pub async fn logout_all(svc: &Services, token: &str) -> Result<usize, ApiError> 
         })
         .await?;
     svc.cache.forget_user(user_id);
+    let mut event = svc
+        .audit_event(EventKind::LogoutAll)
+        .origin(origin)
+        .user(user_id)
+        .username(&user.username)
+        .detail(serde_json::json!({ "sessions_revoked": revoked }));
+    if let Some(sid) = &token.sid {
+        event = event.session(sid);
+    }
+    svc.audit.record(event);
     tracing::info!(
         security_event = "logout_everywhere",
         user_id,

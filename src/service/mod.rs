@@ -7,6 +7,7 @@
 
 pub mod account_mails;
 pub mod accounts;
+pub mod audit;
 pub mod bearer;
 pub mod cached;
 pub mod change_password;
@@ -67,6 +68,8 @@ pub struct Services {
     /// Session and user state for the token-check paths.
     pub cache: StateCache,
     pub metrics: std::sync::Arc<Metrics>,
+    /// The audit trail's queue (`audit::Audit::record` never waits).
+    pub audit: audit::Audit,
     /// Wakes this process's outbox sender (see `outbox_notify`).
     pub outbox: crate::mail::Outbox,
     /// The wall clock, in unix seconds (replaceable in tests).
@@ -77,6 +80,11 @@ impl Services {
     /// The current instant, in unix seconds.
     pub fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// An audit event of `kind`, now.
+    pub fn audit_event(&self, kind: audit::EventKind) -> audit::Event {
+        audit::Event::new(kind, self.now())
     }
 
     /// Wakes this process's outbox sender: call it after committing a

@@ -97,9 +97,10 @@ pub struct Confirmation {
 /// answers how many sessions were revoked.
 pub async fn confirm(
     svc: &Services,
-    client: IpAddr,
+    origin: &super::origin::Origin,
     input: Confirmation,
 ) -> Result<usize, ApiError> {
+    let client = origin.ip;
     let mut errors = FieldErrors::default();
     let mut field = |name: &str, value: Result<String, Vec<String>>| {
         value.map_err(|messages| errors.add(name, messages)).ok()
@@ -158,6 +159,13 @@ pub async fn confirm(
     match outcome {
         ResetOutcome::Reset { revoked } => {
             svc.cache.forget_user(user_id);
+            svc.audit.record(
+                svc.audit_event(super::audit::EventKind::PasswordReset)
+                    .origin(origin)
+                    .user(user_id)
+                    .username(&user.username)
+                    .detail(serde_json::json!({ "sessions_revoked": revoked })),
+            );
             tracing::info!(
                 security_event = "password_reset",
                 user_id,

@@ -1,8 +1,8 @@
 //! Registration: a new account, validated as DRF's serializer would.
 
-use std::net::IpAddr;
-
 use super::accounts;
+use super::audit::EventKind;
+use super::origin::Origin;
 use super::Services;
 use crate::auth::credentials::{NewUsername, MSG_REQUIRED};
 use crate::auth::email::Email;
@@ -31,9 +31,10 @@ pub struct Registered {
 
 pub async fn register(
     svc: &Services,
-    client: IpAddr,
+    origin: &Origin,
     input: Registration,
 ) -> Result<Registered, ApiError> {
+    let client = origin.ip;
     if let Some(throttle) = &svc.throttle {
         throttle
             .register_attempt(client)
@@ -124,10 +125,18 @@ pub async fn register(
         svc.outbox_notify();
     }
     match created {
-        CreateUser::Created { id } => Ok(Registered {
-            id,
-            username: username.as_str().to_owned(),
-        }),
+        CreateUser::Created { id } => {
+            svc.audit.record(
+                svc.audit_event(EventKind::Registered)
+                    .origin(origin)
+                    .user(id)
+                    .username(username.as_str()),
+            );
+            Ok(Registered {
+                id,
+                username: username.as_str().to_owned(),
+            })
+        }
         CreateUser::UsernameTaken => Err(ApiError::Validation(FieldErrors::single(
             "username",
             MSG_USERNAME_TAKEN,

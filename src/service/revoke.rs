@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use super::audit::EventKind;
+use super::origin::Origin;
 use super::policy::{session_check, SessionCheck, TokenUse};
 use super::Services;
 use crate::error::ApiError;
@@ -11,7 +13,7 @@ use crate::storage::clients::{self as client_store, ClientTokenState};
 use crate::storage::sessions::{self, RevokeReason};
 
 /// `token`: an access or a refresh token. Fails only when the database does.
-pub async fn revoke(svc: &Services, token: &str) -> Result<(), ApiError> {
+pub async fn revoke(svc: &Services, origin: &Origin, token: &str) -> Result<(), ApiError> {
     let now = svc.now();
     let Ok(verified) = svc.keys.verify(token, None, now) else {
         return Ok(());
@@ -45,6 +47,13 @@ pub async fn revoke(svc: &Services, token: &str) -> Result<(), ApiError> {
         .await?;
     if revoked {
         svc.cache.session_revoked(&sid, user_id, Instant::now());
+        svc.audit.record(
+            svc.audit_event(EventKind::SessionRevoked)
+                .origin(origin)
+                .user(user_id)
+                .session(&sid)
+                .reason("revocation_endpoint"),
+        );
     }
     Ok(())
 }

@@ -5,9 +5,9 @@
 //! With rotation off (`jwt.rotate_refresh_tokens`), a refresh issues a new
 //! access token of the session and the refresh token stays usable.
 
-use std::net::IpAddr;
 use std::time::Instant;
 
+use super::audit::{self, EventKind};
 use super::claims::access_claims;
 use super::origin::Origin;
 use super::policy::presented_refresh;
@@ -28,15 +28,13 @@ pub enum Refreshed {
     Access(String),
 }
 
-/// `client` is for the security log only.
 pub async fn refresh(
     svc: &Services,
     origin: &Origin,
     refresh: &str,
 ) -> Result<Refreshed, ApiError> {
-    let client = origin.ip;
     if svc.rotate_refresh_tokens {
-        rotate(svc, client, refresh).await.map(Refreshed::Pair)
+        rotate(svc, origin, refresh).await.map(Refreshed::Pair)
     } else {
         renew(svc, refresh).await.map(Refreshed::Access)
     }
@@ -77,7 +75,8 @@ async fn renew(svc: &Services, refresh: &str) -> Result<String, ApiError> {
     Ok(spec.sign_access(&svc.keys)?)
 }
 
-async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedPair, ApiError> {
+async fn rotate(svc: &Services, origin: &Origin, refresh: &str) -> Result<SignedPair, ApiError> {
+    let client = origin.ip;
     let now = svc.now();
     let presented = presented_refresh(svc, refresh, now)?;
     // Computed before the rotation's transaction (never wait on the claims
@@ -107,6 +106,12 @@ async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedP
         }
         SpendOutcome::Replayed(pair) => {
             svc.metrics.refresh(RefreshOutcome::Replayed);
+            svc.audit.record(audit::refresh_event(
+                EventKind::GraceReplayServed,
+                now,
+                origin,
+                &presented,
+            ));
             // Usually a second tab or a retry; also what a thief racing the
             // owner inside the grace window looks like, hence on record.
             tracing::warn!(
@@ -121,6 +126,12 @@ async fn rotate(svc: &Services, client: IpAddr, refresh: &str) -> Result<SignedP
         SpendOutcome::ReuseDetected => {
             refused();
             svc.metrics.reuse_detected();
+            svc.audit.record(audit::refresh_event(
+                EventKind::RefreshReuseDetected,
+                now,
+                origin,
+                &presented,
+            ));
             svc.cache
                 .session_revoked(&presented.session_id, presented.user_id, Instant::now());
             tracing::warn!(

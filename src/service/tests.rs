@@ -26,6 +26,7 @@ fn services(dir: &std::path::Path) -> Services {
         access_secs: 300,
         refresh_secs: 3600,
     };
+    let metrics = std::sync::Arc::new(Metrics::new(Vec::new()).expect("metrics"));
     Services {
         db,
         keys: JwtKeys::hs256("service-test-key", lifetimes),
@@ -57,7 +58,8 @@ fn services(dir: &std::path::Path) -> Services {
         throttle: None,
         // Long enough that only an invalidation can make a check see a change.
         cache: StateCache::new(Duration::from_secs(600), Duration::ZERO),
-        metrics: std::sync::Arc::new(Metrics::new(Vec::new()).expect("metrics")),
+        metrics: metrics.clone(),
+        audit: crate::service::audit::Audit::new(1000, metrics),
         clock: crate::clock::unix_now,
     }
 }

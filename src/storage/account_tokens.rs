@@ -203,10 +203,14 @@ pub fn void_resets(conn: &mut DbConnection, user_id: i64) -> Result<(), diesel::
 
 /// Confirms an address with verification token `digest`: true when the
 /// token was live and the user still has that address (now verified).
-pub fn verify_email(conn: &mut DbConnection, digest: &str, now: i64) -> Result<bool, StorageError> {
+pub fn verify_email(
+    conn: &mut DbConnection,
+    digest: &str,
+    now: i64,
+) -> Result<Option<i64>, StorageError> {
     Ok(conn.transaction(|conn| {
         let Some((user_id, Some(email))) = spend(conn, VERIFY, digest, None, now)? else {
-            return Ok::<_, diesel::result::Error>(false);
+            return Ok::<_, diesel::result::Error>(None);
         };
         let key = crate::auth::email::key_of(&email);
         let verified = diesel::update(
@@ -216,7 +220,7 @@ pub fn verify_email(conn: &mut DbConnection, digest: &str, now: i64) -> Result<b
         )
         .set(users::email_verified.eq(true))
         .execute(conn)?;
-        Ok(verified == 1)
+        Ok((verified == 1).then_some(user_id))
     })?)
 }
 

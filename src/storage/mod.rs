@@ -6,6 +6,7 @@
 //! one set of queries serve both.
 
 pub mod account_tokens;
+pub mod audit;
 pub mod cache;
 pub mod clients;
 pub mod django;
@@ -406,8 +407,9 @@ impl Database {
             .is_ok()
     }
 
-    /// Deletes expired and long-revoked rows, and outbox messages sent or
-    /// given up before `outbox_before`, batch by batch until none is left;
+    /// Deletes expired and long-revoked rows, outbox messages sent or
+    /// given up before `outbox_before` and audit events older than
+    /// `audit_before`, batch by batch until none is left;
     /// `progress` sees each batch. Each batch is its own short statements,
     /// so live traffic is never blocked for long.
     pub async fn purge(
@@ -415,6 +417,7 @@ impl Database {
         now: i64,
         revoked_before: i64,
         outbox_before: i64,
+        audit_before: i64,
         batch: i64,
         mut progress: impl FnMut(sessions::Purged),
     ) -> Result<sessions::Purged, StorageError> {
@@ -427,17 +430,14 @@ impl Database {
                     // Used or expired one-time tokens: nothing refers to them.
                     purged.account_tokens = account_tokens::purge_batch(conn, now, batch)?;
                     purged.client_tokens = clients::purge_revoked_tokens(conn, now, batch)?;
+                    purged.audit_events = audit::purge_batch(conn, audit_before, batch)?;
                     Ok(purged)
                 })
                 .await?;
             if purged.total() == 0 {
                 return Ok(total);
             }
-            total.refresh_tokens += purged.refresh_tokens;
-            total.sessions += purged.sessions;
-            total.outbox += purged.outbox;
-            total.account_tokens += purged.account_tokens;
-            total.client_tokens += purged.client_tokens;
+            total.add(&purged);
             progress(purged);
         }
     }

@@ -133,6 +133,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Security events; no foreign keys (events outlive what they name).
+    audit_events (id) {
+        id -> BigInt,
+        /// Unix seconds.
+        at -> BigInt,
+        event -> Text,
+        user_id -> Nullable<BigInt>,
+        username -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        /// A JSON object.
+        detail -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_groups -> users (user_id));

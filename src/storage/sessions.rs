@@ -393,11 +393,45 @@ pub struct Purged {
     pub account_tokens: usize,
     /// Revocations of service tokens that have expired anyway.
     pub client_tokens: usize,
+    /// Audit events older than `audit.retention_days`.
+    pub audit_events: usize,
 }
 
 impl Purged {
     pub fn total(&self) -> usize {
-        self.refresh_tokens + self.sessions + self.outbox + self.account_tokens + self.client_tokens
+        self.refresh_tokens
+            + self.sessions
+            + self.outbox
+            + self.account_tokens
+            + self.client_tokens
+            + self.audit_events
+    }
+
+    pub fn add(&mut self, other: &Purged) {
+        self.refresh_tokens += other.refresh_tokens;
+        self.sessions += other.sessions;
+        self.outbox += other.outbox;
+        self.account_tokens += other.account_tokens;
+        self.client_tokens += other.client_tokens;
+        self.audit_events += other.audit_events;
+    }
+}
+
+/// The counts as `tokend purge` prints them: `N what(s)`, comma-separated,
+/// in a fixed order (new kinds of rows go at the end).
+impl std::fmt::Display for Purged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refresh token(s), {} session(s), {} outbox message(s), {} account token(s), \
+             {} service token revocation(s), {} audit event(s)",
+            self.refresh_tokens,
+            self.sessions,
+            self.outbox,
+            self.account_tokens,
+            self.client_tokens,
+            self.audit_events
+        )
     }
 }
 
@@ -453,5 +487,6 @@ pub fn purge_batch(
         outbox: 0,
         account_tokens: 0,
         client_tokens: 0,
+        audit_events: 0,
     })
 }

@@ -175,6 +175,9 @@ async fn optional_verification_mails_a_key(backend: Backend) {
         .assert(404, r#"{"detail":"Not found."}"#);
     verify(&key).await.assert(200, r#"{"detail":"ok"}"#);
     verify(&key).await.assert(404, r#"{"detail":"Not found."}"#);
+    // Only the one that verified is on record.
+    let e = &crate::audit::events(&app, "email_verified", 1).await[0];
+    assert_eq!((e.user_id, e.ip.as_deref()), (Some(1), Some("127.0.0.1")));
     app.post_json("/api/auth/registration/verify-email/", json!({}))
         .await
         .assert(400, r#"{"key":["This field is required."]}"#);
@@ -304,6 +307,12 @@ async fn a_reset_link_works_once_and_revokes_every_session(backend: Backend) {
     confirm(body(&uid, &token, "newer pw", "newer pw"))
         .await
         .assert(400, r#"{"token":["Invalid value"]}"#);
+    let e = &crate::audit::events(&app, "password_reset", 1).await[0];
+    assert_eq!(
+        (e.user_id, e.username.as_deref(), e.ip.as_deref()),
+        (Some(1), Some("alice"), Some("127.0.0.1"))
+    );
+    assert_eq!(e.detail.as_deref(), Some(r#"{"sessions_revoked":1}"#));
     assert_eq!(app.login("alice", "old pw").await.status, 401);
     assert_eq!(app.login("alice", "new pw").await.status, 200);
     // Every session of the user is revoked, its tokens with it.

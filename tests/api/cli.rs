@@ -102,7 +102,7 @@ async fn purge_removes_dead_rows_in_batches(backend: Backend) {
     let past = now() - 1;
     let purged = app
         .db
-        .purge(now(), past, past, 1000, |batch| {
+        .purge(now(), past, past, past, 1000, |batch| {
             batches += 1;
             assert!(
                 batch.sessions <= 1000 && batch.refresh_tokens <= 1000,

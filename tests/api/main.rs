@@ -3,6 +3,7 @@
 mod helpers;
 
 mod accounts;
+mod audit;
 mod claims;
 mod claims_hook;
 mod cli;

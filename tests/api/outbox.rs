@@ -510,7 +510,7 @@ async fn purge_removes_old_sent_and_dead_mail(backend: Backend) {
     let (ok, out) = crate::cli::tokend(&app, &["purge"], "");
     assert!(ok, "{out}");
     assert!(
-        out.contains("purge done: 0 refresh token(s), 0 session(s), 2 outbox message(s), 0 account token(s), 0 service token revocation(s) removed"),
+        out.contains("purge done: 0 refresh token(s), 0 session(s), 2 outbox message(s), 0 account token(s), 0 service token revocation(s), 0 audit event(s) removed"),
         "{out}"
     );
     let left: Vec<i64> = rows(&app.db).await.iter().map(|r| r.0).collect();

@@ -88,6 +88,30 @@ async fn failed_logins_back_off_per_username_and_address(backend: Backend) {
     let reply = login_from(&app, attacker, "alice", "pw").await;
     assert_throttled(&reply);
     assert_eq!(reply.header("retry-after"), Some("1"));
+    // On record: the failure that started the back-off, and the refusal.
+    let engaged = &crate::audit::events(&app, "backoff_engaged", 1).await[0];
+    assert_eq!(
+        (
+            engaged.ip.as_deref(),
+            engaged.username.as_deref(),
+            engaged.detail.as_deref()
+        ),
+        (Some(attacker), Some("alice"), Some(r#"{"reason":"login"}"#))
+    );
+    let failed = crate::audit::events(&app, "login_failed", 3).await;
+    let reasons: Vec<_> = failed.iter().map(|e| e.detail.as_deref()).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some(r#"{"reason":"throttled"}"#),
+            Some(r#"{"reason":"bad_credentials"}"#),
+            Some(r#"{"reason":"bad_credentials"}"#)
+        ]
+    );
+    assert_eq!(
+        failed[0].request_id.as_deref(),
+        reply.header("x-request-id")
+    );
     // The real user, elsewhere, is not locked out; other users neither.
     assert_eq!(
         login_from(&app, "192.0.2.10", "alice", "pw").await.status,
