@@ -3,6 +3,7 @@
 //! caller's. Every call acts on sessions, so the caller's own session must
 //! be live (read from the database, never the cache).
 
+use super::audit::EventKind;
 use std::time::Instant;
 
 use super::origin::Origin;
@@ -71,6 +72,13 @@ pub async fn revoke(
         return Err(ApiError::NotFound);
     }
     svc.cache.session_revoked(id, user_id, Instant::now());
+    svc.audit.record(
+        svc.audit_event(EventKind::SessionRevoked)
+            .origin(origin)
+            .user(user_id)
+            .session(id)
+            .reason("user"),
+    );
     tracing::info!(
         security_event = "session_revoked_by_user",
         user_id,
@@ -98,6 +106,13 @@ pub async fn revoke_others(
     let at = Instant::now();
     for sid in &revoked {
         svc.cache.session_revoked(sid, user_id, at);
+        svc.audit.record(
+            svc.audit_event(EventKind::SessionRevoked)
+                .origin(origin)
+                .user(user_id)
+                .session(sid)
+                .reason("user_revoked_others"),
+        );
     }
     tracing::info!(
         security_event = "other_sessions_revoked_by_user",

@@ -175,8 +175,7 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
         .db
         .run(move |conn| match token_type {
             TokenType::Refresh => {
-                if refresh_tokens::status(conn, &jti, &sid, user_id, exp, now)?
-                    != TokenStatus::Live
+                if refresh_tokens::status(conn, &jti, &sid, user_id, exp, now)? != TokenStatus::Live
                 {
                     return Ok(None);
                 }
@@ -186,15 +185,17 @@ async fn active_token(svc: &Services, token: &str) -> Result<Introspection, ApiE
             TokenType::Access => sessions::live_session_user(conn, &sid, user_id, now),
         })
         .await?;
-    Ok(found.filter(|(_, is_active)| *is_active).map(|(username, _)| {
-        Active::User(ActiveToken {
-            token_type: verified.token_type,
-            user_id,
-            username,
-            exp: verified.exp,
-            iat: verified.iat,
-            jti: verified.jti,
-            sid: verified.sid,
-        })
-    }))
+    Ok(found
+        .filter(|(_, is_active)| *is_active)
+        .map(|(username, _)| {
+            Active::User(ActiveToken {
+                token_type: verified.token_type,
+                user_id,
+                username,
+                exp: verified.exp,
+                iat: verified.iat,
+                jti: verified.jti,
+                sid: verified.sid,
+            })
+        }))
 }

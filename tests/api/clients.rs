@@ -266,7 +266,7 @@ async fn private_key_jwt(backend: Backend) {
             &claims("a3", now + 60, "https://elsewhere.example/"),
         ),
         assertion(&private, &claims("a4", now - 5, &aud)),
-        assertion(&private, &claims("a5", now + 3601, &aud)),
+        assertion(&private, &claims("a5", now + 3700, &aud)),
         // Issued more than five minutes ago: stale, whatever its exp.
         assertion(
             &private,
