@@ -212,18 +212,17 @@ fn assertion(private_pem: &str, claims: &Value) -> String {
     .expect("sign")
 }
 
-/// private_key_jwt: a service holding no shared secret proves itself with
-/// an assertion signed by its registered key; each assertion works once.
-async fn private_key_jwt(backend: Backend) {
+/// A client `signer` (scope `jobs:run`) registered with a new EdDSA public
+/// key: its id and the private key (PEM).
+fn signer(app: &TestApp) -> (String, String) {
     use tokend::auth::keys::{generate, public_pem, SigningAlgorithm};
-    let app = spawn_app(backend).await;
     let private = generate(SigningAlgorithm::EdDsa).expect("key");
     let dir = tempfile::tempdir().expect("dir");
     let key_file = dir.path().join("client.pem");
     std::fs::write(&key_file, public_pem(&private).expect("public")).expect("write");
     let key_arg = key_file.display().to_string();
     let (id, _) = create(
-        &app,
+        app,
         &[
             "signer",
             "--scope",
@@ -232,6 +231,15 @@ async fn private_key_jwt(backend: Backend) {
             &key_arg,
         ],
     );
+    (id, private)
+}
+
+/// private_key_jwt: a service holding no shared secret proves itself with
+/// an assertion signed by its registered key; each assertion works once.
+async fn private_key_jwt(backend: Backend) {
+    use tokend::auth::keys::{generate, SigningAlgorithm};
+    let app = spawn_app(backend).await;
+    let (id, private) = signer(&app);
     let (plain, plain_secret) = create(&app, &["plain", "--scope", "jobs:run"]);
     let aud = format!("{}/api/oauth/token/", app.address);
     let now = crate::helpers::now();
@@ -545,25 +553,10 @@ async fn an_off_the_shelf_client_proves_itself_with_its_key() {
 /// a right proof is no guess, whatever the database write after it costs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_assertions_are_not_throttled() {
-    use tokend::auth::keys::{generate, public_pem, SigningAlgorithm};
     let app =
         crate::helpers::spawn_app_with(Backend::Sqlite, &[("TOKEND__RATE_LIMIT__ENABLED", "true")])
             .await;
-    let private = generate(SigningAlgorithm::EdDsa).expect("key");
-    let dir = tempfile::tempdir().expect("dir");
-    let key_file = dir.path().join("client.pem");
-    std::fs::write(&key_file, public_pem(&private).expect("public")).expect("write");
-    let key_arg = key_file.display().to_string();
-    let (id, _) = create(
-        &app,
-        &[
-            "signer",
-            "--scope",
-            "jobs:run",
-            "--public-key-file",
-            &key_arg,
-        ],
-    );
+    let (id, private) = signer(&app);
     let aud = format!("{}/api/oauth/token/", app.address);
     let now = crate::helpers::now();
     let requests = (0..48).map(|i| {
