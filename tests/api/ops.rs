@@ -221,19 +221,19 @@ async fn documented_responses_are_the_real_bodies(backend: Backend) {
                 requests.push(app.client.get(app.url(path)).bearer_auth(&access));
             } else {
                 requests.extend([
-                    app.client.post(app.url(path)).json(&json!({})),
-                    app.client.post(app.url(path)).json(&json!([1])),
-                    app.client.post(app.url(path)).json(&json!({"username": "x", "password": "y", "refresh": " ", "token": "x.y.z", "new_password": "a\u{0}"})),
+                    app.client.request(method.clone(), app.url(path)).json(&json!({})),
+                    app.client.request(method.clone(), app.url(path)).json(&json!([1])),
+                    app.client.request(method.clone(), app.url(path)).json(&json!({"username": "x", "password": "y", "refresh": " ", "token": "x.y.z", "new_password": "a\u{0}"})),
                     app.client
-                        .post(app.url(path))
+                        .request(method.clone(), app.url(path))
                         .header("Content-Type", "application/json")
                         .body("\u{0}"),
                     app.client
-                        .post(app.url(path))
+                        .request(method.clone(), app.url(path))
                         .header("Content-Type", "text/plain")
                         .body("x"),
                     app.client
-                        .post(app.url(path))
+                        .request(method.clone(), app.url(path))
                         .header("Content-Type", "application/x-www-form-urlencoded")
                         .body("token="),
                 ]);
