@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::cli::tokend;
+use crate::clients::{client_token, create};
 use crate::helpers::{claims, now, sign, spawn_app_with, Backend, Reply, TestApp};
 
 const CONFIGURED: (&str, &str) = ("TOKEND__INTROSPECTION__CLIENTS", "legacy:s3cret-legacy");
@@ -18,35 +18,6 @@ const INVALID: &str = r#"{"detail":"Token is invalid","code":"token_not_valid"}"
 const BLACKLISTED: &str = r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#;
 const INACTIVE: &str = r#"{"active":false}"#;
 const INVALID_CLIENT: &str = r#"{"error":"invalid_client"}"#;
-
-fn create(app: &TestApp, name: &str, args: &[&str]) -> (String, String) {
-    let mut all = vec!["clients", "create", name];
-    all.extend_from_slice(args);
-    let (ok, out) = tokend(app, &all, "");
-    assert!(ok, "{out}");
-    let v: Value = serde_json::from_str(out.lines().next().expect("line")).expect("JSON");
-    (
-        v["client_id"].as_str().expect("id").to_owned(),
-        v["client_secret"].as_str().expect("secret").to_owned(),
-    )
-}
-
-async fn token_for(app: &TestApp, (id, secret): (&str, &str)) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
-    let reply = app
-        .send(
-            app.client
-                .post(app.url("/api/oauth/token/"))
-                .header("Authorization", format!("Basic {encoded}"))
-                .form(&[("grant_type", "client_credentials")]),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
 
 async fn introspect(app: &TestApp, (id, secret): (&str, &str), token: &str) -> Reply {
     app.send(
@@ -86,10 +57,15 @@ async fn service_tokens_verify_and_introspect(backend: Backend) {
     let app = spawn_app_with(backend, &[CONFIGURED]).await;
     let billing = create(
         &app,
-        "billing",
-        &["--scope", "orders:read", "--audience", "orders-api"],
+        &[
+            "billing",
+            "--scope",
+            "orders:read",
+            "--audience",
+            "orders-api",
+        ],
     );
-    let token = token_for(&app, (&billing.0, &billing.1)).await;
+    let token = client_token(&app, &billing.0, &billing.1).await;
     app.verify(&token).await.assert(200, "{}");
     // Never a user, whatever asks.
     assert_eq!(
@@ -117,7 +93,7 @@ async fn service_tokens_verify_and_introspect(backend: Backend) {
     );
 
     // A registered client may introspect only with tokend:introspect.
-    let gateway = create(&app, "gateway", &["--scope", "tokend:introspect"]);
+    let gateway = create(&app, &["gateway", "--scope", "tokend:introspect"]);
     let reply = introspect(&app, (&gateway.0, &gateway.1), &token).await;
     assert_eq!(reply.json()["client_id"], billing.0.as_str());
     // User tokens too.
@@ -202,8 +178,8 @@ async fn revocations_outlive_the_leeway() {
         &[CONFIGURED, ("TOKEND__JWT__LEEWAY_SECS", "60")],
     )
     .await;
-    let billing = create(&app, "billing", &["--scope", "orders:read", "--ttl", "1"]);
-    let token = token_for(&app, (&billing.0, &billing.1)).await;
+    let billing = create(&app, &["billing", "--scope", "orders:read", "--ttl", "1"]);
+    let token = client_token(&app, &billing.0, &billing.1).await;
     assert_eq!(revoke(&app, &token).await.status, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (ok, out) = tokend(&app, &["purge"], "");
@@ -220,10 +196,10 @@ async fn revocations_outlive_the_leeway() {
 
 async fn revoking_a_service_token_ends_that_token_only(backend: Backend) {
     let app = spawn_app_with(backend, &[CONFIGURED]).await;
-    let billing = create(&app, "billing", &["--scope", "orders:read"]);
+    let billing = create(&app, &["billing", "--scope", "orders:read"]);
     let (one, two) = (
-        token_for(&app, (&billing.0, &billing.1)).await,
-        token_for(&app, (&billing.0, &billing.1)).await,
+        client_token(&app, &billing.0, &billing.1).await,
+        client_token(&app, &billing.0, &billing.1).await,
     );
     app.verify(&one).await.assert(200, "{}");
     let reply = revoke(&app, &one).await;
@@ -246,10 +222,10 @@ async fn revoking_a_service_token_ends_that_token_only(backend: Backend) {
 
 async fn disabling_or_deleting_a_client_ends_its_tokens(backend: Backend) {
     let app = spawn_app_with(backend, &[CONFIGURED]).await;
-    let billing = create(&app, "billing", &["--scope", "orders:read"]);
-    let reports = create(&app, "reports", &["--scope", "reports:read"]);
-    let token = token_for(&app, (&billing.0, &billing.1)).await;
-    let other = token_for(&app, (&reports.0, &reports.1)).await;
+    let billing = create(&app, &["billing", "--scope", "orders:read"]);
+    let reports = create(&app, &["reports", "--scope", "reports:read"]);
+    let token = client_token(&app, &billing.0, &billing.1).await;
+    let other = client_token(&app, &reports.0, &reports.1).await;
     // Seen once, so the live state is cached.
     app.verify(&token).await.assert(200, "{}");
 
@@ -271,7 +247,7 @@ async fn disabling_or_deleting_a_client_ends_its_tokens(backend: Backend) {
         .await
         .assert(200, INACTIVE);
     app.verify(&token).await.assert(401, BLACKLISTED);
-    let fresh = token_for(&app, (&billing.0, &billing.1)).await;
+    let fresh = client_token(&app, &billing.0, &billing.1).await;
     app.verify(&fresh).await.assert(200, "{}");
 
     // Deleted: its tokens are nobody's.
@@ -287,11 +263,10 @@ async fn metadata_lists_the_scopes(backend: Backend) {
     let app = spawn_app_with(backend, &[]).await;
     create(
         &app,
-        "b",
-        &["--scope", "orders:write", "--scope", "orders:read"],
+        &["b", "--scope", "orders:write", "--scope", "orders:read"],
     );
-    create(&app, "a", &["--scope", "orders:read"]);
-    create(&app, "off", &["--scope", "hidden:scope"]);
+    create(&app, &["a", "--scope", "orders:read"]);
+    create(&app, &["off", "--scope", "hidden:scope"]);
     assert!(tokend(&app, &["clients", "disable", "off"], "").0);
     let reply = app
         .send(
@@ -321,10 +296,10 @@ async fn service_tokens_with_a_configured_audience() {
         &[CONFIGURED, ("TOKEND__JWT__AUDIENCE", "tokend-users")],
     )
     .await;
-    let plain = create(&app, "plain", &["--scope", "x"]);
-    let own = create(&app, "own", &["--scope", "x", "--audience", "orders-api"]);
-    let t1 = token_for(&app, (&plain.0, &plain.1)).await;
-    let t2 = token_for(&app, (&own.0, &own.1)).await;
+    let plain = create(&app, &["plain", "--scope", "x"]);
+    let own = create(&app, &["own", "--scope", "x", "--audience", "orders-api"]);
+    let t1 = client_token(&app, &plain.0, &plain.1).await;
+    let t2 = client_token(&app, &own.0, &own.1).await;
     assert_eq!(claims(&t1)["aud"], "tokend-users");
     assert_eq!(claims(&t2)["aud"], "orders-api");
     app.verify(&t1).await.assert(200, "{}");

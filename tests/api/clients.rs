@@ -13,7 +13,8 @@ use crate::both_backends;
 use crate::cli::tokend;
 use crate::helpers::{claims, python_venv, spawn_app, Backend, Reply, TestApp};
 
-fn create(app: &TestApp, args: &[&str]) -> (String, String) {
+/// `tokend clients create ARGS…` (the name first): (client id, secret).
+pub(crate) fn create(app: &TestApp, args: &[&str]) -> (String, String) {
     let mut all = vec!["clients", "create"];
     all.extend_from_slice(args);
     let (ok, out) = tokend(app, &all, "");
@@ -38,6 +39,16 @@ async fn grant(app: &TestApp, basic: Option<(&str, &str)>, form: &[(&str, &str)]
 }
 
 const CC: (&str, &str) = ("grant_type", "client_credentials");
+
+/// A client credentials token, with client_secret_basic.
+pub(crate) async fn client_token(app: &TestApp, id: &str, secret: &str) -> String {
+    let reply = grant(app, Some((id, secret)), &[CC]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
 const INVALID_CLIENT: &str = r#"{"error":"invalid_client"}"#;
 
 async fn client_credentials_grant(backend: Backend) {

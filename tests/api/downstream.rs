@@ -519,31 +519,14 @@ const DJANGO_REFUSALS: Refusals = Refusals {
 
 /// `tokend clients create NAME ARGS…`: (client id, secret).
 fn create_client(app: &TestApp, name: &str, args: &[&str]) -> (String, String) {
-    let mut all = vec!["clients", "create", name];
+    let mut all = vec![name];
     all.extend_from_slice(args);
-    let (ok, out) = crate::cli::tokend(app, &all, "");
-    assert!(ok, "tokend {all:?}: {out}");
-    let created: Value = serde_json::from_str(out.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{out}: {e}"));
-    let field = |name: &str| created[name].as_str().expect(name).to_owned();
-    (field("client_id"), field("client_secret"))
+    crate::clients::create(app, &all)
 }
 
 /// A client credentials token straight from the token endpoint.
 async fn client_token(app: &TestApp, (id, secret): &(String, String)) -> String {
-    let response = reqwest::Client::new()
-        .post(app.url("/api/oauth/token/"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .expect("token endpoint answers");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("JSON");
-    body["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
+    crate::clients::client_token(app, id, secret).await
 }
 
 /// Service A's virtualenv, or `None` (test skipped) when Python is missing
