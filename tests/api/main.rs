@@ -31,6 +31,7 @@ mod password_policy;
 mod process;
 mod protocol;
 mod register;
+mod replicas;
 mod sessions;
 mod throttle;
 mod tokens;

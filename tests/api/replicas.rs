@@ -1,0 +1,554 @@
+//! Several `tokend serve` processes on one PostgreSQL database behind a real
+//! load balancer (nginx, round robin): they must act as one service while
+//! replicas are restarted one by one or killed mid-burst.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestDatabase, SIGNING_KEY};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// nginx from the system (Debian's package); outside CI a test without it
+/// is skipped, under CI=true it fails.
+fn nginx_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "nginx is required in CI for the load-balancer tests (apt-get install nginx)"
+        );
+        eprintln!("SKIPPED: nginx not found");
+    }
+    found
+}
+
+/// One `tokend serve` process on a fixed port.
+struct Replica {
+    child: Option<Child>,
+    port: u16,
+    database_url: String,
+    log: PathBuf,
+}
+
+impl Replica {
+    async fn start(database_url: &str, log_dir: &Path, index: usize) -> Replica {
+        let mut replica = Replica {
+            child: None,
+            port: free_port(),
+            database_url: database_url.to_owned(),
+            log: log_dir.join(format!("tokend-{index}.log")),
+        };
+        replica.spawn().await;
+        replica
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Starts the process (again) and waits until it is ready.
+    // The child is reaped in `stop`, `kill` or Drop.
+    #[allow(clippy::zombie_processes)]
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("replica log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+            .arg("serve")
+            .env("TOKEND__DATABASE__URL", &self.database_url)
+            .env("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY)
+            .env("TOKEND__SERVER__PORT", self.port.to_string())
+            .env("TOKEND__SERVER__WORKERS", "1")
+            .env("TOKEND__PASSWORD__BCRYPT_COST", "4")
+            .env("TOKEND__RATE_LIMIT__ENABLED", "false")
+            .env("TOKEND__RATE_LIMIT__CLIENT_IP_HEADER", "X-Forwarded-For")
+            .env("TOKEND__DATABASE__POOL_SIZE", "4")
+            .env("TOKEND_CONFIG_DIR", "/nonexistent")
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start tokend");
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica on port {} not ready within 30 s; log:\n{}",
+                self.port,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, as an orchestrator stops a container; waits for the exit.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("replica running");
+        crate::helpers::run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+        child.wait().expect("wait for replica")
+    }
+
+    /// SIGKILL: the process dies with whatever it was doing.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Requests this replica answered, from its own metrics.
+    async fn requests_served(&self, client: &reqwest::Client) -> u64 {
+        let text = client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| l.starts_with("tokend_http_requests_total{") && l.contains("/api/token/"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// nginx as the load balancer: round robin over the replicas, the client
+/// address passed in `X-Forwarded-For`. A request nginx could not send to
+/// one replica (connection refused) goes to the next; one that was sent to
+/// a replica that died answers 502 and the client retries.
+struct Nginx {
+    child: Child,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(binary: PathBuf, upstreams: &[(u16, bool)]) -> Nginx {
+        let dir = tempfile::tempdir().expect("nginx dir");
+        // Worker processes may run as another user when the tests run as root.
+        for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("nginx temp dir");
+        }
+        set_mode(dir.path(), 0o777);
+        let port = free_port();
+        write_config(dir.path(), port, upstreams);
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            child,
+            binary,
+            dir,
+            port,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// New configuration, applied by a graceful reload: old workers finish
+    /// the requests they have, new ones use the new upstream list.
+    async fn reload(&self, upstreams: &[(u16, bool)]) {
+        write_config(self.dir.path(), self.port, upstreams);
+        crate::helpers::run(
+            Command::new(&self.binary)
+                .arg("-p")
+                .arg(self.dir.path())
+                .arg("-c")
+                .arg(self.dir.path().join("nginx.conf"))
+                .args(["-s", "reload"])
+                .stderr(Stdio::null()),
+        );
+        // The reload is asynchronous: give the new workers time to start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The configuration with `upstreams` (port, taken out of rotation).
+fn write_config(dir: &Path, port: u16, upstreams: &[(u16, bool)]) {
+    let shown = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|(port, down)| {
+            let down = if *down { " down" } else { "" };
+            format!("    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s{down};\n")
+        })
+        .collect();
+    let config = format!(
+        "worker_processes 1;\n\
+         error_log {shown}/error.log warn;\n\
+         pid {shown}/nginx.pid;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {shown}/body;\n\
+           proxy_temp_path {shown}/proxy;\n\
+           fastcgi_temp_path {shown}/fastcgi;\n\
+           uwsgi_temp_path {shown}/uwsgi;\n\
+           scgi_temp_path {shown}/scgi;\n\
+           upstream tokend {{\n{servers}  }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location / {{\n\
+               proxy_pass http://tokend;\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+               proxy_connect_timeout 1s;\n\
+               proxy_next_upstream error timeout;\n\
+             }}\n\
+           }}\n\
+         }}\n",
+    );
+    std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+            set_mode(&entry.path(), mode);
+        }
+    }
+}
+
+/// A database, `count` replicas on it and nginx in front.
+struct Cluster {
+    nginx: Nginx,
+    replicas: Vec<Replica>,
+    _logs: tempfile::TempDir,
+    database: TestDatabase,
+}
+
+impl Cluster {
+    async fn start(count: usize) -> Option<Cluster> {
+        let binary = nginx_binary()?;
+        let database = TestDatabase::create(Backend::Postgres);
+        let logs = tempfile::tempdir().expect("log dir");
+        let mut replicas = Vec::new();
+        for index in 0..count {
+            replicas.push(Replica::start(database.url(), logs.path(), index).await);
+        }
+        let nginx = Nginx::start(binary, &Self::upstreams(&replicas, None));
+        Some(Cluster {
+            nginx,
+            replicas,
+            _logs: logs,
+            database,
+        })
+    }
+
+    fn upstreams(replicas: &[Replica], down: Option<usize>) -> Vec<(u16, bool)> {
+        replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.port, Some(i) == down))
+            .collect()
+    }
+
+    /// Rows of the database, counted directly.
+    fn count(&self, sql: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn =
+            diesel::PgConnection::establish(self.database.url()).expect("connect to test db");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut conn)
+            .expect("count")
+            .n
+    }
+}
+
+/// What the clients of a burst saw.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    retried: AtomicUsize,
+    failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failures.lock().expect("tally").push(what);
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().expect("tally").clone()
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) -> Result<(u16, Value), String> {
+    let response = client
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(|e| format!("body: {e}"))?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Registers and logs in `username` through the balancer: its refresh token.
+async fn session(client: &reqwest::Client, base: &Nginx, username: &str) -> String {
+    let password = "correct horse battery staple";
+    let creds = json!({"username": username, "password": password});
+    let (status, body) = post(client, &base.url("/api/user/register/"), creds.clone())
+        .await
+        .expect("register");
+    assert_eq!(status, 201, "register {username}: {body}");
+    let (status, body) = post(client, &base.url("/api/token/"), creds)
+        .await
+        .expect("login");
+    assert_eq!(status, 200, "login {username}: {body}");
+    body["refresh"].as_str().expect("refresh").to_owned()
+}
+
+/// Rotates one session through the balancer until `stop`: every refresh
+/// must succeed. With `retry`, a transport error or a 502 (the replica died
+/// with the request) is retried with the same token, as a client within the
+/// grace window would; without it any failure counts. Returns the last
+/// refresh token.
+async fn rotate_until(
+    client: reqwest::Client,
+    url: String,
+    mut refresh: String,
+    retry: bool,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> String {
+    while !stop.load(Ordering::Relaxed) {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match post(&client, &url, json!({ "refresh": refresh })).await {
+                Ok((200, body)) => {
+                    refresh = body["refresh"].as_str().expect("rotated").to_owned();
+                    tally.ok.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok((502 | 504, _)) | Err(_) if retry && attempts < 5 => {
+                    tally.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => {
+                    tally.fail(format!("refresh attempt {attempts}: {other:?}"));
+                    return refresh;
+                }
+            }
+        }
+    }
+    refresh
+}
+
+/// Rolling restart, as an operator does it with nginx: take a replica out
+/// of rotation (graceful reload), stop it (SIGTERM), start it again, put it
+/// back; then the next one. Clients rotating through the balancer all the
+/// while see no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_through_nginx_fails_no_request() {
+    let Some(mut cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let refresh = session(&client, &cluster.nginx, &format!("rolling{i}")).await;
+        tasks.push(tokio::spawn(rotate_until(
+            client.clone(),
+            cluster.nginx.url("/api/token/refresh/"),
+            refresh,
+            false,
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for index in 0..cluster.replicas.len() {
+        let served_before = cluster.replicas[index].requests_served(&client).await;
+        assert!(served_before > 0, "replica {index} got no request");
+        let down = Cluster::upstreams(&cluster.replicas, Some(index));
+        cluster.nginx.reload(&down).await;
+        let status = cluster.replicas[index].stop();
+        assert!(status.success(), "replica {index} exited with {status}");
+        cluster.replicas[index].spawn().await;
+        let up = Cluster::upstreams(&cluster.replicas, None);
+        cluster.nginx.reload(&up).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            cluster.replicas[index].requests_served(&client).await > 0,
+            "restarted replica {index} got no request"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut last = Vec::new();
+    for task in tasks {
+        last.push(task.await.expect("client task"));
+    }
+    assert_eq!(tally.failures(), Vec::<String>::new(), "failed requests");
+    assert!(
+        tally.ok.load(Ordering::Relaxed) > 50,
+        "too few rotations to mean anything"
+    );
+    // Every session is still live and its last token still rotates.
+    for refresh in last {
+        let (status, body) = post(
+            &client,
+            &cluster.nginx.url("/api/token/refresh/"),
+            json!({ "refresh": refresh }),
+        )
+        .await
+        .expect("final refresh");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        cluster.count("SELECT COUNT(*) AS n FROM sessions WHERE revoked_at IS NOT NULL"),
+        0
+    );
+}
+
+/// `kill -9` of one replica in the middle of a refresh burst through the
+/// balancer: clients retry a failed refresh with the same token (inside the
+/// grace window) on another replica and go on. No refresh token is lost (the
+/// last one of every session still rotates), no session is revoked as
+/// stolen, and no token was spent twice (every session has exactly one
+/// unspent refresh token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_burst_loses_no_refresh_token() {
+    let Some(mut cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let refresh = session(&client, &cluster.nginx, &format!("burst{i}")).await;
+        tasks.push(tokio::spawn(rotate_until(
+            client.clone(),
+            cluster.nginx.url("/api/token/refresh/"),
+            refresh,
+            true,
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(cluster.replicas[0].requests_served(&client).await > 0);
+    cluster.replicas[0].kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut last = Vec::new();
+    for task in tasks {
+        last.push(task.await.expect("client task"));
+    }
+    assert_eq!(
+        tally.failures(),
+        Vec::<String>::new(),
+        "refreshes that failed for good"
+    );
+    let retried = tally.retried.load(Ordering::Relaxed);
+    eprintln!(
+        "kill -9 mid-burst: {} rotations, {retried} retried",
+        tally.ok.load(Ordering::Relaxed)
+    );
+    // About a third of the 16 clients had a request on the killed replica.
+    assert!(
+        retried > 0,
+        "no request was cut by the kill: the test proved nothing"
+    );
+    for refresh in last {
+        let (status, body) = post(
+            &client,
+            &cluster.nginx.url("/api/token/refresh/"),
+            json!({ "refresh": refresh }),
+        )
+        .await
+        .expect("final refresh");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        cluster.count("SELECT COUNT(*) AS n FROM sessions WHERE revoked_at IS NOT NULL"),
+        0,
+        "a session was revoked (reuse detected) although every client only retried"
+    );
+    // Spent once: every session has exactly one unspent refresh token.
+    assert_eq!(
+        cluster.count(
+            "SELECT COUNT(*) AS n FROM (SELECT session_id FROM refresh_tokens \
+             WHERE replaced_by IS NULL AND revoked_at IS NULL \
+             GROUP BY session_id HAVING COUNT(*) <> 1) AS twice"
+        ),
+        0
+    );
+    assert_eq!(
+        cluster.count(
+            "SELECT COUNT(DISTINCT session_id) AS n FROM refresh_tokens \
+             WHERE replaced_by IS NULL AND revoked_at IS NULL"
+        ),
+        16
+    );
+}
