@@ -42,6 +42,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// The PostgreSQL advisory lock key migrations are applied under ("tokend"
+/// in ASCII): one replica at a time.
+const MIGRATION_LOCK: i64 = 0x746f_6b65_6e64;
 /// Any error, kept whole (its `source()` chain) rather than flattened into
 /// a string, so that the one place that logs it shows every cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -347,10 +350,27 @@ impl Database {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
+        // Replicas starting together would race to apply the same migration
+        // (one fails on the existing table): on PostgreSQL they take turns
+        // under a session advisory lock, and the later ones find nothing
+        // pending. SQLite serializes writers by itself.
+        let locked = matches!(self.backend, Backend::Postgres);
+        if locked {
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .execute(conn)
+                .map_err(|e| StorageError::unavailable("cannot take the migration lock", e))?;
+        }
         let applied = conn
             .run_pending_migrations(migrations)
-            .map_err(StorageError::Migration)?;
-        Ok(applied.len())
+            .map(|applied| applied.len())
+            .map_err(StorageError::Migration);
+        if locked {
+            // Released with the session anyway; unlocking keeps the pooled
+            // connection clean.
+            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                .execute(conn);
+        }
+        applied
     }
 
     /// Runs `f` with a connection, on the calling thread (command line

@@ -94,6 +94,13 @@ impl Replica {
                     return;
                 }
             }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "replica on port {} exited with {status}; log:\n{}",
+                    self.port,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "replica on port {} not ready within 30 s; log:\n{}",
@@ -551,4 +558,27 @@ async fn a_replica_killed_mid_burst_loses_no_refresh_token() {
         ),
         16
     );
+}
+
+/// Replicas started at the same moment on an empty database (a compose
+/// `up`, a deployment scaling out) all come up: they take turns applying
+/// the migrations instead of racing to create the same tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_started_together_all_migrate_and_serve() {
+    let database = TestDatabase::create(Backend::Postgres);
+    let logs = tempfile::tempdir().expect("log dir");
+    let replicas = futures::future::join_all(
+        (0..4).map(|index| Replica::start(database.url(), logs.path(), index)),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for replica in &replicas {
+        let response = client
+            .post(replica.url("/api/user/register/"))
+            .json(&json!({"username": format!("r{}", replica.port), "password": "correct horse battery staple"}))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(response.status(), 201);
+    }
 }
