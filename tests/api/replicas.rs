@@ -149,10 +149,7 @@ impl Drop for Replica {
     }
 }
 
-/// nginx as the load balancer: round robin over the replicas, the client
-/// address passed in `X-Forwarded-For`. A request nginx could not send to
-/// one replica (connection refused) goes to the next; one that was sent to
-/// a replica that died answers 502 and the client retries.
+/// nginx as the load balancer, configured as `deploy/nginx.conf`.
 struct Nginx {
     child: Child,
     binary: PathBuf,
@@ -225,16 +222,40 @@ impl Drop for Nginx {
     }
 }
 
-/// The configuration with `upstreams` (port, taken out of rotation).
+/// The shipped load-balancer configuration (`deploy/nginx.conf`, what the
+/// compose file runs) with the replicas' addresses for its servers and a
+/// local port to listen on, inside a main configuration for a process of
+/// the test's own. `upstreams`: (port, taken out of rotation).
 fn write_config(dir: &Path, port: u16, upstreams: &[(u16, bool)]) {
+    const SHIPPED: &str = include_str!("../../deploy/nginx.conf");
     let shown = dir.display();
-    let servers: String = upstreams
-        .iter()
-        .map(|(port, down)| {
-            let down = if *down { " down" } else { "" };
-            format!("    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s{down};\n")
-        })
-        .collect();
+    let mut site = String::new();
+    let (mut servers, mut listen) = (false, false);
+    for line in SHIPPED.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("server tokend-") {
+            if !servers {
+                for (upstream, down) in upstreams {
+                    let down = if *down { " down" } else { "" };
+                    site.push_str(&format!(
+                        "    server 127.0.0.1:{upstream} max_fails=1 fail_timeout=2s{down};\n"
+                    ));
+                }
+                servers = true;
+            }
+        } else if trimmed == "listen 80;" {
+            site.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+            listen = true;
+        } else {
+            site.push_str(line);
+            site.push('\n');
+        }
+    }
+    assert!(
+        servers && listen,
+        "deploy/nginx.conf changed shape: no `server tokend-…` or `listen 80;` line"
+    );
+    std::fs::write(dir.join("site.conf"), site).expect("site.conf");
     let config = format!(
         "worker_processes 1;\n\
          error_log {shown}/error.log warn;\n\
@@ -247,17 +268,8 @@ fn write_config(dir: &Path, port: u16, upstreams: &[(u16, bool)]) {
            fastcgi_temp_path {shown}/fastcgi;\n\
            uwsgi_temp_path {shown}/uwsgi;\n\
            scgi_temp_path {shown}/scgi;\n\
-           upstream tokend {{\n{servers}  }}\n\
-           server {{\n\
-             listen 127.0.0.1:{port};\n\
-             location / {{\n\
-               proxy_pass http://tokend;\n\
-               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-               proxy_connect_timeout 1s;\n\
-               proxy_next_upstream error timeout;\n\
-             }}\n\
-           }}\n\
-         }}\n",
+           include {shown}/site.conf;\n\
+         }}\n"
     );
     std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
 }
