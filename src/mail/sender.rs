@@ -245,8 +245,8 @@ impl Sender {
     }
 
     async fn update_gauges(&self) {
-        match self.db.run(|conn| outbox::counts(conn, KIND)).await {
-            Ok(counts) => self.metrics.outbox_counts(KIND, counts.queued, counts.dead),
+        match self.db.run(|conn| outbox::gauges(conn, KIND)).await {
+            Ok((queued, dead)) => self.metrics.outbox_counts(KIND, queued, dead),
             Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "outbox: cannot count"),
         }
     }

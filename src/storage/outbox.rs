@@ -187,22 +187,33 @@ pub struct Counts {
     pub dead: i64,
 }
 
+/// Every count, for the operator (`tokend email status`): counting the sent
+/// messages reads all of them.
 pub fn counts(conn: &mut DbConnection, kind: &str) -> Result<Counts, StorageError> {
+    let (queued, dead) = gauges(conn, kind)?;
+    let sent = outbox::table
+        .filter(outbox::kind.eq(kind.to_owned()))
+        .filter(outbox::sent_at.is_not_null())
+        .count()
+        .get_result(conn)?;
+    Ok(Counts { queued, sent, dead })
+}
+
+/// (queued, dead) messages of `kind`, for the gauges a sender refreshes
+/// every few seconds: both read partial indexes of the few rows concerned,
+/// never the sent ones.
+pub fn gauges(conn: &mut DbConnection, kind: &str) -> Result<(i64, i64), StorageError> {
     let of_kind = || outbox::table.filter(outbox::kind.eq(kind.to_owned()));
     let queued = of_kind()
         .filter(outbox::sent_at.is_null())
         .filter(outbox::dead_at.is_null())
         .count()
         .get_result(conn)?;
-    let sent = of_kind()
-        .filter(outbox::sent_at.is_not_null())
-        .count()
-        .get_result(conn)?;
     let dead = of_kind()
         .filter(outbox::dead_at.is_not_null())
         .count()
         .get_result(conn)?;
-    Ok(Counts { queued, sent, dead })
+    Ok((queued, dead))
 }
 
 /// Deletes at most `batch` messages sent or given up before `before`; call

@@ -28,6 +28,7 @@ mod oauth;
 mod ops;
 mod outbox;
 mod password_policy;
+mod plans;
 mod process;
 mod protocol;
 mod register;

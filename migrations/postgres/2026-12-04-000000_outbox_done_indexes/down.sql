@@ -1,0 +1,2 @@
+DROP INDEX outbox_dead_at;
+DROP INDEX outbox_sent_at;
