@@ -216,14 +216,26 @@ pub fn create(
 
 /// Deletes a user; their refresh tokens go with them (ON DELETE CASCADE).
 pub fn delete(conn: &mut DbConnection, id: i64) -> Result<bool, StorageError> {
-    Ok(diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1)
+    Ok(conn.transaction(|conn| {
+        let deleted = diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1;
+        if deleted {
+            super::invalidate::user(conn, id)?;
+        }
+        Ok::<_, diesel::result::Error>(deleted)
+    })?)
 }
 
 pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool, StorageError> {
-    Ok(diesel::update(users::table.filter(users::id.eq(id)))
-        .set(users::is_active.eq(active))
-        .execute(conn)?
-        == 1)
+    Ok(conn.transaction(|conn| {
+        let changed = diesel::update(users::table.filter(users::id.eq(id)))
+            .set(users::is_active.eq(active))
+            .execute(conn)?
+            == 1;
+        if changed {
+            super::invalidate::user(conn, id)?;
+        }
+        Ok::<_, diesel::result::Error>(changed)
+    })?)
 }
 
 /// What a password change found.
@@ -370,6 +382,8 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
                 diesel::update(users::table.filter(users::id.eq(user.id)))
                     .set(users::kept_legacy_id.eq(true))
                     .execute(conn)?;
+                // Cached summaries carry the marker.
+                super::invalidate::user(conn, user.id)?;
                 return Ok(ImportUser::AlreadyImported);
             }
             return Ok(ImportUser::UsernameTaken);
