@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::invalidate::{changed_then, Notice};
 use super::schema::clients;
 use super::{is_unique_violation, DbConnection, StorageError};
 
@@ -140,19 +141,15 @@ pub fn set_disabled(
             .execute(conn)?
             == 1);
     }
-    Ok(conn.transaction(|conn| {
-        let updated = diesel::update(target)
+    changed_then(conn, Notice::Client(id.to_owned()), |conn| {
+        Ok(diesel::update(target)
             .set((
                 clients::disabled.eq(true),
                 clients::tokens_revoked_at.eq(Some(now)),
             ))
             .execute(conn)?
-            == 1;
-        if updated {
-            super::invalidate::client(conn, id)?;
-        }
-        Ok::<_, diesel::result::Error>(updated)
-    })?)
+            == 1)
+    })
 }
 
 /// Whether a service token may be honoured, as the database says now.
@@ -296,13 +293,9 @@ pub fn all_scopes(conn: &mut DbConnection) -> Result<Vec<String>, StorageError> 
 }
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> Result<bool, StorageError> {
-    Ok(conn.transaction(|conn| {
-        let deleted = diesel::delete(clients::table.filter(clients::id.eq(id))).execute(conn)? == 1;
-        if deleted {
-            super::invalidate::client(conn, id)?;
-        }
-        Ok::<_, diesel::result::Error>(deleted)
-    })?)
+    changed_then(conn, Notice::Client(id.to_owned()), |conn| {
+        Ok(diesel::delete(clients::table.filter(clients::id.eq(id))).execute(conn)? == 1)
+    })
 }
 
 /// Records the `jti` of an accepted client assertion: false when it was

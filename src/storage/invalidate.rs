@@ -121,10 +121,6 @@ pub fn user(conn: &mut DbConnection, user_id: i64) -> Result<(), diesel::result:
     send(conn, &Notice::User(user_id))
 }
 
-pub fn client(conn: &mut DbConnection, client_id: &str) -> Result<(), diesel::result::Error> {
-    send(conn, &Notice::Client(client_id.to_owned()))
-}
-
 pub fn client_token(
     conn: &mut DbConnection,
     client_id: &str,
@@ -137,6 +133,22 @@ pub fn client_token(
             jti: jti.to_owned(),
         },
     )
+}
+
+/// Runs `change` (true: it changed a row) in a transaction that also sends
+/// `notice` when it did.
+pub fn changed_then(
+    conn: &mut DbConnection,
+    notice: Notice,
+    change: impl FnOnce(&mut DbConnection) -> Result<bool, diesel::result::Error>,
+) -> Result<bool, super::StorageError> {
+    Ok(conn.transaction(|conn| {
+        let changed = change(conn)?;
+        if changed {
+            send(conn, &notice)?;
+        }
+        Ok::<_, diesel::result::Error>(changed)
+    })?)
 }
 
 /// What the listener reports.

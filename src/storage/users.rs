@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::invalidate::{changed_then, Notice};
 use super::schema::users;
 use super::{is_unique_violation, DbConnection, StorageError};
 use crate::auth::claims::UserProfile;
@@ -216,26 +217,18 @@ pub fn create(
 
 /// Deletes a user; their refresh tokens go with them (ON DELETE CASCADE).
 pub fn delete(conn: &mut DbConnection, id: i64) -> Result<bool, StorageError> {
-    Ok(conn.transaction(|conn| {
-        let deleted = diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1;
-        if deleted {
-            super::invalidate::user(conn, id)?;
-        }
-        Ok::<_, diesel::result::Error>(deleted)
-    })?)
+    changed_then(conn, Notice::User(id), |conn| {
+        Ok(diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1)
+    })
 }
 
 pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool, StorageError> {
-    Ok(conn.transaction(|conn| {
-        let changed = diesel::update(users::table.filter(users::id.eq(id)))
+    changed_then(conn, Notice::User(id), |conn| {
+        Ok(diesel::update(users::table.filter(users::id.eq(id)))
             .set(users::is_active.eq(active))
             .execute(conn)?
-            == 1;
-        if changed {
-            super::invalidate::user(conn, id)?;
-        }
-        Ok::<_, diesel::result::Error>(changed)
-    })?)
+            == 1)
+    })
 }
 
 /// What a password change found.

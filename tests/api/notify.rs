@@ -15,6 +15,7 @@ use crate::helpers::{spawn_app_with, Backend, ServerProcess, TestApp};
 /// Long enough that nothing in a test expires by itself.
 const LONG_TTL: (&str, &str) = ("TOKEND__CACHE__TTL_MS", "60000");
 const BLACKLISTED: &str = r#"{"detail":"Token is blacklisted","code":"token_not_valid"}"#;
+const INVALID: &str = r#"{"detail":"Token is invalid","code":"token_not_valid"}"#;
 const INACTIVE: &str = r#"{"detail":"User is inactive","code":"user_inactive"}"#;
 
 async fn verify(app: &TestApp, base: &str, token: &str) -> (u16, String) {
@@ -175,6 +176,29 @@ async fn every_revocation_reaches_the_other_process() {
     assert_eq!(verify(&a, &b.address, &next.token("access")).await.0, 200);
     assert_eq!(c.refresh(&pair.token("refresh")).await.status, 401);
     refused(next.token("access")).await;
+
+    // A service token revoked (that token only), then its client deleted
+    // from the command line.
+    let billing = create(&a, &["billing", "--scope", "orders:read"]);
+    let (one, two) = (
+        client_token(&a, &billing.0, &billing.1).await,
+        client_token(&a, &billing.0, &billing.1).await,
+    );
+    for token in [&one, &two] {
+        assert_eq!(verify(&a, &b.address, token).await, (200, "{}".into()));
+    }
+    let reply = a
+        .send(
+            a.client
+                .post(a.url("/api/token/revoke/"))
+                .form(&[("token", one.as_str())]),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    refused(one).await;
+    assert_eq!(verify(&a, &b.address, &two).await, (200, "{}".into()));
+    assert!(tokend(&a, &["clients", "delete", "billing"], "").0);
+    refused_after(|| verify(&a, &b.address, &two), (401, INVALID), soon).await;
 }
 
 /// The command line is another process without a cache: what it changes
