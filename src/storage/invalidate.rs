@@ -216,7 +216,6 @@ pub fn listen(url: String, heard: impl Fn(Heard) + Send + Sync + 'static) {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cache listener cannot connect");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF.1);
-                    reconnected = true;
                     continue;
                 }
                 // The runtime is shutting down.

@@ -152,6 +152,19 @@ async fn every_revocation_reaches_the_other_process() {
     assert_eq!(reply.status, 200);
     refused(other.token("access")).await;
 
+    // The other sessions ended from the list.
+    let (mine, other) = (login().await, login().await);
+    assert_eq!(verify(&a, &b.address, &other.token("access")).await.0, 200);
+    a.post_bearer(
+        "/api/user/sessions/revoke-others/",
+        &mine.token("access"),
+        json!({}),
+    )
+    .await
+    // `other` and the caller's session of the step before.
+    .assert(200, r#"{"revoked":2}"#);
+    refused(other.token("access")).await;
+
     // A password change ends the other sessions.
     let (mine, other) = (login().await, login().await);
     assert_eq!(verify(&a, &b.address, &other.token("access")).await.0, 200);
