@@ -9,6 +9,7 @@ use diesel::RunQueryDsl;
 use serde_json::json;
 
 use crate::cli::tokend;
+use crate::client_tokens::revoke;
 use crate::clients::{client_token, create};
 use crate::helpers::{spawn_app_with, Backend, ServerProcess, TestApp};
 
@@ -114,14 +115,7 @@ async fn every_revocation_reaches_the_other_process() {
     let pair = login().await;
     let access = pair.token("access");
     assert_eq!(verify(&a, &b.address, &access).await.0, 200);
-    let reply = a
-        .send(
-            a.client
-                .post(a.url("/api/token/revoke/"))
-                .form(&[("token", access.as_str())]),
-        )
-        .await;
-    assert_eq!(reply.status, 200);
+    assert_eq!(revoke(&a, &access).await.status, 200);
     refused(access).await;
 
     // Logout everywhere.
@@ -200,14 +194,7 @@ async fn every_revocation_reaches_the_other_process() {
     for token in [&one, &two] {
         assert_eq!(verify(&a, &b.address, token).await, (200, "{}".into()));
     }
-    let reply = a
-        .send(
-            a.client
-                .post(a.url("/api/token/revoke/"))
-                .form(&[("token", one.as_str())]),
-        )
-        .await;
-    assert_eq!(reply.status, 200);
+    assert_eq!(revoke(&a, &one).await.status, 200);
     refused(one).await;
     assert_eq!(verify(&a, &b.address, &two).await, (200, "{}".into()));
     assert!(tokend(&a, &["clients", "delete", "billing"], "").0);
