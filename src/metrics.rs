@@ -29,6 +29,8 @@ pub struct Metrics {
     outbox_failed_attempts: IntCounterVec,
     audit_written: IntCounter,
     audit_dropped: IntCounter,
+    cache_notices: IntCounterVec,
+    cache_listener_reconnects: IntCounter,
 }
 
 /// The `reason` labels of `tokend_claims_hook_failures_total`.
@@ -149,6 +151,20 @@ impl Metrics {
         )?;
         registry.register(Box::new(audit_written.clone()))?;
         registry.register(Box::new(audit_dropped.clone()))?;
+        let cache_notices = IntCounterVec::new(
+            Opts::new(
+                "cache_notices_total",
+                "Cache invalidation notices this process heard (PostgreSQL), by kind",
+            ),
+            &["kind"],
+        )?;
+        let cache_listener_reconnects = IntCounter::new(
+            "cache_listener_reconnects_total",
+            "Times this process listened for cache invalidation notices again after \
+             losing its connection (each flushed its cache)",
+        )?;
+        registry.register(Box::new(cache_notices.clone()))?;
+        registry.register(Box::new(cache_listener_reconnects.clone()))?;
         registry.register(Box::new(outbox_messages.clone()))?;
         registry.register(Box::new(outbox_sent.clone()))?;
         registry.register(Box::new(outbox_failed_attempts.clone()))?;
@@ -199,6 +215,8 @@ impl Metrics {
             outbox_failed_attempts,
             audit_written,
             audit_dropped,
+            cache_notices,
+            cache_listener_reconnects,
         })
     }
 
@@ -302,6 +320,14 @@ impl Metrics {
 
     pub fn audit_dropped(&self, n: usize) {
         self.audit_dropped.inc_by(n as u64);
+    }
+
+    pub fn cache_notice(&self, kind: &str) {
+        self.cache_notices.with_label_values(&[kind]).inc();
+    }
+
+    pub fn cache_listener_reconnected(&self) {
+        self.cache_listener_reconnects.inc();
     }
 
     /// The text exposition, with the pool gauges read now.

@@ -19,6 +19,7 @@ use crate::routes::{self, AppState};
 use crate::service::audit::{AuditWriter, EventKind, WriterSettings};
 use crate::service::Services;
 use crate::storage::cache::StateCache;
+use crate::storage::invalidate::Heard;
 use crate::storage::Database;
 use crate::telemetry;
 
@@ -77,6 +78,11 @@ impl Application {
             );
         if settings.purge.interval_secs > 0 {
             spawn_purge_task(state.db.clone(), &settings);
+        }
+        if let Ok(crate::config::DatabaseUrl::Postgres(url)) =
+            crate::config::DatabaseUrl::parse(settings.database.url.expose())
+        {
+            listen_for_invalidations(url, state.clone());
         }
         // One sender per serving process; replicas share the outbox. It
         // also runs the account mail jobs, which need the services.
@@ -228,6 +234,24 @@ fn serve(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Applies every change other processes (and this one) announce to this
+/// process's cache (see `storage::invalidate`).
+fn listen_for_invalidations(url: String, state: web::Data<AppState>) {
+    crate::storage::invalidate::listen(url, move |heard| match heard {
+        Heard::Notice(notice) => {
+            state.metrics.cache_notice(notice.kind());
+            state.cache.apply(&notice);
+        }
+        Heard::Listening { reconnected } => {
+            if reconnected {
+                state.metrics.cache_listener_reconnected();
+            }
+            state.cache.flush();
+        }
+        Heard::Unknown => state.cache.flush(),
+    });
 }
 
 fn state_backend(settings: &Settings) -> &'static str {

@@ -59,7 +59,8 @@ fn with_accounts(settings: &Settings, command: Admin) -> anyhow::Result<()> {
         queue: 1,
         per_client: None,
     });
-    // A server's cache is its own: it sees these changes within its TTL.
+    // No cache here: servers hear of these changes from the database
+    // (PostgreSQL) or see them within their cache's TTL (SQLite).
     let acc = Accounts {
         db: &db,
         hashing: &hashing,

@@ -6,7 +6,9 @@
 //! - Final states (revoked, expired, missing) never change back: cached for
 //!   good. A live session or a user is reused for `ttl` at most.
 //! - Revocations made through this process update the cache at once; made
-//!   through another replica or the CLI, they are seen within `ttl`.
+//!   through another replica or the CLI, at once on PostgreSQL (a notice,
+//!   `apply`; see `storage::invalidate`), and within `ttl` at worst (a
+//!   missed notice, SQLite).
 //! - Service tokens are cached by `jti` the same way: a token of a disabled,
 //!   deleted or revoked client never comes back; "live" is reused for `ttl`.
 //! - Introspection, refresh, logout and password change never use it: they
@@ -14,9 +16,9 @@
 //! - When the database cannot be reached, the last known state is used
 //!   if it is younger than `stale_if_error` (`Cached::Stale`), so tokens
 //!   already seen keep verifying through a short outage.
-//! - A bulk revocation (`forget_user`) sets a barrier: state read before it
-//!   is never stored afterwards, so a read racing the revocation cannot put
-//!   the old "live" back.
+//! - A bulk revocation (`forget_user`, `forget_client`, `flush`) sets a
+//!   barrier: state read before it is never stored afterwards, so a read
+//!   racing the revocation cannot put the old "live" back.
 //!
 //! Bounded: past `MAX_ENTRIES` a map is emptied (a cache may forget).
 
@@ -25,6 +27,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use super::clients::ClientTokenState;
+use super::invalidate::Notice;
 use super::sessions::SessionState;
 
 const MAX_ENTRIES: usize = 100_000;
@@ -68,6 +71,10 @@ pub struct StateCache {
     barriers: RwLock<HashMap<i64, Instant>>,
     /// Service tokens by `jti`: (client id, state, read at).
     client_tokens: RwLock<HashMap<String, (String, ClientTokenState, Instant)>>,
+    /// When each client's tokens were last ended in bulk.
+    client_barriers: RwLock<HashMap<String, Instant>>,
+    /// When everything was last forgotten (`flush`).
+    flushed_at: RwLock<Option<Instant>>,
 }
 
 impl StateCache {
@@ -81,16 +88,38 @@ impl StateCache {
             users: RwLock::default(),
             barriers: RwLock::default(),
             client_tokens: RwLock::default(),
+            client_barriers: RwLock::default(),
+            flushed_at: RwLock::default(),
         }
+    }
+
+    /// True when state read at `read_at` predates the last flush.
+    fn before_flush(&self, read_at: Instant) -> bool {
+        self.flushed_at
+            .read()
+            .map(|f| f.is_some_and(|at| read_at <= at))
+            .unwrap_or(true)
     }
 
     /// True when state of `user_id` read at `read_at` predates a bulk
     /// revocation and must not be stored.
     fn behind_barrier(&self, user_id: i64, read_at: Instant) -> bool {
-        self.barriers
-            .read()
-            .map(|b| b.get(&user_id).is_some_and(|&at| read_at <= at))
-            .unwrap_or(true)
+        self.before_flush(read_at)
+            || self
+                .barriers
+                .read()
+                .map(|b| b.get(&user_id).is_some_and(|&at| read_at <= at))
+                .unwrap_or(true)
+    }
+
+    /// The same for the tokens of `client_id`.
+    fn behind_client_barrier(&self, client_id: &str, read_at: Instant) -> bool {
+        self.before_flush(read_at)
+            || self
+                .client_barriers
+                .read()
+                .map(|b| b.get(client_id).is_some_and(|&at| read_at <= at))
+                .unwrap_or(true)
     }
 
     fn enabled(&self) -> bool {
@@ -239,6 +268,10 @@ impl StateCache {
         if !self.enabled() {
             return;
         }
+        if matches!(state, ClientTokenState::Live(_)) && self.behind_client_barrier(client_id, now)
+        {
+            return;
+        }
         let Ok(mut map) = self.client_tokens.write() else {
             return;
         };
@@ -270,6 +303,50 @@ impl StateCache {
         }
         if let Ok(mut map) = self.users.write() {
             map.remove(&user_id);
+        }
+    }
+
+    /// Forget every token of a client that was disabled or deleted: the
+    /// next check of each reads the database.
+    pub fn forget_client(&self, client_id: &str) {
+        if let Ok(mut barriers) = self.client_barriers.write() {
+            if barriers.len() >= MAX_ENTRIES {
+                barriers.clear();
+            }
+            barriers.insert(client_id.to_owned(), Instant::now());
+        }
+        if let Ok(mut map) = self.client_tokens.write() {
+            map.retain(|_, (id, _, _)| id != client_id);
+        }
+    }
+
+    /// Forget everything (changes may have been missed): every check reads
+    /// the database again, and nothing read before now is stored.
+    pub fn flush(&self) {
+        if let Ok(mut at) = self.flushed_at.write() {
+            *at = Some(Instant::now());
+        }
+        if let Ok(mut map) = self.sessions.write() {
+            map.clear();
+        }
+        if let Ok(mut map) = self.users.write() {
+            map.clear();
+        }
+        if let Ok(mut map) = self.client_tokens.write() {
+            map.clear();
+        }
+    }
+
+    /// A change made by any process (this one included: applying it again
+    /// changes nothing).
+    pub fn apply(&self, notice: &Notice) {
+        match notice {
+            Notice::Session { user_id, sid } => self.session_revoked(sid, *user_id, Instant::now()),
+            Notice::User(id) => self.forget_user(*id),
+            Notice::Client(id) => self.forget_client(id),
+            Notice::ClientToken { client_id, jti } => {
+                self.put_client_token(jti, client_id, ClientTokenState::Revoked, Instant::now())
+            }
         }
     }
 }
@@ -354,6 +431,77 @@ mod tests {
         // back; one that started after can.
         c.put_session("a", 1, LIVE, t0);
         assert_eq!(c.session("a", 1, t0), Cached::Miss);
+        let later = Instant::now() + Duration::from_millis(1);
+        c.put_session("a", 1, LIVE, later);
+        assert_eq!(c.session("a", 1, later), Cached::Fresh(LIVE));
+    }
+
+    fn live_client() -> ClientTokenState {
+        ClientTokenState::Live(super::super::clients::LiveClient {
+            audience: None,
+            scopes: "read".into(),
+            ttl_secs: None,
+            created_at: 0,
+        })
+    }
+
+    #[test]
+    fn notices_revoke_and_forget() {
+        let c = cache();
+        let t0 = Instant::now();
+        c.put_session("a", 1, LIVE, t0);
+        c.put_session("b", 1, LIVE, t0);
+        c.put_client_token("j1", "svc", live_client(), t0);
+        c.put_client_token("j2", "svc", live_client(), t0);
+        c.put_client_token("k1", "other", live_client(), t0);
+        let session = Notice::Session {
+            user_id: 1,
+            sid: "a".into(),
+        };
+        c.apply(&session);
+        // Again (a process hears its own notices): no change.
+        c.apply(&session);
+        assert_eq!(c.session("a", 1, t0), Cached::Fresh(SessionState::Revoked));
+        assert_eq!(c.session("b", 1, t0), Cached::Fresh(LIVE));
+        c.apply(&Notice::ClientToken {
+            client_id: "svc".into(),
+            jti: "j1".into(),
+        });
+        assert_eq!(
+            c.client_token("j1", "svc", t0),
+            Cached::Fresh(ClientTokenState::Revoked)
+        );
+        c.apply(&Notice::Client("svc".into()));
+        assert_eq!(c.client_token("j2", "svc", t0), Cached::Miss);
+        assert_eq!(
+            c.client_token("k1", "other", t0),
+            Cached::Fresh(live_client())
+        );
+        // A read that started before the client was ended cannot put
+        // "live" back.
+        c.put_client_token("j2", "svc", live_client(), t0);
+        assert_eq!(c.client_token("j2", "svc", t0), Cached::Miss);
+        c.apply(&Notice::User(1));
+        assert_eq!(c.session("b", 1, t0), Cached::Miss);
+    }
+
+    #[test]
+    fn a_flush_forgets_everything_read_before_it() {
+        let c = cache();
+        let t0 = Instant::now();
+        c.put_session("a", 1, LIVE, t0);
+        c.put_user(1, None, t0);
+        c.put_client_token("j", "svc", live_client(), t0);
+        c.flush();
+        assert_eq!(c.session("a", 1, t0), Cached::Miss);
+        assert_eq!(c.user(1, t0), Cached::Miss);
+        assert_eq!(c.client_token("j", "svc", t0), Cached::Miss);
+        c.put_session("a", 1, LIVE, t0);
+        c.put_user(1, None, t0);
+        c.put_client_token("j", "svc", live_client(), t0);
+        assert_eq!(c.session("a", 1, t0), Cached::Miss);
+        assert_eq!(c.user(1, t0), Cached::Miss);
+        assert_eq!(c.client_token("j", "svc", t0), Cached::Miss);
         let later = Instant::now() + Duration::from_millis(1);
         c.put_session("a", 1, LIVE, later);
         assert_eq!(c.session("a", 1, later), Cached::Fresh(LIVE));

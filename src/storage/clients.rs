@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::invalidate::{changed_then, Notice};
 use super::schema::clients;
 use super::{is_unique_violation, DbConnection, StorageError};
 
@@ -132,19 +133,23 @@ pub fn set_disabled(
     now: i64,
 ) -> Result<bool, StorageError> {
     let target = clients::table.filter(clients::id.eq(id));
-    let updated = if disabled {
-        diesel::update(target)
+    if !disabled {
+        // Nothing cached changes: tokens from before the disable stay
+        // ended, and none were issued since.
+        return Ok(diesel::update(target)
+            .set(clients::disabled.eq(false))
+            .execute(conn)?
+            == 1);
+    }
+    changed_then(conn, Notice::Client(id.to_owned()), |conn| {
+        Ok(diesel::update(target)
             .set((
                 clients::disabled.eq(true),
                 clients::tokens_revoked_at.eq(Some(now)),
             ))
             .execute(conn)?
-    } else {
-        diesel::update(target)
-            .set(clients::disabled.eq(false))
-            .execute(conn)?
-    };
-    Ok(updated == 1)
+            == 1)
+    })
 }
 
 /// Whether a service token may be honoured, as the database says now.
@@ -227,15 +232,18 @@ pub fn revoke_token(
     expires_at: i64,
 ) -> Result<bool, StorageError> {
     use super::schema::revoked_client_tokens as rct;
-    match diesel::insert_into(rct::table)
-        .values((
-            rct::jti.eq(jti),
-            rct::client_id.eq(client_id),
-            rct::expires_at.eq(expires_at),
-        ))
-        .execute(conn)
-    {
-        Ok(_) => Ok(true),
+    // A duplicate rolls the transaction (or its savepoint) back.
+    match conn.transaction(|conn| {
+        diesel::insert_into(rct::table)
+            .values((
+                rct::jti.eq(jti),
+                rct::client_id.eq(client_id),
+                rct::expires_at.eq(expires_at),
+            ))
+            .execute(conn)?;
+        super::invalidate::client_token(conn, client_id, jti)
+    }) {
+        Ok(()) => Ok(true),
         Err(e) if is_unique_violation(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
@@ -285,7 +293,9 @@ pub fn all_scopes(conn: &mut DbConnection) -> Result<Vec<String>, StorageError> 
 }
 
 pub fn delete(conn: &mut DbConnection, id: &str) -> Result<bool, StorageError> {
-    Ok(diesel::delete(clients::table.filter(clients::id.eq(id))).execute(conn)? == 1)
+    changed_then(conn, Notice::Client(id.to_owned()), |conn| {
+        Ok(diesel::delete(clients::table.filter(clients::id.eq(id))).execute(conn)? == 1)
+    })
 }
 
 /// Records the `jti` of an accepted client assertion: false when it was

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod clients;
 pub mod django;
 pub mod groups;
+pub mod invalidate;
 pub mod outbox;
 pub mod refresh_tokens;
 pub mod schema;

@@ -275,6 +275,9 @@ pub(crate) fn revoke_in_tx(
     )
     .set(refresh_tokens::revoked_at.eq(now))
     .execute(conn)?;
+    if revoked == 1 {
+        super::invalidate::session(conn, id, user_id)?;
+    }
     Ok(revoked == 1)
 }
 
@@ -343,6 +346,7 @@ pub fn revoke_other_live_sessions(
             )
             .set(refresh_tokens::revoked_at.eq(now))
             .execute(conn)?;
+            super::invalidate::user(conn, user_id)?;
         }
         Ok(revoked)
     })?)
@@ -378,6 +382,9 @@ pub fn revoke_all_for_user(
         )
         .set(refresh_tokens::revoked_at.eq(now))
         .execute(conn)?;
+        if revoked > 0 {
+            super::invalidate::user(conn, user_id)?;
+        }
         Ok(revoked)
     })?)
 }

@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::invalidate::{changed_then, Notice};
 use super::schema::users;
 use super::{is_unique_violation, DbConnection, StorageError};
 use crate::auth::claims::UserProfile;
@@ -216,14 +217,18 @@ pub fn create(
 
 /// Deletes a user; their refresh tokens go with them (ON DELETE CASCADE).
 pub fn delete(conn: &mut DbConnection, id: i64) -> Result<bool, StorageError> {
-    Ok(diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1)
+    changed_then(conn, Notice::User(id), |conn| {
+        Ok(diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)? == 1)
+    })
 }
 
 pub fn set_active(conn: &mut DbConnection, id: i64, active: bool) -> Result<bool, StorageError> {
-    Ok(diesel::update(users::table.filter(users::id.eq(id)))
-        .set(users::is_active.eq(active))
-        .execute(conn)?
-        == 1)
+    changed_then(conn, Notice::User(id), |conn| {
+        Ok(diesel::update(users::table.filter(users::id.eq(id)))
+            .set(users::is_active.eq(active))
+            .execute(conn)?
+            == 1)
+    })
 }
 
 /// What a password change found.
@@ -370,6 +375,8 @@ pub fn import(conn: &mut DbConnection, user: &ImportedUser) -> Result<ImportUser
                 diesel::update(users::table.filter(users::id.eq(user.id)))
                     .set(users::kept_legacy_id.eq(true))
                     .execute(conn)?;
+                // Cached summaries carry the marker.
+                super::invalidate::user(conn, user.id)?;
                 return Ok(ImportUser::AlreadyImported);
             }
             return Ok(ImportUser::UsernameTaken);

@@ -29,7 +29,8 @@ async fn introspect(app: &TestApp, (id, secret): (&str, &str), token: &str) -> R
     .await
 }
 
-async fn revoke(app: &TestApp, token: &str) -> Reply {
+/// POST /api/token/revoke/ (RFC 7009) with `token`.
+pub(crate) async fn revoke(app: &TestApp, token: &str) -> Reply {
     app.send(
         app.client
             .post(app.url("/api/token/revoke/"))

@@ -619,3 +619,54 @@ impl TestApp {
         }
     }
 }
+
+/// A separate `tokend serve` process on a test app's database (what a
+/// second replica is), killed when dropped.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// With the app's settings, then `extra` (later entries win).
+    // The child is reaped in Drop, which clippy's local analysis cannot see.
+    #[allow(clippy::zombie_processes)]
+    pub async fn start(app: &TestApp, extra: &[(&str, &str)]) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+            .arg("serve")
+            .envs(app.extra.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied())
+            .env("TOKEND__DATABASE__URL", &app.database_url)
+            .env("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY)
+            .env("TOKEND__SERVER__PORT", port.to_string())
+            .env("TOKEND_CONFIG_DIR", "/nonexistent")
+            .env("TOKEND__LOG__LEVEL", "warn")
+            .spawn()
+            .expect("start tokend serve");
+        let address = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if app
+                .client
+                .get(format!("{address}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return ServerProcess { child, address };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("tokend serve did not come up on {address}");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

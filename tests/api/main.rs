@@ -24,6 +24,7 @@ mod last_login;
 mod legacy;
 mod network;
 mod no_rotation;
+mod notify;
 mod oauth;
 mod ops;
 mod outbox;

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{now, sign, spawn_app_with, Backend, Reply, TestApp};
+use crate::helpers::{now, sign, spawn_app_with, Backend, Reply, ServerProcess, TestApp};
 
 const CLIENTS: (&str, &str) = (
     "TOKEND__INTROSPECTION__CLIENTS",
@@ -231,59 +231,11 @@ async fn replicas_see_revocations_within_the_cache_bound(backend: Backend) {
     assert_eq!(replay.status, 200, "inside the grace window: the same pair");
 }
 
-/// A separate `tokend serve` process on the same database (what a second
-/// replica is), killed when dropped.
-struct ServerProcess {
-    child: std::process::Child,
-    address: String,
-}
-
-impl ServerProcess {
-    // The child is reaped in Drop, which clippy's local analysis cannot see.
-    #[allow(clippy::zombie_processes)]
-    async fn start(app: &TestApp) -> ServerProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
-            .arg("serve")
-            .env("TOKEND__DATABASE__URL", &app.database_url)
-            .env("TOKEND__JWT__SIGNING_KEY", crate::helpers::SIGNING_KEY)
-            .env("TOKEND__SERVER__PORT", port.to_string())
-            .env("TOKEND_CONFIG_DIR", "/nonexistent")
-            .env("TOKEND__LOG__LEVEL", "warn")
-            .spawn()
-            .expect("start tokend serve");
-        let address = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if app
-                .client
-                .get(format!("{address}/healthz"))
-                .send()
-                .await
-                .is_ok()
-            {
-                return ServerProcess { child, address };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        panic!("tokend serve did not come up on {address}");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The same across two processes: a logout through the second process is
 /// seen by it at once and by the first within the cache bound.
 async fn a_second_process_on_the_same_database_agrees(backend: Backend) {
     let app = spawn_app_with(backend, &[CLIENTS]).await;
-    let other = ServerProcess::start(&app).await;
+    let other = ServerProcess::start(&app, &[]).await;
     let (_, access, refresh) = app.user_with_tokens("alice", "pw").await;
     let me = |base: String, token: String| {
         let client = app.client.clone();
