@@ -84,6 +84,7 @@ impl Application {
         {
             listen_for_invalidations(url, state.clone());
         }
+        spawn_limits_pruner(state.clone());
         // One sender per serving process; replicas share the outbox. It
         // also runs the account mail jobs, which need the services.
         let jobs_state = state.clone();
@@ -264,6 +265,21 @@ fn state_backend(settings: &Settings) -> &'static str {
 /// Revoked sessions are kept this long for audit, then purged.
 pub fn purge_horizon(settings: &Settings, now: i64) -> i64 {
     now - settings.jwt.refresh_ttl_secs
+}
+
+/// Every minute, shared brute-force state that no longer counts is deleted
+/// (PostgreSQL with the limits on; a no-op otherwise): the tables stay as
+/// small as the keys active recently.
+fn spawn_limits_pruner(state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            ticks.tick().await;
+            if let Err(e) = state.prune_limits().await {
+                tracing::warn!(error = %crate::error::Chain(&e), "pruning brute-force state failed; will retry");
+            }
+        }
+    });
 }
 
 fn spawn_purge_task(db: Database, settings: &Settings) {

@@ -90,6 +90,75 @@ fn key(subject: &str, ip: IpAddr) -> Key {
     (Sha256::digest(subject.as_bytes()).into(), ip)
 }
 
+/// The bytes a key is stored under in a shared store: the subject's
+/// SHA-256, then the address (`ANY_ADDRESS` for per-subject counts) as 16
+/// bytes, IPv4 mapped.
+pub fn guess_key(subject: &str, ip: Option<IpAddr>) -> Vec<u8> {
+    let (digest, ip) = key(subject, ip.map_or(ANY_ADDRESS, client_key));
+    let mut bytes = digest.to_vec();
+    bytes.extend_from_slice(&address_bytes(ip));
+    bytes
+}
+
+/// Which per-address quota a shared key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaKind {
+    /// Logins and other password checks, per address.
+    Login,
+    Register,
+    AccountMail,
+    /// Account mails per recipient (the address's uniqueness key).
+    AccountMailTo,
+}
+
+impl QuotaKind {
+    fn tag(self) -> u8 {
+        match self {
+            QuotaKind::Login => 1,
+            QuotaKind::Register => 2,
+            QuotaKind::AccountMail => 3,
+            QuotaKind::AccountMailTo => 4,
+        }
+    }
+}
+
+/// The bytes a quota is stored under in a shared store: its kind, then the
+/// client address key (or the recipient's digest).
+pub fn quota_key(kind: QuotaKind, ip: IpAddr, recipient: Option<&str>) -> Vec<u8> {
+    let mut bytes = vec![kind.tag()];
+    match recipient {
+        Some(to) => bytes.extend_from_slice(&Sha256::digest(to.as_bytes())),
+        None => bytes.extend_from_slice(&address_bytes(client_key(ip))),
+    }
+    bytes
+}
+
+fn address_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl ThrottleSettings {
+    /// (replenish interval ms, burst) of a quota.
+    pub fn quota(&self, kind: QuotaKind) -> (i64, i64) {
+        let (per, n) = match kind {
+            QuotaKind::Login => (60_000, self.login_per_ip_per_minute),
+            QuotaKind::Register => (60_000, self.register_per_ip_per_minute),
+            QuotaKind::AccountMail => (60_000, self.account_mail_per_ip_per_minute),
+            QuotaKind::AccountMailTo => (3_600_000, self.account_mail_per_address_per_hour),
+        };
+        let n = i64::from(n.max(1));
+        (per / n, n)
+    }
+
+    /// Failures are forgotten after this long without a guess.
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.max_backoff_secs.max(60))
+    }
+}
+
 pub struct Throttle {
     settings: ThrottleSettings,
     login: DefaultKeyedRateLimiter<IpAddr>,
@@ -213,6 +282,10 @@ impl Throttle {
         self.account_mail_to.shrink_to_fit();
     }
 
+    pub fn settings(&self) -> &ThrottleSettings {
+        &self.settings
+    }
+
     /// Addresses the rate limiters hold state for.
     pub fn tracked_addresses(&self) -> usize {
         self.login.len() + self.register.len() + self.account_mail.len()
@@ -258,7 +331,7 @@ impl Throttle {
     ) -> Result<Guess<'_>, Duration> {
         let mut keys = vec![key(subject, client_key(ip))];
         keys.extend(also.map(|other| key(other, ANY_ADDRESS)));
-        let idle = Duration::from_secs(self.settings.max_backoff_secs.max(60));
+        let idle = self.settings.idle();
         let mut failed = self.lock();
         failed.prune(now, idle);
         let free = self.settings.free_failures;

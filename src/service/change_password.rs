@@ -7,6 +7,7 @@ use super::audit::EventKind;
 use super::origin::Origin;
 use super::{accounts, bearer, Services};
 use crate::auth::jwt::TokenError;
+use crate::auth::throttle::QuotaKind;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users::PasswordChange as Changed;
@@ -57,30 +58,23 @@ pub async fn change_password(
     // revoked (a per-user lock would let the thief keep the owner from
     // changing the password; a new login starts a clean session).
     let session = token.sid.clone().unwrap_or_default();
-    let guess = match &svc.throttle {
-        Some(throttle) => {
-            throttle
-                .login_attempt(client)
-                .map_err(ApiError::Throttled)?;
-            Some(
-                throttle
-                    .begin_guess(
-                        &user.username,
-                        client,
-                        Some(&format!("\0session:{session}")),
-                        Instant::now(),
-                    )
-                    .map_err(ApiError::Throttled)?,
-            )
-        }
-        None => None,
-    };
+    svc.take_quota(QuotaKind::Login, client).await?;
+    let guess = svc
+        .begin_guess(
+            &user.username,
+            client,
+            Some(&format!("\0session:{session}")),
+        )
+        .await?;
     let checked = svc
         .hashing
         .check(client, old, Some(user.password_hash.clone()), false)
         .await?;
     if !checked.matches {
-        let failure = guess.map(|guess| guess.failure(Instant::now()));
+        let failure = match guess {
+            Some(guess) => Some(guess.failure().await?),
+            None => None,
+        };
         if failure.is_some_and(|f| f.engaged) {
             svc.audit.record(
                 svc.audit_event(EventKind::BackoffEngaged)
@@ -100,7 +94,7 @@ pub async fn change_password(
         )));
     }
     if let Some(guess) = guess {
-        guess.succeeded();
+        guess.succeeded().await;
     }
     // `authenticated` made sure the token names its (live) session; a reset
     // or another change since the check wins over this one.

@@ -3,7 +3,6 @@
 //! with the scope `tokend:introspect`.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -86,28 +85,22 @@ pub async fn introspect(
     };
     // Reserved before the check (a back-off refuses right credentials too,
     // or it would tell them apart); a right one clears the count.
-    let guess = match &svc.throttle {
-        Some(throttle) => Some(
-            throttle
-                .begin_guess(
-                    &introspection_subject(id, configured || registered.is_some()),
-                    client,
-                    None,
-                    Instant::now(),
-                )
-                .map_err(ApiError::Throttled)?,
-        ),
-        None => None,
-    };
+    let guess = svc
+        .begin_guess(
+            &introspection_subject(id, configured || registered.is_some()),
+            client,
+            None,
+        )
+        .await?;
     let valid = match (credentials, &registered) {
         (Some((_, secret)), Some(c)) => client_secret_matches(c, secret, svc.now()),
         (Some((id, secret)), None) => is_introspection_client(svc, id, secret),
         (None, _) => false,
     };
     match guess {
-        Some(guess) if valid => guess.succeeded(),
+        Some(guess) if valid => guess.succeeded().await,
         Some(guess) => {
-            guess.failed(Instant::now());
+            guess.failure().await?;
         }
         None => {}
     }

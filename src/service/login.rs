@@ -1,13 +1,12 @@
 //! Login: a new session for right credentials.
 
-use std::time::Instant;
-
 use super::audit::{login_failed as failed, EventKind};
 use super::claims::access_claims;
 use super::origin::Origin;
 use super::Services;
 use crate::auth::claims::ClaimsEvent;
 use crate::auth::sessions::{new_session_id, PairSpec, SignedPair};
+use crate::auth::throttle::QuotaKind;
 use crate::config::EmailVerification;
 use crate::error::ApiError;
 use crate::metrics::LoginOutcome;
@@ -28,26 +27,19 @@ pub async fn login(
     credentials: Result<Credentials, ApiError>,
 ) -> Result<SignedPair, ApiError> {
     let client = origin.ip;
-    if let Some(throttle) = &svc.throttle {
-        throttle
-            .login_attempt(client)
-            .map_err(ApiError::Throttled)?;
-    }
+    svc.take_quota(QuotaKind::Login, client).await?;
     let Credentials { username, password } = credentials?;
     // Reserved before the password is checked: no guesses while backing
     // off, and simultaneous guesses count before their outcome is known.
-    let guess = match &svc.throttle {
-        Some(throttle) => Some(
-            throttle
-                .begin_guess(&username, client, None, Instant::now())
-                .map_err(|wait| {
-                    svc.audit
-                        .record(failed(svc.now(), origin, &username, None, "throttled"));
-                    ApiError::Throttled(wait)
-                })?,
-        ),
-        None => None,
-    };
+    let guess = svc
+        .begin_guess(&username, client, None)
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ApiError::Throttled(_)) {
+                svc.audit
+                    .record(failed(svc.now(), origin, &username, None, "throttled"));
+            }
+        })?;
     let name = username.clone();
     let user = svc
         .db
@@ -58,7 +50,10 @@ pub async fn login(
     let user = match user {
         Some(user) if outcome.matches && user.is_active => user,
         _ => {
-            let engaged = guess.is_some_and(|guess| guess.failure(Instant::now()).engaged);
+            let engaged = match guess {
+                Some(guess) => guess.failure().await?.engaged,
+                None => false,
+            };
             svc.metrics.login(LoginOutcome::Failed);
             let (user_id, reason) = match &user {
                 Some(user) if outcome.matches => (Some(user.id), "inactive"),
@@ -74,7 +69,7 @@ pub async fn login(
         }
     };
     if let Some(guess) = guess {
-        guess.succeeded();
+        guess.succeeded().await;
     }
     // Only once the password is right, so it takes a wrong password's time
     // and tells a guesser nothing; users without an address are exempt.

@@ -18,6 +18,7 @@ pub mod email_verification;
 pub mod groups;
 pub mod introspect;
 pub mod jobs;
+pub mod limits;
 pub mod login;
 pub mod logout;
 pub mod logout_all;

@@ -50,11 +50,7 @@ pub(super) async fn queue_job(
     email: &Email,
 ) -> Result<(), ApiError> {
     let key = email.key();
-    if let Some(throttle) = &svc.throttle {
-        throttle
-            .account_mail_attempt(client, &key)
-            .map_err(ApiError::Throttled)?;
-    }
+    svc.take_account_mail_quota(client, &key).await?;
     let now = svc.now();
     let payload = serde_json::json!({ "email": key });
     svc.db

@@ -6,6 +6,7 @@ use super::origin::Origin;
 use super::Services;
 use crate::auth::credentials::{NewUsername, MSG_REQUIRED};
 use crate::auth::email::Email;
+use crate::auth::throttle::QuotaKind;
 use crate::config::EmailVerification;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::users::{self, CreateUser};
@@ -35,11 +36,7 @@ pub async fn register(
     input: Registration,
 ) -> Result<Registered, ApiError> {
     let client = origin.ip;
-    if let Some(throttle) = &svc.throttle {
-        throttle
-            .register_attempt(client)
-            .map_err(ApiError::Throttled)?;
-    }
+    svc.take_quota(QuotaKind::Register, client).await?;
     let mut errors = FieldErrors::default();
     let username = match input.username.map(|v| NewUsername::parse(&v)) {
         Ok(Ok(name)) => Some(name),

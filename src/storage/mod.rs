@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod refresh_tokens;
 pub mod schema;
 pub mod sessions;
+pub mod throttle;
 pub mod users;
 
 use std::sync::Arc;

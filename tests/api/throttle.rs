@@ -387,6 +387,82 @@ async fn introspection_secret_guesses_back_off(backend: Backend) {
         .assert(200, inactive);
 }
 
+/// Replicas on one PostgreSQL database share the back-off and the quotas:
+/// guesses spread round robin over three of them lock at the same attempt
+/// as on one, and the per-address quota counts every replica's logins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_back_off_and_the_quotas() {
+    let a = spawn_app_with(
+        Backend::Postgres,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__RATE_LIMIT__FREE_FAILURES", "3"),
+            ("TOKEND__RATE_LIMIT__LOGIN_PER_IP_PER_MINUTE", "8"),
+        ],
+    )
+    .await;
+    let replicas = [&a, &a.spawn_replica().await, &a.spawn_replica().await];
+    a.register("alice", "pw").await;
+    let attacker = "192.0.2.66";
+    for attempt in 0..3 {
+        login_from(replicas[attempt % 3], attacker, "alice", "guess")
+            .await
+            .assert(
+                401,
+                r#"{"detail":"No active account found with the given credentials"}"#,
+            );
+    }
+    // The fourth guess, on any replica, waits; even the right password.
+    for replica in replicas {
+        assert_throttled(&login_from(replica, attacker, "alice", "pw").await);
+    }
+    // The address's quota (8 a minute) counts all of them: 3 guesses and 3
+    // refusals so far, 2 more logins from elsewhere in the balancer's
+    // rotation, then every replica refuses.
+    a.register("bob", "pw").await;
+    assert_eq!(
+        login_from(replicas[1], attacker, "bob", "pw").await.status,
+        200
+    );
+    assert_eq!(
+        login_from(replicas[2], attacker, "bob", "pw").await.status,
+        200
+    );
+    for replica in replicas {
+        assert_throttled(&login_from(replica, attacker, "bob", "pw").await);
+    }
+}
+
+/// A burst of simultaneous guesses spread over replicas is counted in
+/// flight across them: no more are evaluated than on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_guesses_on_several_replicas_are_counted_together() {
+    let a = spawn_app_with(
+        Backend::Postgres,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__PASSWORD__BCRYPT_COST", "8"),
+            ("TOKEND__PASSWORD__HASHING_QUEUE_PER_CLIENT", "64"),
+        ],
+    )
+    .await;
+    let b = a.spawn_replica().await;
+    let c = a.spawn_replica().await;
+    let replicas = [&a, &b, &c];
+    a.register("alice", "pw").await;
+    let attempts = (0..30).map(|i| login_from(replicas[i % 3], "192.0.2.66", "alice", "guess"));
+    let replies = futures::future::join_all(attempts).await;
+    let evaluated = replies.iter().filter(|r| r.status == 401).count();
+    let throttled = replies.iter().filter(|r| r.status == 429).count();
+    assert!(
+        evaluated <= 6 && evaluated + throttled == 30,
+        "{evaluated} guesses evaluated, {throttled} throttled: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
+
 both_backends!(
     old_password_guesses_back_off,
     old_password_checks_count_in_the_address_quota,

@@ -1,0 +1,2 @@
+DROP TABLE throttle_guesses;
+DROP TABLE throttle_quotas;

@@ -1,0 +1,2 @@
+-- PostgreSQL only: one SQLite process keeps its brute-force state in memory.
+SELECT 1;
