@@ -42,15 +42,22 @@ struct Replica {
     port: u16,
     database_url: String,
     log: PathBuf,
+    extra: Vec<(&'static str, &'static str)>,
 }
 
 impl Replica {
-    async fn start(database_url: &str, log_dir: &Path, index: usize) -> Replica {
+    async fn start(
+        database_url: &str,
+        log_dir: &Path,
+        index: usize,
+        extra: &[(&'static str, &'static str)],
+    ) -> Replica {
         let mut replica = Replica {
             child: None,
             port: free_port(),
             database_url: database_url.to_owned(),
             log: log_dir.join(format!("tokend-{index}.log")),
+            extra: extra.to_vec(),
         };
         replica.spawn().await;
         replica
@@ -81,6 +88,7 @@ impl Replica {
             .env("TOKEND__DATABASE__POOL_SIZE", "4")
             .env("TOKEND_CONFIG_DIR", "/nonexistent")
             .env("RUST_LOG", "warn")
+            .envs(self.extra.iter().copied())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
@@ -294,12 +302,16 @@ struct Cluster {
 
 impl Cluster {
     async fn start(count: usize) -> Option<Cluster> {
+        Self::start_with(count, &[]).await
+    }
+
+    async fn start_with(count: usize, extra: &[(&'static str, &'static str)]) -> Option<Cluster> {
         let binary = nginx_binary()?;
         let database = TestDatabase::create(Backend::Postgres);
         let logs = tempfile::tempdir().expect("log dir");
         let mut replicas = Vec::new();
         for index in 0..count {
-            replicas.push(Replica::start(database.url(), logs.path(), index).await);
+            replicas.push(Replica::start(database.url(), logs.path(), index, extra).await);
         }
         let nginx = Nginx::start(binary, &Self::upstreams(&replicas, None));
         Some(Cluster {
@@ -587,7 +599,7 @@ async fn replicas_started_together_all_migrate_and_serve() {
     let database = TestDatabase::create(Backend::Postgres);
     let logs = tempfile::tempdir().expect("log dir");
     let replicas = futures::future::join_all(
-        (0..4).map(|index| Replica::start(database.url(), logs.path(), index)),
+        (0..4).map(|index| Replica::start(database.url(), logs.path(), index, &[])),
     )
     .await;
     let client = reqwest::Client::new();
@@ -600,4 +612,84 @@ async fn replicas_started_together_all_migrate_and_serve() {
             .expect("register");
         assert_eq!(response.status(), 201);
     }
+}
+
+/// A logout through the balancer is seen by every replica at once: each
+/// drops the session from its cache on PostgreSQL's notice. The cache TTL is
+/// a minute here, so only the notice can explain a refusal. Measured over 30
+/// logouts: the time from the logout's answer until the last replica
+/// refuses the access token; p99 (here the worst) within 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_through_the_balancer_reaches_every_replica_within_100_ms() {
+    let Some(cluster) = Cluster::start_with(3, &[("TOKEND__CACHE__TTL_MS", "60000")]).await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let password = "correct horse battery staple";
+    let creds = json!({"username": "alice", "password": password});
+    let (status, _) = post(
+        &client,
+        &cluster.nginx.url("/api/user/register/"),
+        creds.clone(),
+    )
+    .await
+    .expect("register");
+    assert_eq!(status, 201);
+    let mut delays = Vec::new();
+    for _ in 0..30 {
+        let (status, pair) = post(&client, &cluster.nginx.url("/api/token/"), creds.clone())
+            .await
+            .expect("login");
+        assert_eq!(status, 200);
+        let access = pair["access"].as_str().expect("access").to_owned();
+        // Every replica has the live session cached.
+        for replica in &cluster.replicas {
+            let (status, body) = post(
+                &client,
+                &replica.url("/api/token/verify/"),
+                json!({ "token": access }),
+            )
+            .await
+            .expect("verify");
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, _) = post(
+            &client,
+            &cluster.nginx.url("/api/token/blacklist/"),
+            json!({ "refresh": pair["refresh"] }),
+        )
+        .await
+        .expect("logout");
+        assert_eq!(status, 200);
+        let logged_out = Instant::now();
+        let mut pending: Vec<&Replica> = cluster.replicas.iter().collect();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for replica in pending {
+                let (status, _) = post(
+                    &client,
+                    &replica.url("/api/token/verify/"),
+                    json!({ "token": access }),
+                )
+                .await
+                .expect("verify");
+                if status == 200 {
+                    still.push(replica);
+                } else {
+                    assert_eq!(status, 401);
+                }
+            }
+            pending = still;
+            assert!(
+                logged_out.elapsed() < Duration::from_secs(5),
+                "a replica still accepts the token 5 s after the logout"
+            );
+        }
+        delays.push(logged_out.elapsed());
+    }
+    delays.sort();
+    let p50 = delays[delays.len() / 2];
+    let worst = delays[delays.len() - 1];
+    eprintln!("logout seen by all 3 replicas: p50 {p50:?}, max {worst:?} (30 trials)");
+    assert!(worst <= Duration::from_millis(100), "{delays:?}");
 }
