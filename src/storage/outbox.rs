@@ -14,9 +14,28 @@ pub fn enqueue_mail(
     mail: &Mail,
     now: i64,
 ) -> Result<(), diesel::result::Error> {
-    let payload = serde_json::to_string(mail)
+    insert_json(conn, crate::mail::KIND, mail, now)
+}
+
+/// Queues a webhook; call it inside the transaction that writes its audit
+/// row.
+pub fn enqueue_webhook(
+    conn: &mut DbConnection,
+    message: &crate::webhooks::Message,
+    now: i64,
+) -> Result<(), diesel::result::Error> {
+    insert_json(conn, crate::webhooks::KIND, message, now)
+}
+
+fn insert_json(
+    conn: &mut DbConnection,
+    kind: &str,
+    value: &impl serde::Serialize,
+    now: i64,
+) -> Result<(), diesel::result::Error> {
+    let payload = serde_json::to_string(value)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    insert(conn, crate::mail::KIND, payload, now)
+    insert(conn, kind, payload, now)
 }
 
 /// Queues an internal job of `kind` (e.g. an account mail request, which a

@@ -34,3 +34,4 @@ mod register;
 mod sessions;
 mod throttle;
 mod tokens;
+mod webhooks;

@@ -21,7 +21,7 @@ use crate::helpers::{
 
 const FROM: &str = "tokend tests <noreply@tokend.test>";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -94,7 +94,7 @@ impl Sink {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -291,9 +291,34 @@ async fn replicas_deliver_each_mail_exactly_once(backend: Backend) {
 }
 
 /// `tokend serve` as a process, killable without a graceful shutdown.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     log: PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    pub(crate) fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, as a service manager stops it: the process must exit 0.
+    pub(crate) async fn stop(mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let (status, server) = tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().expect("wait");
+            (status, self)
+        })
+        .await
+        .expect("join");
+        assert!(status.success(), "tokend exited {status}");
+        drop(server);
+    }
 }
 
 impl Drop for Serve {
@@ -314,7 +339,7 @@ fn tokend_command(database_url: &str, extra: &[(String, String)]) -> Command {
 }
 
 #[allow(clippy::zombie_processes)] // reaped in Drop
-async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -> Serve {
+pub(crate) async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -> Serve {
     let port = free_port();
     let log = log_dir.join(format!("tokend-{port}.log"));
     let child = tokend_command(database_url, extra)
@@ -323,7 +348,7 @@ async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tokend");
-    let server = Serve { child, log };
+    let server = Serve { child, log, port };
     let client = reqwest::Client::new();
     wait_until("tokend answers", Duration::from_secs(20), || async {
         client
@@ -351,7 +376,7 @@ fn cli(database_url: &str, extra: &[(String, String)], args: &[&str]) -> String 
     stdout
 }
 
-fn open_database(database_url: &str) -> Database {
+pub(crate) fn open_database(database_url: &str) -> Database {
     let settings =
         Settings::load_from(Path::new("/nonexistent"), &test_env(database_url)).expect("settings");
     let db = Database::new(&settings.database).expect("database");
