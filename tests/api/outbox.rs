@@ -362,7 +362,7 @@ pub(crate) async fn serve(database_url: &str, extra: &[(String, String)], log_di
 }
 
 /// Runs `tokend ARGS` on the database; returns its stdout, or panics.
-fn cli(database_url: &str, extra: &[(String, String)], args: &[&str]) -> String {
+pub(crate) fn cli(database_url: &str, extra: &[(String, String)], args: &[&str]) -> String {
     let out = tokend_command(database_url, extra)
         .args(args)
         .output()

@@ -15,7 +15,7 @@ use tokend::storage::Database;
 use crate::both_backends;
 use crate::claims_hook::Receiver;
 use crate::helpers::{claims, spawn_app_with, Backend, TestApp, TestDatabase};
-use crate::outbox::{free_port, open_database, serve, wait_until};
+use crate::outbox::{cli, free_port, open_database, serve, wait_until};
 
 const SECRET: &str = "whsec_dG9rZW5kIGF1ZGl0IHdlYmhvb2sgdGVzdCBzZWNyZXQh";
 const OTHER_SECRET: &str = "whsec_c29tZSBvdGhlciBzZWNyZXQsIG5vdCB0b2tlbmQncw==";
@@ -372,7 +372,31 @@ async fn a_receiver_with_another_secret_refuses_the_signature(backend: Backend) 
     assert!(!rows[0].2 && rows[0].1 >= 1, "{rows:?}");
 }
 
+/// Administration from the command line writes its audit row and queues
+/// its webhook in one transaction; the running server delivers it.
+async fn command_line_administration_is_sent_too(backend: Backend) {
+    if !have_python() {
+        return;
+    }
+    let receiver = Receiver::start_on(SECRET, None);
+    let app = app(backend, &receiver.hook_url(), "user_disabled").await;
+    let created = app.register("gina", "pw12345").await;
+    assert_eq!(created.status, 201);
+    let user_id = created.json()["id"].as_i64().expect("id");
+    let settings = settings(&receiver.hook_url(), "user_disabled");
+    cli(&app.database_url, &settings, &["users", "disable", "gina"]);
+    let received = calls(&receiver, 1).await;
+    let row = &audit_rows(&app.db, "user_disabled").await[0];
+    assert_eq!(received[0]["payload"], expected_payload(row));
+    assert_eq!(received[0]["payload"]["data"]["user_id"], user_id);
+    assert_eq!(
+        received[0]["payload"]["data"]["detail"],
+        json!({"sessions_revoked": 0})
+    );
+}
+
 both_backends!(
+    command_line_administration_is_sent_too,
     logins_are_delivered_signed_with_the_audit_row,
     only_the_events_asked_for_are_sent,
     a_failing_receiver_gets_each_event_once_it_recovers,
