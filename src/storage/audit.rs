@@ -192,8 +192,6 @@ pub fn purge_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DatabaseSettings, Secret};
-    use crate::storage::Database;
 
     fn row(at: i64, event: &str, user_id: Option<i64>, username: Option<&str>) -> NewAuditEvent {
         NewAuditEvent {
@@ -214,14 +212,7 @@ mod tests {
     fn rows_queue_their_webhooks_per_url_and_filter_in_the_same_insert() {
         use crate::storage::schema::outbox;
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::new(&DatabaseSettings {
-            url: Secret::new(dir.path().join("t.db").display().to_string()),
-            pool_size: 1,
-            pool_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
-        })
-        .unwrap();
-        db.migrate_blocking().unwrap();
+        let db = crate::storage::test_database(dir.path());
         let urls = vec!["http://a/h".to_owned(), "http://b/h".to_owned()];
         let targets = Targets::new(urls, vec!["login_failed".into(), "logout".into()]);
         db.run_blocking(move |conn| {
@@ -279,14 +270,7 @@ mod tests {
     #[test]
     fn lists_newest_first_with_filters_and_a_cursor_and_purges_old_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::new(&DatabaseSettings {
-            url: Secret::new(dir.path().join("t.db").display().to_string()),
-            pool_size: 1,
-            pool_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
-        })
-        .unwrap();
-        db.migrate_blocking().unwrap();
+        let db = crate::storage::test_database(dir.path());
         db.run_blocking(|conn| {
             let rows = vec![
                 row(100, "login_failed", None, Some("alice")),

@@ -534,6 +534,20 @@ pub(crate) fn is_foreign_key_violation(e: &diesel::result::Error) -> bool {
     )
 }
 
+/// A migrated SQLite database in `dir`, one connection, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_database(dir: &std::path::Path) -> Database {
+    let db = Database::new(&DatabaseSettings {
+        url: crate::config::Secret::new(dir.join("t.db").display().to_string()),
+        pool_size: 1,
+        pool_timeout_ms: 5_000,
+        sqlite_busy_timeout_ms: 5_000,
+    })
+    .expect("database");
+    db.migrate_blocking().expect("migrations");
+    db
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,21 +246,7 @@ pub fn purge_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DatabaseSettings, Secret};
     use crate::mail::{Mail, KIND};
-    use crate::storage::Database;
-
-    fn database(dir: &std::path::Path) -> Database {
-        let db = Database::new(&DatabaseSettings {
-            url: Secret::new(dir.join("t.db").display().to_string()),
-            pool_size: 1,
-            pool_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
-        })
-        .expect("database");
-        db.migrate_blocking().expect("migrations");
-        db
-    }
 
     fn mail(n: usize) -> Mail {
         Mail {
@@ -274,7 +260,7 @@ mod tests {
     #[test]
     fn a_claim_is_a_lease_taken_again_only_after_it_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let db = database(dir.path());
+        let db = crate::storage::test_database(dir.path());
         db.run_blocking(|conn| {
             for n in 0..3 {
                 enqueue_mail(conn, &mail(n), 100)?;
