@@ -4,8 +4,10 @@
 //! tests are skipped, except under CI=true where they fail.
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 use diesel::prelude::*;
 use serde_json::Value;
@@ -304,12 +306,7 @@ impl Serve {
 
     /// SIGTERM, as a service manager stops it: the process must exit 0.
     pub(crate) async fn stop(mut self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        crate::process::sigterm(self.child.id());
         let (status, server) = tokio::task::spawn_blocking(move || {
             let status = self.child.wait().expect("wait");
             (status, self)
@@ -376,12 +373,21 @@ pub(crate) fn cli(database_url: &str, extra: &[(String, String)], args: &[&str])
     stdout
 }
 
-pub(crate) fn open_database(database_url: &str) -> Database {
+fn open_database(database_url: &str) -> Database {
     let settings =
         Settings::load_from(Path::new("/nonexistent"), &test_env(database_url)).expect("settings");
     let db = Database::new(&settings.database).expect("database");
     db.migrate_blocking().expect("migrations");
     db
+}
+
+/// A fresh database for `tokend serve` processes: its URL, a handle on it
+/// and a directory for their logs.
+pub(crate) fn for_processes(backend: Backend) -> (TestDatabase, String, Database, TempDir) {
+    let database = TestDatabase::create(backend);
+    let url = database.url().to_owned();
+    let db = open_database(&url);
+    (database, url, db, tempfile::tempdir().expect("temp dir"))
 }
 
 /// A queued, undelivered message outlives the process that failed to send
@@ -390,10 +396,7 @@ async fn queued_mail_survives_a_restart(backend: Backend) {
     if !have_python() {
         return;
     }
-    let database = TestDatabase::create(backend);
-    let url = database.url().to_owned();
-    let db = open_database(&url);
-    let logs = tempfile::tempdir().expect("temp dir");
+    let (_database, url, db, logs) = for_processes(backend);
     let mut sink = Sink::new();
     let settings = smtp_settings(&sink.url());
     let first = serve(&url, &settings, logs.path()).await;

@@ -14,8 +14,8 @@ use tokend::storage::Database;
 
 use crate::both_backends;
 use crate::claims_hook::Receiver;
-use crate::helpers::{claims, spawn_app_with, Backend, TestApp, TestDatabase};
-use crate::outbox::{cli, free_port, open_database, serve, wait_until};
+use crate::helpers::{claims, spawn_app_with, Backend, TestApp};
+use crate::outbox::{cli, for_processes, free_port, serve, wait_until};
 
 const SECRET: &str = "whsec_dG9rZW5kIGF1ZGl0IHdlYmhvb2sgdGVzdCBzZWNyZXQh";
 const OTHER_SECRET: &str = "whsec_c29tZSBvdGhlciBzZWNyZXQsIG5vdCB0b2tlbmQncw==";
@@ -308,10 +308,7 @@ async fn pending_webhooks_are_delivered_after_a_restart(backend: Backend) {
     if !have_python() {
         return;
     }
-    let database = TestDatabase::create(backend);
-    let url = database.url().to_owned();
-    let db = open_database(&url);
-    let logs = tempfile::tempdir().expect("temp dir");
+    let (_database, url, db, logs) = for_processes(backend);
     let port = free_port();
     let settings = settings(&format!("http://127.0.0.1:{port}/hook"), "login_failed");
     let first = serve(&url, &settings, logs.path()).await;
