@@ -1087,8 +1087,11 @@ impl Settings {
         if hooks.url.is_empty() {
             return Ok(());
         }
-        for url in &hooks.url {
+        for (n, url) in hooks.url.iter().enumerate() {
             signed_url("webhooks.url", url, "(or empty: no webhooks)")?;
+            if hooks.url[..n].contains(url) {
+                return invalid("webhooks.url lists a URL twice".into());
+            }
         }
         signing_secret(
             "webhooks.url",
@@ -1664,6 +1667,13 @@ mod tests {
                     secret,
                 ],
                 "webhooks.url must not carry credentials",
+            ),
+            (
+                vec![
+                    ("TOKEND__WEBHOOKS__URL", "https://a.internal/h,https://a.internal/h"),
+                    secret,
+                ],
+                "webhooks.url lists a URL twice",
             ),
             (
                 vec![("TOKEND__WEBHOOKS__EVENTS", "login_failed,login_faild")],

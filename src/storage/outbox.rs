@@ -305,6 +305,38 @@ mod tests {
             assert_eq!(purge_batch(conn, 150, 10)?, 0);
             assert_eq!(purge_batch(conn, 10_000, 10)?, 1);
             assert_eq!(counts(conn, KIND)?.queued, 2);
+            // Webhook rows are purged alike once delivered, and keep their
+            // payload (no links in them).
+            let event = crate::storage::audit::AuditEvent {
+                id: 1,
+                at: 100,
+                event: "logout".into(),
+                user_id: Some(1),
+                username: None,
+                session_id: None,
+                client_id: None,
+                ip: None,
+                user_agent: None,
+                request_id: None,
+                detail: None,
+            };
+            let message = crate::webhooks::Message::new("http://h/hook", &event);
+            enqueue_webhook(conn, &message, 100)?;
+            let hook = claim_due(conn, crate::webhooks::KIND, 100, 160, 10)?;
+            assert_eq!(hook.len(), 1);
+            assert_eq!(
+                serde_json::from_str::<crate::webhooks::Message>(&hook[0].payload).unwrap(),
+                message
+            );
+            mark_sent(conn, hook[0].id, 120)?;
+            let kept: String = outbox::table
+                .filter(outbox::id.eq(hook[0].id))
+                .select(outbox::payload)
+                .first(conn)?;
+            assert_eq!(kept, hook[0].payload);
+            assert_eq!(counts(conn, crate::webhooks::KIND)?.sent, 1);
+            assert_eq!(purge_batch(conn, 10_000, 10)?, 1);
+            assert_eq!(counts(conn, crate::webhooks::KIND)?.sent, 0);
             Ok(())
         })
         .unwrap();
