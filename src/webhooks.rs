@@ -222,10 +222,11 @@ fn short(error: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event() -> AuditEvent {
+    /// A stored `login_failed` row, for tests.
+    pub(crate) fn event() -> AuditEvent {
         AuditEvent {
             id: 7,
             at: 1_798_765_445,

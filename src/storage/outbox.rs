@@ -307,19 +307,7 @@ mod tests {
             assert_eq!(counts(conn, KIND)?.queued, 2);
             // Webhook rows are purged alike once delivered, and keep their
             // payload (no links in them).
-            let event = crate::storage::audit::AuditEvent {
-                id: 1,
-                at: 100,
-                event: "logout".into(),
-                user_id: Some(1),
-                username: None,
-                session_id: None,
-                client_id: None,
-                ip: None,
-                user_agent: None,
-                request_id: None,
-                detail: None,
-            };
+            let event = crate::webhooks::tests::event();
             let message = crate::webhooks::Message::new("http://h/hook", &event);
             enqueue_webhook(conn, &message, 100)?;
             let hook = claim_due(conn, crate::webhooks::KIND, 100, 160, 10)?;
