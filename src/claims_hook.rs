@@ -86,14 +86,7 @@ impl ClaimsHook {
         let key = webhook::parse_secret(settings.hook_secret.expose())
             .map_err(|e| anyhow::anyhow!("claims.hook_secret {e}"))?;
         let timeout = settings.hook_timeout();
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A 3xx is a failure (the Standard Webhooks advice): the URL is
-            // the operator's to fix, and a redirect could point anywhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = crate::webhooks::http_client(timeout)?;
         Ok(Some(ClaimsHook {
             url,
             key,
@@ -139,21 +132,11 @@ impl ClaimsHook {
     /// `MAX_ANSWER_BYTES`, when the status is 200.
     async fn post(&self, body: Vec<u8>) -> Result<Vec<u8>, HookError> {
         let id = webhook::new_message_id();
-        // The delivery's instant (receivers check it against their clock),
-        // not the token's.
-        let timestamp = crate::clock::unix_now();
-        let signature = webhook::sign(&self.key, &id, timestamp, &body);
-        let mut response = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport(&e))?;
+        let mut response =
+            crate::webhooks::signed_post(&self.client, self.url.clone(), &self.key, &id, body)
+                .send()
+                .await
+                .map_err(|e| self.transport(&e))?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(HookError::Status(response.status().as_u16()));
         }

@@ -356,6 +356,36 @@ impl EmailSettings {
     }
 }
 
+/// Webhooks of the audit trail (docs/webhooks.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhooksSettings {
+    /// Where each event is POSTed; empty: no webhooks. A list in TOML, or
+    /// comma-separated (the environment).
+    #[serde(deserialize_with = "string_list")]
+    pub url: Vec<String>,
+    /// `whsec_` + base64 (Standard Webhooks); required with a URL.
+    pub secret: Secret,
+    /// Event names (docs/audit.md) to send; empty: every event.
+    #[serde(deserialize_with = "string_list")]
+    pub events: Vec<String>,
+    /// A delivery still failing this long after its event is given up.
+    pub give_up_after_secs: i64,
+    pub retry_initial_secs: i64,
+    pub retry_max_secs: i64,
+    /// One attempt (connection to the answer's status) at most.
+    pub timeout_ms: u64,
+}
+
+/// The shortest `webhooks.give_up_after_secs`: a receiver down for a day
+/// loses nothing.
+pub const MIN_WEBHOOK_GIVE_UP_SECS: i64 = 86_400;
+
+impl WebhooksSettings {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
+}
+
 /// The audit trail (docs/audit.md).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuditSettings {
@@ -464,6 +494,26 @@ fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> 
         .collect())
 }
 
+/// A list of strings: a TOML array, or one comma-separated string (how
+/// the environment gives lists).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Text(String),
+        Items(Vec<String>),
+    }
+    Ok(match List::deserialize(d)? {
+        List::Text(text) => comma_list(&text).map(str::to_owned).collect(),
+        List::Items(items) => items
+            .iter()
+            .map(|item| item.trim())
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 /// Names among `ExtraClaim::ALL`, each at most once.
 fn extra_claims<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ExtraClaim>, D::Error> {
     let text = String::deserialize(d)?;
@@ -537,6 +587,45 @@ fn client_ip_header<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HeaderName
 
 /// The typed settings' own messages start with the setting's name: the
 /// crate's "for key `…`" suffix would repeat it. Other errors keep it.
+/// A URL signed calls go to (`name` is its setting): http(s), with a
+/// host, without credentials. Messages never echo it.
+fn signed_url(name: &str, url: &str, empty: &str) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+            // Settings are printed (check-config): nothing secret in them
+            // but the masked secrets; the signature authenticates tokend.
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return invalid(format!(
+                    "{name} must not carry credentials (user:password@): the webhook \
+                     signature authenticates tokend to the receiver"
+                ));
+            }
+            Ok(())
+        }
+        _ => invalid(format!("{name} must be an http:// or https:// URL {empty}")),
+    }
+}
+
+/// The Standard Webhooks secret `name` (variable `variable`), required
+/// because `url_name` is set.
+fn signing_secret(
+    url_name: &str,
+    name: &str,
+    variable: &str,
+    secret: &Secret,
+) -> Result<(), ConfigError> {
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{url_name} is set: {variable} is required (whsec_ and base64 of 24-64 random \
+             bytes, e.g. `echo whsec_$(openssl rand -base64 32)`)"
+        )));
+    }
+    crate::auth::webhook::parse_secret(secret.expose())
+        .map(|_| ())
+        .map_err(|e| ConfigError::Invalid(format!("{name} {e}")))
+}
+
 fn own_message(error: config::ConfigError) -> ConfigError {
     match error {
         config::ConfigError::At {
@@ -569,6 +658,7 @@ pub struct Settings {
     pub cookie: CookieSettings,
     pub log: LogSettings,
     pub email: EmailSettings,
+    pub webhooks: WebhooksSettings,
 }
 
 fn dev_profile() -> Profile {
@@ -746,6 +836,7 @@ impl Settings {
             ));
         }
         self.validate_claims_hook()?;
+        self.validate_webhooks()?;
         self.validate_email()?;
         self.validate_audit()?;
         if self.rate_limit.login_per_ip_per_minute == 0
@@ -959,36 +1050,55 @@ impl Settings {
         let Some(url) = claims.hook_url() else {
             return Ok(());
         };
-        match reqwest::Url::parse(url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
-                // Settings are printed (check-config): nothing secret in them
-                // but the masked secrets; the signature authenticates tokend.
-                if !parsed.username().is_empty() || parsed.password().is_some() {
-                    return invalid(
-                        "claims.hook_url must not carry credentials (user:password@): the \
-                         webhook signature authenticates tokend to the hook"
-                            .into(),
-                    );
-                }
-            }
-            // The URL is not echoed: it may carry credentials.
-            _ => {
-                return invalid(
-                    "claims.hook_url must be an http:// or https:// URL (or empty: no hook)".into(),
-                )
+        signed_url("claims.hook_url", url, "(or empty: no hook)")?;
+        signing_secret(
+            "claims.hook_url",
+            "claims.hook_secret",
+            "TOKEND__CLAIMS__HOOK_SECRET",
+            &claims.hook_secret,
+        )
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let hooks = &self.webhooks;
+        for event in &hooks.events {
+            if let Err(e) = event.parse::<crate::service::audit::EventKind>() {
+                return invalid(format!("webhooks.events: {e}"));
             }
         }
-        if claims.hook_secret.is_empty() {
+        if hooks.give_up_after_secs < MIN_WEBHOOK_GIVE_UP_SECS {
+            return invalid(format!(
+                "webhooks.give_up_after_secs must be at least {MIN_WEBHOOK_GIVE_UP_SECS} (a day), \
+                 not {}",
+                hooks.give_up_after_secs
+            ));
+        }
+        if hooks.retry_initial_secs < 1 || hooks.retry_max_secs < hooks.retry_initial_secs {
             return invalid(
-                "claims.hook_url is set: TOKEND__CLAIMS__HOOK_SECRET is required (whsec_ and \
-                 base64 of 24-64 random bytes, e.g. `echo whsec_$(openssl rand -base64 32)`)"
+                "webhooks.retry_initial_secs must be at least 1, and webhooks.retry_max_secs at \
+                 least webhooks.retry_initial_secs"
                     .into(),
             );
         }
-        if let Err(e) = crate::auth::webhook::parse_secret(claims.hook_secret.expose()) {
-            return invalid(format!("claims.hook_secret {e}"));
+        if !(1_000..=60_000).contains(&hooks.timeout_ms) {
+            return invalid("webhooks.timeout_ms must be between 1000 and 60000".into());
         }
-        Ok(())
+        if hooks.url.is_empty() {
+            return Ok(());
+        }
+        for (n, url) in hooks.url.iter().enumerate() {
+            signed_url("webhooks.url", url, "(or empty: no webhooks)")?;
+            if hooks.url[..n].contains(url) {
+                return invalid("webhooks.url lists a URL twice".into());
+            }
+        }
+        signing_secret(
+            "webhooks.url",
+            "webhooks.secret",
+            "TOKEND__WEBHOOKS__SECRET",
+            &hooks.secret,
+        )
     }
 
     /// Where the signing key is read from when `jwt.signing_key` is empty
@@ -1471,6 +1581,120 @@ mod tests {
         }
         // Without a URL the secret is not needed (nor checked).
         assert!(load(&[("TOKEND__CLAIMS__HOOK_SECRET", "x")]).is_ok());
+    }
+
+    #[test]
+    fn webhooks_take_a_url_list_from_toml_or_a_comma_list_from_the_environment() {
+        let s = load(&[]).unwrap();
+        assert!(s.webhooks.url.is_empty() && s.webhooks.events.is_empty());
+        assert_eq!(
+            (
+                s.webhooks.give_up_after_secs,
+                s.webhooks.retry_initial_secs,
+                s.webhooks.retry_max_secs,
+                s.webhooks.timeout_ms
+            ),
+            (259_200, 5, 3600, 10_000)
+        );
+        let s = load(&[
+            (
+                "TOKEND__WEBHOOKS__URL",
+                "http://a.internal/hook, https://b.internal/hook",
+            ),
+            ("TOKEND__WEBHOOKS__SECRET", HOOK_SECRET),
+            (
+                "TOKEND__WEBHOOKS__EVENTS",
+                "login_failed,refresh_reuse_detected",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.webhooks.url,
+            ["http://a.internal/hook", "https://b.internal/hook"]
+        );
+        assert_eq!(
+            s.webhooks.events,
+            ["login_failed", "refresh_reuse_detected"]
+        );
+        assert!(!format!("{s:?}").contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("default.toml"),
+            DEFAULT_TOML.replace(
+                "url = []\n",
+                "url = [\"http://a.internal/hook\", \"http://b.internal/hook\"]\n",
+            ),
+        )
+        .unwrap();
+        let env = [("TOKEND__WEBHOOKS__SECRET", HOOK_SECRET)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = Settings::load_from(dir.path(), &env).unwrap();
+        assert_eq!(
+            s.webhooks.url,
+            ["http://a.internal/hook", "http://b.internal/hook"]
+        );
+    }
+
+    #[test]
+    fn bad_webhook_settings_are_refused_at_load() {
+        let url = ("TOKEND__WEBHOOKS__URL", "https://hooks.internal/audit");
+        let secret = ("TOKEND__WEBHOOKS__SECRET", HOOK_SECRET);
+        for (env, message) in [
+            (
+                vec![url],
+                "webhooks.url is set: TOKEND__WEBHOOKS__SECRET is required",
+            ),
+            (
+                vec![url, ("TOKEND__WEBHOOKS__SECRET", "whsec_c2hvcnQ=")],
+                "webhooks.secret must decode to 24-64 bytes, not 5",
+            ),
+            (
+                vec![("TOKEND__WEBHOOKS__URL", "ftp://hooks.internal/"), secret],
+                "webhooks.url must be an http:// or https:// URL",
+            ),
+            (
+                vec![
+                    ("TOKEND__WEBHOOKS__URL", "https://a.internal/,hooks.internal"),
+                    secret,
+                ],
+                "webhooks.url must be an http:// or https:// URL",
+            ),
+            (
+                vec![
+                    ("TOKEND__WEBHOOKS__URL", "https://u:pw@hooks.internal/"),
+                    secret,
+                ],
+                "webhooks.url must not carry credentials",
+            ),
+            (
+                vec![
+                    ("TOKEND__WEBHOOKS__URL", "https://a.internal/h,https://a.internal/h"),
+                    secret,
+                ],
+                "webhooks.url lists a URL twice",
+            ),
+            (
+                vec![("TOKEND__WEBHOOKS__EVENTS", "login_failed,login_faild")],
+                "webhooks.events: unknown event `login_faild`; one of: login_succeeded, login_failed,",
+            ),
+            (
+                vec![("TOKEND__WEBHOOKS__GIVE_UP_AFTER_SECS", "86399")],
+                "webhooks.give_up_after_secs must be at least 86400 (a day), not 86399",
+            ),
+            (
+                vec![("TOKEND__WEBHOOKS__RETRY_INITIAL_SECS", "0")],
+                "webhooks.retry_initial_secs must be at least 1",
+            ),
+            (
+                vec![("TOKEND__WEBHOOKS__TIMEOUT_MS", "999")],
+                "webhooks.timeout_ms must be between 1000 and 60000",
+            ),
+        ] {
+            let err = load(&env).unwrap_err().to_string();
+            assert!(err.contains(message), "{env:?}: {err}");
+        }
     }
 
     #[test]

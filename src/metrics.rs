@@ -168,7 +168,7 @@ impl Metrics {
         registry.register(Box::new(outbox_messages.clone()))?;
         registry.register(Box::new(outbox_sent.clone()))?;
         registry.register(Box::new(outbox_failed_attempts.clone()))?;
-        for kind in [crate::mail::KIND] {
+        for kind in [crate::mail::KIND, crate::webhooks::KIND] {
             for state in ["queued", "dead"] {
                 outbox_messages.with_label_values(&[kind, state]);
             }

@@ -60,6 +60,7 @@ impl Application {
         let audit = AuditWriter::spawn(
             &state.audit,
             state.db.clone(),
+            state.outbox.clone(),
             WriterSettings {
                 batch: settings.audit.batch_size,
                 interval: std::time::Duration::from_millis(settings.audit.flush_interval_ms),
@@ -100,6 +101,7 @@ impl Application {
             state.outbox.clone(),
             state.metrics.clone(),
             &settings.email,
+            &settings.webhooks,
         )?
         .with_jobs(jobs)
         .spawn();
@@ -324,7 +326,8 @@ fn spawn_purge_task(db: Database, settings: &Settings) {
 }
 
 pub fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
-    let db = Database::new(&settings.database)?;
+    let db = Database::new(&settings.database)?
+        .with_webhooks(crate::webhooks::Targets::from_settings(&settings.webhooks));
     let keys = crate::keyfiles::build_keys(settings)?;
     let hashing = HashingPool::new(HashingPolicy {
         cost: settings.password.bcrypt_cost,

@@ -237,7 +237,9 @@ pub fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
 
 /// The database, migrated, for command-line tools.
 fn database(settings: &Settings) -> anyhow::Result<Database> {
-    let db = Database::new(&settings.database)?;
+    // Its audit rows queue their webhooks like the server's.
+    let db = Database::new(&settings.database)?
+        .with_webhooks(tokend::webhooks::Targets::from_settings(&settings.webhooks));
     db.migrate_blocking()?;
     Ok(db)
 }

@@ -1,9 +1,10 @@
 //! The outbox sender: one background task per `tokend serve` process that
-//! claims due e-mail from the outbox, delivers it over SMTP (lettre, async:
-//! never a blocking thread for the network), and records the outcome;
-//! before the mail, it runs the account mail jobs (`service::jobs`). The
-//! database work goes through `Database::write`, on the bounded blocking
-//! pool.
+//! claims due rows of each kind from the outbox, handles them, and records
+//! the outcome with the kind's back-off: the account mail jobs
+//! (`service::jobs`) first, then e-mail over SMTP (lettre, async: never a
+//! blocking thread for the network), then the audit webhooks over HTTP
+//! (`crate::webhooks`). The database work goes through `Database::write`,
+//! on the bounded blocking pool.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +15,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{Mail, Outbox, KIND};
-use crate::config::EmailSettings;
+use crate::config::{EmailSettings, WebhooksSettings};
 use crate::metrics::Metrics;
 use crate::storage::{outbox, Database};
 
@@ -29,7 +30,7 @@ const COUNT_EVERY: Duration = Duration::from_secs(5);
 /// Stored errors are cut to this many characters.
 const MAX_ERROR_CHARS: usize = 200;
 
-/// Why a job failed.
+/// Why a job or a webhook failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobError {
     /// Try again later (e.g. the database was away).
@@ -125,7 +126,18 @@ enum Outcome {
     Dead(String),
 }
 
-/// The retry schedule (`email.retry_*`, `email.give_up_after_secs`).
+impl Outcome {
+    fn of(result: Result<(), JobError>) -> Self {
+        match result {
+            Ok(()) => Outcome::Sent,
+            Err(JobError::Retry(e)) => Outcome::Retry(short(&e)),
+            Err(JobError::Dead(e)) => Outcome::Dead(short(&e)),
+        }
+    }
+}
+
+/// The retry schedule of a kind (`email.retry_*` and
+/// `email.give_up_after_secs`; `webhooks.…` for webhooks).
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub initial_secs: i64,
@@ -135,6 +147,14 @@ pub struct Backoff {
 
 impl Backoff {
     fn from_settings(settings: &EmailSettings) -> Self {
+        Backoff {
+            initial_secs: settings.retry_initial_secs,
+            max_secs: settings.retry_max_secs,
+            give_up_after_secs: settings.give_up_after_secs,
+        }
+    }
+
+    fn for_webhooks(settings: &WebhooksSettings) -> Self {
         Backoff {
             initial_secs: settings.retry_initial_secs,
             max_secs: settings.retry_max_secs,
@@ -172,7 +192,13 @@ pub struct Sender {
     poll_interval: Duration,
     backoff: Backoff,
     jobs: Option<Jobs>,
+    /// `None`: no `webhooks.url` in this process.
+    webhooks: Option<Arc<crate::webhooks::Sender>>,
+    webhook_backoff: Backoff,
 }
+
+/// The kinds of rows the sender delivers itself (jobs come on top).
+const KINDS: [&str; 2] = [KIND, crate::webhooks::KIND];
 
 impl Sender {
     pub fn new(
@@ -180,6 +206,7 @@ impl Sender {
         outbox: Outbox,
         metrics: Arc<Metrics>,
         settings: &EmailSettings,
+        webhooks: &WebhooksSettings,
     ) -> anyhow::Result<Self> {
         Ok(Sender {
             db,
@@ -189,6 +216,8 @@ impl Sender {
             poll_interval: Duration::from_millis(settings.poll_interval_ms),
             backoff: Backoff::from_settings(settings),
             jobs: None,
+            webhooks: crate::webhooks::Sender::from_settings(webhooks)?.map(Arc::new),
+            webhook_backoff: Backoff::for_webhooks(webhooks),
         })
     }
 
@@ -200,7 +229,11 @@ impl Sender {
 
     /// Starts the loop on the current runtime.
     pub fn spawn(self) {
-        tracing::info!(delivery = self.delivery.name(), "e-mail sender started");
+        tracing::info!(
+            delivery = self.delivery.name(),
+            webhooks = self.webhooks.is_some(),
+            "outbox sender started"
+        );
         tokio::spawn(self.run());
     }
 
@@ -245,22 +278,43 @@ impl Sender {
     }
 
     async fn update_gauges(&self) {
-        match self.db.run(|conn| outbox::gauges(conn, KIND)).await {
-            Ok((queued, dead)) => self.metrics.outbox_counts(KIND, queued, dead),
-            Err(e) => tracing::debug!(error = %crate::error::Chain(&e), "outbox: cannot count"),
+        for kind in KINDS {
+            match self.db.run(move |conn| outbox::gauges(conn, kind)).await {
+                Ok((queued, dead)) => self.metrics.outbox_counts(kind, queued, dead),
+                Err(e) => {
+                    tracing::debug!(error = %crate::error::Chain(&e), "outbox: cannot count")
+                }
+            }
         }
     }
 
-    /// One batch of each job kind, then one of mail; returns the largest
-    /// number of rows claimed of one kind.
+    /// One batch of each job kind, then one of mail, then one of webhooks;
+    /// returns the largest number of rows claimed of one kind.
     async fn round(&self) -> Result<usize, crate::storage::StorageError> {
         let mut most = 0;
-        if let Some(jobs) = &self.jobs {
-            for kind in jobs.kinds {
-                most = most.max(self.batch(kind).await?);
-            }
+        let jobs = self.jobs.iter().flat_map(|jobs| jobs.kinds.iter());
+        for kind in jobs.chain(KINDS.iter()) {
+            most = most.max(self.batch(kind).await?);
         }
-        Ok(most.max(self.batch(KIND).await?))
+        Ok(most)
+    }
+
+    /// How long handling a row of `kind` may take at most, seconds.
+    fn timeout_secs(&self, kind: &str) -> i64 {
+        let timeout = match (kind, &self.delivery, &self.webhooks) {
+            (KIND, Delivery::Smtp(smtp), _) => smtp.timeout,
+            (crate::webhooks::KIND, _, Some(webhooks)) => webhooks.timeout(),
+            _ => Duration::ZERO,
+        };
+        timeout.as_secs() as i64 + 1
+    }
+
+    /// The retry schedule of `kind`, and the setting that gives up.
+    fn backoff(&self, kind: &str) -> (&Backoff, &'static str) {
+        match kind {
+            crate::webhooks::KIND => (&self.webhook_backoff, "webhooks.give_up_after_secs"),
+            _ => (&self.backoff, "email.give_up_after_secs"),
+        }
     }
 
     /// Claims one batch of due rows of `kind` and handles them
@@ -269,11 +323,7 @@ impl Sender {
         let now = crate::clock::unix_now();
         // The lease outlasts the delivery timeout, so that no other sender
         // takes a message this one may still be sending.
-        let timeout_secs = match &self.delivery {
-            Delivery::Smtp(smtp) => smtp.timeout.as_secs() as i64 + 1,
-            _ => 0,
-        };
-        let lease_until = now + timeout_secs + 30;
+        let lease_until = now + self.timeout_secs(kind) + 30;
         let claimed = self
             .db
             .write(move |conn| outbox::claim_due(conn, kind, now, lease_until, BATCH))
@@ -283,16 +333,19 @@ impl Sender {
         for row in claimed {
             let delivery = self.delivery.clone();
             let jobs = self.jobs.clone();
+            let webhooks = self.webhooks.clone();
             tasks.spawn(async move {
-                let outcome = match jobs {
-                    Some(jobs) if kind != KIND => {
-                        match (jobs.run)(kind, row.payload.clone()).await {
-                            Ok(()) => Outcome::Sent,
-                            Err(JobError::Retry(e)) => Outcome::Retry(short(&e)),
-                            Err(JobError::Dead(e)) => Outcome::Dead(short(&e)),
-                        }
+                let outcome = match (kind, jobs, webhooks) {
+                    (KIND, _, _) => deliver(&delivery, row.id, &row.payload).await,
+                    (crate::webhooks::KIND, _, Some(webhooks)) => {
+                        Outcome::of(webhooks.deliver(&row.payload).await)
                     }
-                    _ => deliver(&delivery, row.id, &row.payload).await,
+                    // Another replica may have the configuration.
+                    (crate::webhooks::KIND, _, None) => {
+                        Outcome::Retry("webhooks.url is not set in this process".into())
+                    }
+                    (_, Some(jobs), _) => Outcome::of((jobs.run)(kind, row.payload.clone()).await),
+                    (_, None, _) => Outcome::Retry(format!("no handler for `{kind}` here")),
                 };
                 (row, outcome)
             });
@@ -321,9 +374,9 @@ impl Sender {
             }
             Outcome::Retry(error) => {
                 self.metrics.outbox_failed_attempt(kind);
+                let (backoff, give_up) = self.backoff(kind);
                 let retry_at =
-                    self.backoff
-                        .next_attempt(row.created_at, failures, now, rand::random::<f64>());
+                    backoff.next_attempt(row.created_at, failures, now, rand::random::<f64>());
                 match retry_at {
                     Some(at) => tracing::warn!(
                         kind,
@@ -338,7 +391,7 @@ impl Sender {
                         id,
                         attempts = failures,
                         error = %error,
-                        "outbox: delivery failed; giving up (email.give_up_after_secs)"
+                        "outbox: delivery failed; giving up ({give_up})"
                     ),
                 }
                 self.db
@@ -521,6 +574,8 @@ mod tests {
             poll_interval: Duration::from_secs(600),
             backoff: BACKOFF,
             jobs: None,
+            webhooks: None,
+            webhook_backoff: BACKOFF,
         };
         sender.spawn();
         // Its first look finds nothing; the next poll is ten minutes away.

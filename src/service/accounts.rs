@@ -134,6 +134,7 @@ pub async fn change_password(
 /// Answers how many sessions were revoked.
 pub async fn disable(acc: &Accounts<'_>, user_id: i64, now: i64) -> Result<usize, ApiError> {
     let event = Event::new(EventKind::UserDisabled, now).user(user_id);
+    let webhooks = acc.db.webhooks();
     let revoked = acc
         .db
         .write(move |conn| {
@@ -146,7 +147,7 @@ pub async fn disable(acc: &Accounts<'_>, user_id: i64, now: i64) -> Result<usize
                 now,
             )?;
             let event = event.detail(serde_json::json!({ "sessions_revoked": revoked }));
-            audit::insert_batch(conn, &[event.into_row()])?;
+            audit::insert_batch(conn, &webhooks, &[event.into_row()])?;
             Ok(revoked)
         })
         .await?;
@@ -157,10 +158,11 @@ pub async fn disable(acc: &Accounts<'_>, user_id: i64, now: i64) -> Result<usize
 /// Reactivates the user; their old sessions stay revoked.
 pub async fn enable(acc: &Accounts<'_>, user_id: i64) -> Result<(), ApiError> {
     let event = admin_action(user_id, "user_enabled");
+    let webhooks = acc.db.webhooks();
     acc.db
         .write(move |conn| {
             users::set_active(conn, user_id, true)?;
-            audit::insert_batch(conn, &[event])
+            audit::insert_batch(conn, &webhooks, &[event])
         })
         .await?;
     acc.forget(user_id);
@@ -172,10 +174,11 @@ pub async fn delete(acc: &Accounts<'_>, user_id: i64) -> Result<(), ApiError> {
     let event = Event::new(EventKind::UserDeleted, crate::clock::unix_now())
         .user(user_id)
         .into_row();
+    let webhooks = acc.db.webhooks();
     acc.db
         .write(move |conn| {
             users::delete(conn, user_id)?;
-            audit::insert_batch(conn, &[event])
+            audit::insert_batch(conn, &webhooks, &[event])
         })
         .await?;
     acc.forget(user_id);

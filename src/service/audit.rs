@@ -8,7 +8,8 @@
 //! `batch` rows per statement, at most `interval` after the first of them
 //! arrived, and flushes what is queued when the server shuts down. Events
 //! still queued when the process dies (a crash, SIGKILL) are lost: delivery
-//! is at most once (docs/audit.md).
+//! is at most once (docs/audit.md). Webhooks of the events are queued with
+//! their rows (`crate::webhooks`), so they share that fate.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -316,17 +317,30 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts writing `audit`'s events to `db`; `None` when a writer
-    /// already took the queue.
-    pub fn spawn(audit: &Audit, db: Database, settings: WriterSettings) -> Option<Self> {
+    /// Starts writing `audit`'s events to `db` (and queuing their webhooks,
+    /// `outbox` woken when there are); `None` when a writer already took
+    /// the queue.
+    pub fn spawn(
+        audit: &Audit,
+        db: Database,
+        outbox: crate::mail::Outbox,
+        settings: WriterSettings,
+    ) -> Option<Self> {
         let rx = audit.take_receiver()?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let metrics = audit.metrics.clone();
         let task = tokio::spawn(run(rx, settings, stopped, metrics, move |rows| {
-            let db = db.clone();
+            let (db, outbox) = (db.clone(), outbox.clone());
             async move {
-                db.write(move |conn| crate::storage::audit::insert_batch(conn, &rows))
-                    .await
+                let webhooks = db.webhooks();
+                let queued = !webhooks.is_empty();
+                let written = db
+                    .write(move |conn| crate::storage::audit::insert_batch(conn, &webhooks, &rows))
+                    .await?;
+                if queued {
+                    outbox.notify();
+                }
+                Ok(written)
             }
         }));
         Some(AuditWriter { stop, task })

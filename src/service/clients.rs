@@ -94,6 +94,7 @@ pub async fn create(db: &Database, spec: ClientSpec, now: i64) -> Result<Credent
         .client(&id)
         .detail(serde_json::json!({ "name": name, "scopes": scopes }))
         .into_row();
+    let webhooks = db.webhooks();
     let created = db
         .write(move |conn| {
             let created = clients::create(
@@ -110,7 +111,7 @@ pub async fn create(db: &Database, spec: ClientSpec, now: i64) -> Result<Credent
                 },
             )?;
             if created == CreateClient::Created {
-                audit::insert_batch(conn, &[event])?;
+                audit::insert_batch(conn, &webhooks, &[event])?;
             }
             Ok(created)
         })
@@ -175,9 +176,10 @@ pub async fn set_disabled(
     }
     .client(&id)
     .into_row();
+    let webhooks = db.webhooks();
     db.write(move |conn| {
         let changed = clients::set_disabled(conn, &id, disabled, now)?;
-        audit::insert_batch(conn, &[event])?;
+        audit::insert_batch(conn, &webhooks, &[event])?;
         Ok(changed)
     })
     .await
@@ -192,9 +194,10 @@ pub async fn delete(db: &Database, id_or_name: &str) -> Result<ClientRecord, Cli
         .client(&id)
         .detail(serde_json::json!({ "action": "client_deleted" }))
         .into_row();
+    let webhooks = db.webhooks();
     db.write(move |conn| {
         let deleted = clients::delete(conn, &id)?;
-        audit::insert_batch(conn, &[event])?;
+        audit::insert_batch(conn, &webhooks, &[event])?;
         Ok(deleted)
     })
     .await

@@ -5,7 +5,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::audit_events;
-use super::{DbConnection, StorageError};
+use super::{outbox, DbConnection, StorageError};
+use crate::webhooks::{Message, Targets};
 
 /// A row to insert (`id` is the database's).
 #[derive(Debug, Clone, PartialEq, Eq, Insertable)]
@@ -42,9 +43,13 @@ pub struct AuditEvent {
 }
 
 /// Inserts `rows` in one statement (callers keep batches to a few hundred
-/// rows: well within both backends' bind parameter limits).
+/// rows: well within both backends' bind parameter limits) and, in the same
+/// transaction, queues in the outbox one webhook per URL of `webhooks` for
+/// each row whose event it wants: a webhook exists exactly when its row
+/// does.
 pub fn insert_batch(
     conn: &mut DbConnection,
+    webhooks: &Targets,
     rows: &[NewAuditEvent],
 ) -> Result<usize, StorageError> {
     if rows.is_empty() {
@@ -52,9 +57,33 @@ pub fn insert_batch(
     }
     // diesel's MultiConnection has no multi-row INSERT: each backend's own.
     let insert = diesel::insert_into(audit_events::table).values(rows);
-    Ok(match conn {
-        DbConnection::Sqlite(conn) => insert.execute(conn)?,
-        DbConnection::Postgresql(conn) => insert.execute(conn)?,
+    if webhooks.is_empty() {
+        return Ok(match conn {
+            DbConnection::Sqlite(conn) => insert.execute(conn)?,
+            DbConnection::Postgresql(conn) => insert.execute(conn)?,
+        });
+    }
+    conn.transaction(|conn| {
+        // The rows as written, ids included (in no guaranteed order).
+        macro_rules! returning {
+            () => {
+                diesel::insert_into(audit_events::table)
+                    .values(rows)
+                    .returning(AuditEvent::as_returning())
+            };
+        }
+        let mut written: Vec<AuditEvent> = match conn {
+            DbConnection::Sqlite(conn) => returning!().get_results(conn)?,
+            DbConnection::Postgresql(conn) => returning!().get_results(conn)?,
+        };
+        written.sort_by_key(|event| event.id);
+        let now = crate::clock::unix_now();
+        for event in &written {
+            for url in webhooks.urls_for(&event.event) {
+                outbox::enqueue_webhook(conn, &Message::new(url, event), now)?;
+            }
+        }
+        Ok(written.len())
     })
 }
 
@@ -163,8 +192,6 @@ pub fn purge_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DatabaseSettings, Secret};
-    use crate::storage::Database;
 
     fn row(at: i64, event: &str, user_id: Option<i64>, username: Option<&str>) -> NewAuditEvent {
         NewAuditEvent {
@@ -182,16 +209,68 @@ mod tests {
     }
 
     #[test]
-    fn lists_newest_first_with_filters_and_a_cursor_and_purges_old_rows() {
+    fn rows_queue_their_webhooks_per_url_and_filter_in_the_same_insert() {
+        use crate::storage::schema::outbox;
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::new(&DatabaseSettings {
-            url: Secret::new(dir.path().join("t.db").display().to_string()),
-            pool_size: 1,
-            pool_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
+        let db = crate::storage::test_database(dir.path());
+        let urls = vec!["http://a/h".to_owned(), "http://b/h".to_owned()];
+        let targets = Targets::new(urls, vec!["login_failed".into(), "logout".into()]);
+        db.run_blocking(move |conn| {
+            let rows = vec![
+                row(100, "login_failed", None, Some("alice")),
+                row(110, "login_succeeded", Some(1), Some("alice")),
+                row(120, "logout", Some(1), None),
+            ];
+            assert_eq!(insert_batch(conn, &targets, &rows)?, 3);
+            let queued: Vec<(String, String)> = outbox::table
+                .select((outbox::kind, outbox::payload))
+                .order(outbox::id)
+                .load(conn)?;
+            let messages: Vec<Message> = queued
+                .iter()
+                .map(|(kind, payload)| {
+                    assert_eq!(kind, crate::webhooks::KIND);
+                    serde_json::from_str(payload).unwrap()
+                })
+                .collect();
+            let summary: Vec<(&str, i64, String)> = messages
+                .iter()
+                .map(|m| {
+                    let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+                    let id = body["data"]["id"].as_i64().unwrap();
+                    (
+                        m.url.as_str(),
+                        id,
+                        body["type"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            // In the order of the rows, each event once per URL.
+            assert_eq!(
+                summary,
+                [
+                    ("http://a/h", 1, "login_failed".to_owned()),
+                    ("http://b/h", 1, "login_failed".to_owned()),
+                    ("http://a/h", 3, "logout".to_owned()),
+                    ("http://b/h", 3, "logout".to_owned()),
+                ]
+            );
+            let ids: std::collections::HashSet<&str> =
+                messages.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(ids.len(), 4);
+            // Nowhere to send: the rows only.
+            assert_eq!(insert_batch(conn, &Targets::none(), &rows)?, 3);
+            let count: i64 = outbox::table.count().get_result(conn)?;
+            assert_eq!(count, 4);
+            Ok(())
         })
         .unwrap();
-        db.migrate_blocking().unwrap();
+    }
+
+    #[test]
+    fn lists_newest_first_with_filters_and_a_cursor_and_purges_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::test_database(dir.path());
         db.run_blocking(|conn| {
             let rows = vec![
                 row(100, "login_failed", None, Some("alice")),
@@ -200,7 +279,7 @@ mod tests {
                 row(130, "login_succeeded", Some(2), Some("bob")),
                 row(140, "logout", Some(1), None),
             ];
-            assert_eq!(insert_batch(conn, &rows)?, 5);
+            assert_eq!(insert_batch(conn, &Targets::none(), &rows)?, 5);
             let all = list(
                 conn,
                 &AuditQuery {

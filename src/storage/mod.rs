@@ -279,6 +279,9 @@ pub struct Database {
     probing_since: Arc<std::sync::atomic::AtomicU64>,
     /// SQLite: this process's writers take turns here (see `write`).
     writer: Option<Arc<std::sync::Mutex<()>>>,
+    /// Where audit rows written through this handle are also sent as
+    /// webhooks (`audit::insert_batch`); none by default.
+    webhooks: Arc<crate::webhooks::Targets>,
 }
 
 impl Database {
@@ -325,7 +328,22 @@ impl Database {
             unavailable_at: Arc::default(),
             probing_since: Arc::default(),
             writer: (backend == Backend::Sqlite).then(Arc::default),
+            webhooks: Arc::default(),
         })
+    }
+
+    /// This handle, queuing the webhooks of the audit rows it writes to
+    /// `targets`: every process that writes audit rows (the server, the
+    /// command line) builds its handle with the configured targets.
+    pub fn with_webhooks(mut self, targets: crate::webhooks::Targets) -> Self {
+        self.webhooks = Arc::new(targets);
+        self
+    }
+
+    /// Where audit rows are sent as webhooks: pass it to
+    /// `audit::insert_batch`.
+    pub fn webhooks(&self) -> Arc<crate::webhooks::Targets> {
+        self.webhooks.clone()
     }
 
     pub fn backend(&self) -> Backend {
@@ -536,6 +554,20 @@ pub(crate) fn is_foreign_key_violation(e: &diesel::result::Error) -> bool {
             _
         )
     )
+}
+
+/// A migrated SQLite database in `dir`, one connection, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_database(dir: &std::path::Path) -> Database {
+    let db = Database::new(&DatabaseSettings {
+        url: crate::config::Secret::new(dir.join("t.db").display().to_string()),
+        pool_size: 1,
+        pool_timeout_ms: 5_000,
+        sqlite_busy_timeout_ms: 5_000,
+    })
+    .expect("database");
+    db.migrate_blocking().expect("migrations");
+    db
 }
 
 #[cfg(test)]

@@ -14,9 +14,28 @@ pub fn enqueue_mail(
     mail: &Mail,
     now: i64,
 ) -> Result<(), diesel::result::Error> {
-    let payload = serde_json::to_string(mail)
+    insert_json(conn, crate::mail::KIND, mail, now)
+}
+
+/// Queues a webhook; call it inside the transaction that writes its audit
+/// row.
+pub fn enqueue_webhook(
+    conn: &mut DbConnection,
+    message: &crate::webhooks::Message,
+    now: i64,
+) -> Result<(), diesel::result::Error> {
+    insert_json(conn, crate::webhooks::KIND, message, now)
+}
+
+fn insert_json(
+    conn: &mut DbConnection,
+    kind: &str,
+    value: &impl serde::Serialize,
+    now: i64,
+) -> Result<(), diesel::result::Error> {
+    let payload = serde_json::to_string(value)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    insert(conn, crate::mail::KIND, payload, now)
+    insert(conn, kind, payload, now)
 }
 
 /// Queues an internal job of `kind` (e.g. an account mail request, which a
@@ -238,21 +257,7 @@ pub fn purge_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DatabaseSettings, Secret};
     use crate::mail::{Mail, KIND};
-    use crate::storage::Database;
-
-    fn database(dir: &std::path::Path) -> Database {
-        let db = Database::new(&DatabaseSettings {
-            url: Secret::new(dir.join("t.db").display().to_string()),
-            pool_size: 1,
-            pool_timeout_ms: 5_000,
-            sqlite_busy_timeout_ms: 5_000,
-        })
-        .expect("database");
-        db.migrate_blocking().expect("migrations");
-        db
-    }
 
     fn mail(n: usize) -> Mail {
         Mail {
@@ -266,7 +271,7 @@ mod tests {
     #[test]
     fn a_claim_is_a_lease_taken_again_only_after_it_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let db = database(dir.path());
+        let db = crate::storage::test_database(dir.path());
         db.run_blocking(|conn| {
             for n in 0..3 {
                 enqueue_mail(conn, &mail(n), 100)?;
@@ -311,6 +316,26 @@ mod tests {
             assert_eq!(purge_batch(conn, 150, 10)?, 0);
             assert_eq!(purge_batch(conn, 10_000, 10)?, 1);
             assert_eq!(counts(conn, KIND)?.queued, 2);
+            // Webhook rows are purged alike once delivered, and keep their
+            // payload (no links in them).
+            let event = crate::webhooks::tests::event();
+            let message = crate::webhooks::Message::new("http://h/hook", &event);
+            enqueue_webhook(conn, &message, 100)?;
+            let hook = claim_due(conn, crate::webhooks::KIND, 100, 160, 10)?;
+            assert_eq!(hook.len(), 1);
+            assert_eq!(
+                serde_json::from_str::<crate::webhooks::Message>(&hook[0].payload).unwrap(),
+                message
+            );
+            mark_sent(conn, hook[0].id, 120)?;
+            let kept: String = outbox::table
+                .filter(outbox::id.eq(hook[0].id))
+                .select(outbox::payload)
+                .first(conn)?;
+            assert_eq!(kept, hook[0].payload);
+            assert_eq!(counts(conn, crate::webhooks::KIND)?.sent, 1);
+            assert_eq!(purge_batch(conn, 10_000, 10)?, 1);
+            assert_eq!(counts(conn, crate::webhooks::KIND)?.sent, 0);
             Ok(())
         })
         .unwrap();

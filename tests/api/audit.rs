@@ -351,7 +351,7 @@ async fn the_purge_deletes_events_past_their_retention(backend: Backend) {
         row(now(), "logout_all"),
     ];
     app.db
-        .write(move |conn| audit::insert_batch(conn, &rows))
+        .write(move |conn| audit::insert_batch(conn, &tokend::webhooks::Targets::none(), &rows))
         .await
         .unwrap();
     let (ok, out) = tokend(&app, &["purge"], "");

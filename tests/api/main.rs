@@ -37,3 +37,4 @@ mod replicas;
 mod sessions;
 mod throttle;
 mod tokens;
+mod webhooks;

@@ -4,8 +4,10 @@
 //! tests are skipped, except under CI=true where they fail.
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 use diesel::prelude::*;
 use serde_json::Value;
@@ -21,7 +23,7 @@ use crate::helpers::{
 
 const FROM: &str = "tokend tests <noreply@tokend.test>";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -94,7 +96,7 @@ impl Sink {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -291,9 +293,29 @@ async fn replicas_deliver_each_mail_exactly_once(backend: Backend) {
 }
 
 /// `tokend serve` as a process, killable without a graceful shutdown.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     log: PathBuf,
+    port: u16,
+}
+
+impl Serve {
+    pub(crate) fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, as a service manager stops it: the process must exit 0.
+    pub(crate) async fn stop(mut self) {
+        crate::process::sigterm(self.child.id());
+        let (status, server) = tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().expect("wait");
+            (status, self)
+        })
+        .await
+        .expect("join");
+        assert!(status.success(), "tokend exited {status}");
+        drop(server);
+    }
 }
 
 impl Drop for Serve {
@@ -314,7 +336,7 @@ fn tokend_command(database_url: &str, extra: &[(String, String)]) -> Command {
 }
 
 #[allow(clippy::zombie_processes)] // reaped in Drop
-async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -> Serve {
+pub(crate) async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -> Serve {
     let port = free_port();
     let log = log_dir.join(format!("tokend-{port}.log"));
     let child = tokend_command(database_url, extra)
@@ -323,7 +345,7 @@ async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tokend");
-    let server = Serve { child, log };
+    let server = Serve { child, log, port };
     let client = reqwest::Client::new();
     wait_until("tokend answers", Duration::from_secs(20), || async {
         client
@@ -337,7 +359,7 @@ async fn serve(database_url: &str, extra: &[(String, String)], log_dir: &Path) -
 }
 
 /// Runs `tokend ARGS` on the database; returns its stdout, or panics.
-fn cli(database_url: &str, extra: &[(String, String)], args: &[&str]) -> String {
+pub(crate) fn cli(database_url: &str, extra: &[(String, String)], args: &[&str]) -> String {
     let out = tokend_command(database_url, extra)
         .args(args)
         .output()
@@ -359,16 +381,22 @@ fn open_database(database_url: &str) -> Database {
     db
 }
 
+/// A fresh database for `tokend serve` processes: its URL, a handle on it
+/// and a directory for their logs.
+pub(crate) fn for_processes(backend: Backend) -> (TestDatabase, String, Database, TempDir) {
+    let database = TestDatabase::create(backend);
+    let url = database.url().to_owned();
+    let db = open_database(&url);
+    (database, url, db, tempfile::tempdir().expect("temp dir"))
+}
+
 /// A queued, undelivered message outlives the process that failed to send
 /// it (killed, not stopped): the next process delivers it.
 async fn queued_mail_survives_a_restart(backend: Backend) {
     if !have_python() {
         return;
     }
-    let database = TestDatabase::create(backend);
-    let url = database.url().to_owned();
-    let db = open_database(&url);
-    let logs = tempfile::tempdir().expect("temp dir");
+    let (_database, url, db, logs) = for_processes(backend);
     let mut sink = Sink::new();
     let settings = smtp_settings(&sink.url());
     let first = serve(&url, &settings, logs.path()).await;

@@ -77,10 +77,11 @@ async fn start_with(database: &TestDatabase, bcrypt_cost: &str, extra: &[(&str, 
     panic!("tokend did not come up");
 }
 
-fn sigterm(server: &Server) {
+/// Sends SIGTERM to the process `pid`, as a service manager stops it.
+pub(crate) fn sigterm(pid: u32) {
     let status = Command::new("kill")
         .arg("-TERM")
-        .arg(server.child.id().to_string())
+        .arg(pid.to_string())
         .status()
         .expect("kill");
     assert!(status.success());
@@ -115,7 +116,7 @@ async fn sigterm_finishes_in_flight_requests(backend: Backend) {
     let in_flight = tokio::spawn(join_all(logins));
     // Let the requests reach the server and queue for the hashing pool.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    sigterm(&server);
+    sigterm(server.child.id());
     let answers = in_flight.await.expect("join");
     for (i, answer) in answers.iter().enumerate() {
         let expected = if i % 2 == 0 { 200 } else { 401 };
@@ -201,7 +202,7 @@ async fn logs_never_contain_secrets(backend: Backend) {
         .send()
         .await
         .expect("password change");
-    sigterm(&server);
+    sigterm(server.child.id());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = std::fs::read_to_string(&server.log).expect("log");
     assert!(
@@ -244,7 +245,7 @@ async fn sigterm_stops_the_admin_listener_too(backend: Backend) {
         .await
         .expect("admin listener up");
     assert_eq!(metrics.status().as_u16(), 200);
-    sigterm(&server);
+    sigterm(server.child.id());
     let status = tokio::task::spawn_blocking(move || {
         let status = server.child.wait().expect("wait");
         (status, server)
@@ -307,7 +308,7 @@ async fn replays_and_reuse_are_logged_as_security_events(backend: Backend) {
     .await;
     let (reused, _) = post("/api/token/refresh/", json!({ "refresh": r1 })).await;
     assert_eq!(reused, 401);
-    sigterm(&server);
+    sigterm(server.child.id());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = std::fs::read_to_string(&server.log).expect("log");
     let events: Vec<serde_json::Value> = log

@@ -1,16 +1,18 @@
-"""A claims hook for tokend's tests: verifies each call's Standard Webhooks
-signature with the reference library, records it, and answers as told.
+"""A webhook receiver for tokend's tests (the claims hook, the audit
+webhooks): verifies each call's Standard Webhooks signature with the
+reference library, records it, and answers as told.
 
-Environment: HOOK_SECRET (whsec_...). Listens on 127.0.0.1, a free port,
-and prints `listening on http://127.0.0.1:PORT`.
+Environment: HOOK_SECRET (whsec_...); PORT (default: a free one). Listens
+on 127.0.0.1 and prints `listening on http://127.0.0.1:PORT`.
 
   POST /hook     a claims hook call: recorded as {"verified", "error",
                  "payload", "headers"}; answered per the current behaviour
                  (401 when the signature does not verify, whatever it is)
   POST /control  sets the behaviour: {"mode": ..., "claims": {...},
-                 "sleep_ms": N}; modes: claims (200 {"claims": claims}),
-                 sleep (the same after sleep_ms), error (500), redirect
-                 (302 to /hook), not_json, huge (200, 70 KiB)
+                 "sleep_ms": N, "fail_first": N}; modes: claims (200
+                 {"claims": claims}), sleep (the same after sleep_ms), error
+                 (500), redirect (302 to /hook), not_json, huge (200, 70
+                 KiB); the first fail_first verified calls answer 500
   GET  /calls    the calls recorded so far, oldest first
 """
 
@@ -83,6 +85,12 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             CALLS.append(call)
             state = dict(STATE)
+            failing = call["verified"] and STATE.get("fail_first", 0) > 0
+            if failing:
+                STATE["fail_first"] -= 1
+        if failing:
+            self.answer_json(500, {"detail": "failing on purpose"})
+            return
         if not call["verified"]:
             self.answer_json(401, {"error": call["error"]})
             return
@@ -105,7 +113,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "0"))), Handler)
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
