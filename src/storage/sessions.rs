@@ -497,3 +497,43 @@ pub fn purge_batch(
         audit_events: 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Step {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    /// SQLite without statistics must still read one session's tokens by
+    /// the session, not by its user (who may hold many thousands).
+    #[test]
+    fn one_sessions_tokens_are_found_by_the_session_on_sqlite() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = super::super::test_database(dir.path());
+        for statement in [
+            "UPDATE refresh_tokens SET revoked_at = 1 \
+             WHERE session_id = 's' AND user_id = 1 AND revoked_at IS NULL",
+            "DELETE FROM refresh_tokens WHERE session_id = 's' AND user_id = 1 \
+             AND revoked_at IS NOT NULL AND jti <> 'j'",
+            "SELECT 1 FROM refresh_tokens WHERE session_id = 's' AND user_id = 1 \
+             AND expires_at >= 5",
+        ] {
+            let plan = db
+                .run_blocking(|conn| {
+                    Ok(diesel::sql_query(format!("EXPLAIN QUERY PLAN {statement}"))
+                        .load::<Step>(conn)?)
+                })
+                .expect("plan");
+            let plan: Vec<String> = plan.into_iter().map(|s| s.detail).collect();
+            assert!(
+                plan.iter()
+                    .any(|d| d.contains("INDEX refresh_tokens_session_user")),
+                "{statement}: {plan:?}"
+            );
+        }
+    }
+}
