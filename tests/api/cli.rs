@@ -98,20 +98,54 @@ async fn purge_removes_dead_rows_in_batches(backend: Backend) {
     let app = spawn_app(backend).await;
     let (id, access, refresh) = app.user_with_tokens("alice", "pw").await;
     app.insert_dead_sessions(id, 5_000).await;
+    // A session revoked long ago whose token has not expired: deleted with
+    // its session, and counted.
+    {
+        use diesel::prelude::*;
+        use tokend::storage::schema::{refresh_tokens, sessions};
+        let at = now() - 3600;
+        app.db
+            .run(move |conn| {
+                diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::id.eq("revoked-long-ago"),
+                        sessions::user_id.eq(id),
+                        sessions::created_at.eq(at),
+                        sessions::expires_at.eq(at + 86_400),
+                        sessions::revoked_at.eq(at),
+                    ))
+                    .execute(conn)?;
+                diesel::insert_into(refresh_tokens::table)
+                    .values((
+                        refresh_tokens::jti.eq("revoked-long-ago"),
+                        refresh_tokens::user_id.eq(id),
+                        refresh_tokens::issued_at.eq(at),
+                        refresh_tokens::expires_at.eq(at + 86_400),
+                        refresh_tokens::revoked_at.eq(at),
+                        refresh_tokens::session_id.eq("revoked-long-ago"),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+            .expect("insert a revoked session");
+    }
     let mut batches = 0;
     let past = now() - 1;
     let purged = app
         .db
         .purge(now(), past, past, past, 1000, |batch| {
             batches += 1;
+            // Expired tokens, and the tokens of the dead sessions (two at
+            // most each).
             assert!(
-                batch.sessions <= 1000 && batch.refresh_tokens <= 1000,
+                batch.sessions <= 1000 && batch.refresh_tokens <= 3000,
                 "{batch:?}"
             );
         })
         .await
         .expect("purge");
-    assert_eq!(purged.sessions, 5_000);
+    assert_eq!((purged.sessions, purged.refresh_tokens), (5_001, 5_001));
     assert!(batches >= 5, "{batches} batches");
     // The live session still works, and a second run finds nothing.
     assert_eq!(

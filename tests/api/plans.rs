@@ -195,4 +195,19 @@ async fn request_paths_read_no_table_sequentially_on_postgres() {
         after, before,
         "sequential scans during the requests (table, count)"
     );
+
+    // The purge reads its batches by index too (tables of millions of rows).
+    let purge = Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .arg("purge")
+        .env("TOKEND__DATABASE__URL", database.url())
+        .env("TOKEND__JWT__SIGNING_KEY", SIGNING_KEY)
+        .env("TOKEND_CONFIG_DIR", "/nonexistent")
+        .output()
+        .expect("tokend purge");
+    assert!(purge.status.success(), "{purge:?}");
+    assert_eq!(
+        seq_scans(database.url()),
+        after,
+        "sequential scans during the purge (table, count)"
+    );
 }

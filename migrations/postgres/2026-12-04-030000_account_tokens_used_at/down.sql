@@ -1,0 +1,1 @@
+DROP INDEX account_tokens_used_at;
