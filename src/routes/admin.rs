@@ -18,6 +18,7 @@ use crate::error::{ApiError, FieldErrors};
 use crate::service::admin::{self, Admin, ClientChange, Params};
 use crate::service::clients::ClientSpec;
 use crate::service::register::Registration;
+use crate::storage::users::Flag;
 
 /// The caller, authorised.
 async fn caller(state: &AppState, req: &HttpRequest) -> Result<Admin, ApiError> {
@@ -168,6 +169,30 @@ pub async fn set_password(
     let id = user_id(&id)?;
     admin::set_password(&state, &by, id, fields.char_field("password")).await?;
     ok(Empty {})
+}
+
+/// POST /api/admin/users/{id}/flags/ {is_staff?, is_superuser?} (superuser) -> the user
+#[utoipa::path(post, path = "/api/admin/users/{id}/flags/", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "A user id")),
+    request_body(content((super::openapi::AdminFlags = "application/json"), (super::openapi::AdminFlags = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Set (superusers only); the claims change at the user's next refresh", body = AdminUserBody),
+        (status = 400, description = "A value that is not a boolean (field errors)", body = super::openapi::BadRequest),
+    ))]
+pub async fn set_flags(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    fields: Fields,
+) -> Result<HttpResponse, ApiError> {
+    let by = caller(&state, &req).await?;
+    let flags = [
+        (Flag::Staff, fields.bool_field("is_staff")),
+        (Flag::Superuser, fields.bool_field("is_superuser")),
+    ];
+    ok(AdminUserBody::from(
+        admin::set_flags(&state, &by, user_id(&id)?, flags).await?,
+    ))
 }
 
 /// GET /api/admin/users/{id}/sessions/ -> the user's live sessions

@@ -312,6 +312,7 @@ fn routes() -> Vec<Route> {
         Route::new(Api, admin::__path_disable_user, admin::disable_user),
         Route::new(Api, admin::__path_enable_user, admin::enable_user),
         Route::new(Api, admin::__path_set_password, admin::set_password),
+        Route::new(Api, admin::__path_set_flags, admin::set_flags),
         Route::new(Api, admin::__path_list_sessions, admin::list_sessions),
         // Before `{sid}` (see the devices routes).
         Route::new(Api, admin::__path_revoke_sessions, admin::revoke_sessions),

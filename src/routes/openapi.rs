@@ -126,6 +126,13 @@ pub struct AdminPassword {
     password: String,
 }
 
+/// The flags to set; either may be left out.
+#[derive(ToSchema)]
+pub struct AdminFlags {
+    is_staff: Option<bool>,
+    is_superuser: Option<bool>,
+}
+
 /// `{"name": …}`: a group to create.
 #[derive(ToSchema)]
 pub struct AdminGroup {
@@ -487,7 +494,7 @@ impl Modify for SecuritySchemes {
         TokenMessage, TokenForm, Introspection, IntrospectionBody, ClientIntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
         OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable, EmailRequest, ResetConfirmation,
         KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken, SessionBody, RevokedBody,
-        AdminNewUser, AdminPassword, AdminGroup, AdminGroupRef, AdminNewClient, AdminRotateSecret,
+        AdminNewUser, AdminPassword, AdminFlags, AdminGroup, AdminGroupRef, AdminNewClient, AdminRotateSecret,
         AdminUserBody, UserPageBody, AdminSessionBody, GroupBody, AuditEventBody, AuditPageBody,
         ClientBody, ClientCredentialsBody
     )),

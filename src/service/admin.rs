@@ -29,7 +29,7 @@ use crate::storage::audit::{self as audit_store, AuditPage, AuditQuery};
 use crate::storage::clients::{self as client_store, ClientRecord};
 use crate::storage::groups::{CreateGroup, Membership};
 use crate::storage::sessions::{self, RevokeReason, SessionSummary};
-use crate::storage::users::{self, AccountView, CreateUser};
+use crate::storage::users::{self, AccountView, CreateUser, Flag};
 
 /// Default and largest page of `GET /api/admin/users/`.
 pub const USERS_PAGE: (i64, i64) = (50, 200);
@@ -274,6 +274,41 @@ pub async fn set_password(
     let client = admin.by.origin.as_ref().map_or(accounts::LOCAL, |o| o.ip);
     accounts::set_password(&svc.accounts(), &admin.by, id, &password, client, svc.now()).await?;
     Ok(())
+}
+
+/// A field as received: its value (absent: `None`) or its problems.
+pub type Field<T> = Result<Option<T>, Vec<String>>;
+
+/// Sets `is_staff` and/or `is_superuser` (superusers only); the user as it
+/// is now. Claims change at the user's next refresh.
+pub async fn set_flags(
+    svc: &Services,
+    admin: &Admin,
+    id: i64,
+    flags: [(Flag, Field<bool>); 2],
+) -> Result<AccountView, ApiError> {
+    let mut errors = FieldErrors::default();
+    let mut changes = Vec::new();
+    for (flag, value) in flags {
+        let name = match flag {
+            Flag::Staff => "is_staff",
+            Flag::Superuser => "is_superuser",
+        };
+        match value {
+            Ok(Some(value)) => changes.push((flag, value)),
+            Ok(None) => {}
+            Err(messages) => errors.add(name, messages),
+        }
+    }
+    errors.into_result()?;
+    admin.require_superuser()?;
+    target(svc, admin, id).await?;
+    for (flag, value) in changes {
+        if !groups::set_flag(&svc.accounts(), &admin.by, id, flag, value).await? {
+            return Err(ApiError::NotFound);
+        }
+    }
+    user(svc, id).await
 }
 
 /// The user's live sessions, newest first.

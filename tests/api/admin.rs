@@ -323,6 +323,46 @@ async fn staff_create_and_disable_superusers_delete_and_set_passwords(backend: B
         detail(&rows[0]),
         json!({"action": "password_set", "sessions_revoked": 2, "actor": format!("user:{root}")})
     );
+    // Flags: a superuser's too; a granted right applies at once.
+    post(
+        &app,
+        &format!("/api/admin/users/{id}/flags/"),
+        &token,
+        json!({"is_staff": true}),
+    )
+    .await
+    .assert(403, DENIED);
+    post(
+        &app,
+        &format!("/api/admin/users/{id}/flags/"),
+        &root_token,
+        json!({"is_staff": "maybe"}),
+    )
+    .await
+    .assert(400, r#"{"is_staff":["Must be a valid boolean."]}"#);
+    let reply = post(
+        &app,
+        &format!("/api/admin/users/{id}/flags/"),
+        &root_token,
+        json!({"is_staff": true}),
+    )
+    .await;
+    assert_eq!(
+        (
+            reply.json()["is_staff"].clone(),
+            reply.json()["is_superuser"].clone()
+        ),
+        (json!(true), json!(false)),
+        "{}",
+        reply.body
+    );
+    let erin = app.login("erin", "new erin pw").await.token("access");
+    assert_eq!(get(&app, "/api/admin/users/", &erin).await.status, 200);
+    let e = &events(&app, "admin_action", 5).await[0];
+    assert_eq!(
+        detail(e),
+        json!({"action": "flag_set", "is_staff": true, "actor": format!("user:{root}")})
+    );
     delete(&app, &format!("/api/admin/users/{id}/"), &root_token)
         .await
         .assert(200, "{}");
