@@ -11,7 +11,7 @@ use crate::storage::account_tokens::MailedToken;
 use crate::storage::cache::StateCache;
 use crate::storage::sessions::{self, RevokeReason};
 use crate::storage::users::{self, CreateUser, Flag, PasswordChange, UserRecord};
-use crate::storage::{audit, Database};
+use crate::storage::{audit, Database, DbConnection, StorageError};
 use diesel::Connection;
 use serde_json::Value;
 
@@ -215,22 +215,11 @@ pub async fn enable(
     user_id: i64,
     now: i64,
 ) -> Result<bool, ApiError> {
-    let by = by.clone();
-    let found = acc
-        .db
-        .write(move |conn| {
-            conn.transaction(|conn| {
-                if !users::set_active(conn, user_id, true)? {
-                    return Ok(false);
-                }
-                let row = by.action(now, "user_enabled", Subject::User(user_id), Value::Null);
-                audit::insert_batch(conn, &[row])?;
-                Ok(true)
-            })
-        })
-        .await?;
-    acc.forget(user_id);
-    Ok(found)
+    let row = by.action(now, "user_enabled", Subject::User(user_id), Value::Null);
+    audited(acc, user_id, row, move |conn| {
+        users::set_active(conn, user_id, true)
+    })
+    .await
 }
 
 /// Deletes the user with all their sessions and tokens. False when there
@@ -241,16 +230,30 @@ pub async fn delete(
     user_id: i64,
     now: i64,
 ) -> Result<bool, ApiError> {
-    let by = by.clone();
+    let row = by.row(
+        Event::new(EventKind::UserDeleted, now).user(user_id),
+        Value::Null,
+    );
+    audited(acc, user_id, row, move |conn| users::delete(conn, user_id)).await
+}
+
+/// Applies `change` to user `user_id` and, when it found the user, inserts
+/// `row` in the same transaction; then this process forgets what it cached
+/// of the user. False when there is no such user.
+async fn audited(
+    acc: &Accounts<'_>,
+    user_id: i64,
+    row: audit::NewAuditEvent,
+    change: impl FnOnce(&mut DbConnection) -> Result<bool, StorageError> + Send + 'static,
+) -> Result<bool, ApiError> {
     let found = acc
         .db
         .write(move |conn| {
             conn.transaction(|conn| {
-                if !users::delete(conn, user_id)? {
+                if !change(conn)? {
                     return Ok(false);
                 }
-                let event = Event::new(EventKind::UserDeleted, now).user(user_id);
-                audit::insert_batch(conn, &[by.row(event, Value::Null)])?;
+                audit::insert_batch(conn, &[row])?;
                 Ok(true)
             })
         })
