@@ -455,6 +455,14 @@ mod tests {
             r#"{"detail":"Request was throttled. Expected available in 1 second."}"#
         );
         assert_eq!(
+            render(ApiError::PermissionDenied),
+            (
+                403,
+                r#"{"detail":"You do not have permission to perform this action."}"#.into(),
+                None
+            )
+        );
+        assert_eq!(
             render(ApiError::UnsupportedMediaType("text/plain".into())).1,
             r#"{"detail":"Unsupported media type \"text/plain\" in request."}"#
         );

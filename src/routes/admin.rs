@@ -48,7 +48,7 @@ fn ok(body: impl serde::Serialize) -> Result<HttpResponse, ApiError> {
     ),
     responses(
         (status = 200, description = "Users by id", body = UserPageBody),
-        (status = 400, description = "A bad `limit` or `cursor` (field errors)", body = super::openapi::FieldErrorsBody),
+        (status = 400, description = "A bad `limit` or `cursor` (field errors); an origin the CORS settings refuse", body = super::openapi::BadRequest),
     ))]
 pub async fn list_users(
     state: web::Data<AppState>,
@@ -333,7 +333,7 @@ pub async fn delete_group(
     ),
     responses(
         (status = 200, description = "Events, newest first", body = AuditPageBody),
-        (status = 400, description = "An unknown event, a bad time, limit or cursor (field errors)", body = super::openapi::FieldErrorsBody),
+        (status = 400, description = "An unknown event, a bad time, limit or cursor (field errors); an origin the CORS settings refuse", body = super::openapi::BadRequest),
     ))]
 pub async fn audit(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     caller(&state, &req).await?;
