@@ -667,3 +667,14 @@ fn fill_groups(conn: &mut DbConnection, page: &mut [AccountView]) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn search_patterns_escape_like_wildcards() {
+        assert_eq!(contains_pattern("Ali"), "%ali%");
+        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+}
