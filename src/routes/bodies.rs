@@ -227,14 +227,21 @@ pub struct SessionBody {
 
 impl From<crate::service::devices::UserSession> for SessionBody {
     fn from(s: crate::service::devices::UserSession) -> Self {
-        let session = s.session;
+        let AdminSessionBody {
+            id,
+            created,
+            last_used,
+            expires,
+            user_agent,
+            ip,
+        } = s.session.into();
         SessionBody {
-            id: session.id,
-            created: rfc3339(session.created_at),
-            last_used: session.last_used_at.map(rfc3339),
-            expires: rfc3339(session.expires_at),
-            user_agent: session.device.user_agent,
-            ip: session.device.ip,
+            id,
+            created,
+            last_used,
+            expires,
+            user_agent,
+            ip,
             current: s.current,
         }
     }
@@ -303,7 +310,8 @@ pub struct UserPageBody {
     pub next_cursor: Option<String>,
 }
 
-/// A live session of a user, as the admin API lists it.
+/// A live session of a user, as the admin API lists it (`SessionBody`
+/// without `current`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminSessionBody {
     /// `DELETE /api/admin/users/{id}/sessions/{sid}/` ends it.
