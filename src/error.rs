@@ -101,6 +101,10 @@ pub enum ApiError {
     UserNotFound,
     #[error("user inactive")]
     UserInactive,
+    /// Authenticated, but without the rights this action needs (DRF's
+    /// `PermissionDenied`).
+    #[error("permission denied")]
+    PermissionDenied,
     #[error("method not allowed")]
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("not found")]
@@ -239,6 +243,9 @@ impl ApiError {
                 json!({ "detail": format!("Method \"{method}\" not allowed.") })
             }
             ApiError::NotFound => json!({ "detail": "Not found." }),
+            ApiError::PermissionDenied => {
+                json!({ "detail": "You do not have permission to perform this action." })
+            }
             ApiError::CrossOrigin(origin) => json!({
                 "detail": format!("CSRF Failed: Origin checking failed - {origin} does not match any trusted origins.")
             }),
@@ -292,7 +299,7 @@ impl ResponseError for ApiError {
             | ApiError::OAuthInvalidClient => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::CrossOrigin(_) | ApiError::PermissionDenied => StatusCode::FORBIDDEN,
             ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::ClaimsHookUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -446,6 +453,14 @@ mod tests {
         assert_eq!(
             render(ApiError::Throttled(std::time::Duration::from_millis(10))).1,
             r#"{"detail":"Request was throttled. Expected available in 1 second."}"#
+        );
+        assert_eq!(
+            render(ApiError::PermissionDenied),
+            (
+                403,
+                r#"{"detail":"You do not have permission to perform this action."}"#.into(),
+                None
+            )
         );
         assert_eq!(
             render(ApiError::UnsupportedMediaType("text/plain".into())).1,

@@ -72,6 +72,10 @@ const ASSERTION_CLOCK_SKEW_SECS: i64 = 60;
 /// The scope that lets a client call the introspection endpoint.
 pub const INTROSPECT_SCOPE: &str = "tokend:introspect";
 
+/// The scope that lets a client's tokens call the admin API
+/// (`/api/admin/`), with every right a superuser has there.
+pub const ADMIN_SCOPE: &str = "tokend:admin";
+
 /// True when the space-separated `scopes` include `scope`.
 pub fn has_scope(scopes: &str, scope: &str) -> bool {
     scopes.split(' ').any(|s| s == scope)

@@ -2,8 +2,7 @@
 
 use tokend::config::Settings;
 use tokend::service::audit::EventKind;
-use tokend::storage::audit::{self, AuditQuery, UserFilter};
-use tokend::storage::users;
+use tokend::storage::audit::{self, AuditQuery};
 
 use super::database;
 
@@ -32,17 +31,7 @@ pub(super) fn audit(settings: &Settings, f: Filters) -> anyhow::Result<()> {
     let db = database(settings)?;
     let user = match f.user {
         None => None,
-        Some(u) => Some(db.run_blocking(|conn| {
-            // A number is an id; otherwise a username (and, while that user
-            // exists, its id: events of a renamed user still show).
-            if let Ok(id) = u.parse::<i64>() {
-                return Ok(UserFilter::Id(id));
-            }
-            Ok(match users::find_by_username(conn, &u)? {
-                Some(found) => UserFilter::IdOrName(found.id, u),
-                None => UserFilter::Name(u),
-            })
-        })?),
+        Some(u) => Some(db.run_blocking(move |conn| audit::user_filter(conn, &u))?),
     };
     let query = AuditQuery {
         user,
@@ -78,65 +67,10 @@ pub(super) fn audit(settings: &Settings, f: Filters) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A unix timestamp (seconds), or an RFC 3339 time
-/// (`2026-12-02T10:00:00Z`, `2026-12-02T11:00:00+01:00`, fractions ignored).
+/// A unix timestamp (seconds), or an RFC 3339 time (see
+/// `service::audit::parse_time`).
 pub(super) fn parse_time(text: &str) -> anyhow::Result<i64> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<i64>() {
-        return Ok(secs);
-    }
-    let bad =
-        || anyhow::anyhow!("--since: `{text}` is neither a unix timestamp nor an RFC 3339 time");
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return Err(bad());
-    }
-    let num = |range: std::ops::Range<usize>| -> anyhow::Result<i64> {
-        let part = text.get(range).ok_or_else(bad)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        part.parse::<i64>().map_err(|_| bad())
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
-        return Err(bad());
-    }
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let mut rest = &text[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return Err(bad()),
-            };
-            let (h, m) = (&rest[1..3], &rest[4..6]);
-            if !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit()) {
-                return Err(bad());
-            }
-            sign * (h.parse::<i64>().map_err(|_| bad())? * 3600
-                + m.parse::<i64>().map_err(|_| bad())? * 60)
-        }
-        _ => return Err(bad()),
-    };
-    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    tokend::service::audit::parse_time(text).map_err(|e| anyhow::anyhow!("--since: {e}"))
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -151,17 +85,7 @@ pub(super) fn format_time(at: i64) -> String {
     )
 }
 
-// Howard Hinnant's algorithms for the proleptic Gregorian calendar.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
+// Howard Hinnant's algorithm for the proleptic Gregorian calendar.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

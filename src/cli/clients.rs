@@ -4,6 +4,7 @@
 use anyhow::Context;
 use tokend::clock::unix_now;
 use tokend::config::Settings;
+use tokend::service::actor::Acting;
 use tokend::service::clients::{self, ClientSpec, Credentials};
 
 use super::{database, ClientsCommand};
@@ -19,6 +20,7 @@ pub(super) fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::R
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let by = Acting::cli();
     runtime.block_on(async {
         match command {
             ClientsCommand::Create {
@@ -42,7 +44,7 @@ pub(super) fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::R
                     ttl_secs: ttl,
                     public_key,
                 };
-                print_credentials(&clients::create(&db, spec, unix_now()).await?)?;
+                print_credentials(&clients::create(&db, &by, spec, unix_now()).await?)?;
                 eprintln!("the secret is shown once: store it now");
             }
             ClientsCommand::List => {
@@ -52,23 +54,24 @@ pub(super) fn clients(settings: &Settings, command: ClientsCommand) -> anyhow::R
                 }
             }
             ClientsCommand::RotateSecret { client, overlap } => {
-                let credentials = clients::rotate_secret(&db, &client, overlap, unix_now()).await?;
+                let credentials =
+                    clients::rotate_secret(&db, &by, &client, overlap, unix_now()).await?;
                 print_credentials(&credentials)?;
                 eprintln!("the previous secret keeps working for {overlap} s");
             }
             ClientsCommand::Disable { client } => {
-                let c = clients::set_disabled(&db, &client, true, unix_now()).await?;
+                let c = clients::set_disabled(&db, &by, &client, true, unix_now()).await?;
                 println!(
                     "disabled {} ({}); the tokens it holds are refused",
                     c.name, c.id
                 );
             }
             ClientsCommand::Enable { client } => {
-                let c = clients::set_disabled(&db, &client, false, unix_now()).await?;
+                let c = clients::set_disabled(&db, &by, &client, false, unix_now()).await?;
                 println!("enabled {} ({})", c.name, c.id);
             }
             ClientsCommand::Delete { client } => {
-                let c = clients::delete(&db, &client).await?;
+                let c = clients::delete(&db, &by, &client, unix_now()).await?;
                 println!("deleted {} ({})", c.name, c.id);
             }
         }

@@ -7,6 +7,7 @@ use tokend::auth::hashing::{HashingPolicy, HashingPool};
 use tokend::auth::password_policy::PasswordPolicy;
 use tokend::config::Settings;
 use tokend::service::accounts::{self, Accounts, LOCAL};
+use tokend::service::actor::Acting;
 use tokend::service::groups;
 use tokend::storage::groups::{CreateGroup, Membership};
 use tokend::storage::users::{CreateUser, Flag, UserRecord};
@@ -83,17 +84,19 @@ fn group_name(name: &str) -> anyhow::Result<GroupName> {
 
 async fn administer_groups(acc: &Accounts<'_>, command: GroupsCommand) -> anyhow::Result<()> {
     match command {
-        GroupsCommand::Create { name } => match groups::create(acc, &group_name(&name)?).await? {
-            CreateGroup::Created => println!("created group {name}"),
-            CreateGroup::Exists => bail!("a group named {name:?} already exists"),
-        },
+        GroupsCommand::Create { name } => {
+            match groups::create(acc, &Acting::cli(), &group_name(&name)?).await? {
+                CreateGroup::Created => println!("created group {name}"),
+                CreateGroup::Exists => bail!("a group named {name:?} already exists"),
+            }
+        }
         GroupsCommand::List => {
             for (name, members) in groups::list(acc).await? {
                 println!("{name}\t{members}");
             }
         }
         GroupsCommand::Delete { name } => {
-            if !groups::delete(acc, &name).await? {
+            if !groups::delete(acc, &Acting::cli(), &name).await? {
                 bail!("no group named {name:?}");
             }
             println!("deleted group {name}");
@@ -121,7 +124,7 @@ async fn set_flag(
     value: bool,
 ) -> anyhow::Result<()> {
     let user = find_user(acc, username).await?;
-    if !groups::set_flag(acc, user.id, flag, value).await? {
+    if !groups::set_flag(acc, &Acting::cli(), user.id, flag, value).await? {
         bail!("no user named {username:?}");
     }
     let name = match flag {
@@ -142,7 +145,19 @@ async fn administer(
             let name = NewUsername::parse(username.trim())
                 .map_err(|problems| anyhow::anyhow!("username: {}", problems.join(" ")))?;
             let password = read_password(policy, name.as_str())?;
-            match accounts::create(acc, &name, &password, None, None, LOCAL, unix_now()).await? {
+            let by = Acting::cli();
+            let created = accounts::create(
+                acc,
+                Some(&by),
+                &name,
+                &password,
+                None,
+                None,
+                (false, false),
+                LOCAL,
+                unix_now(),
+            );
+            match created.await? {
                 CreateUser::Created { id } => println!("created user {} (id {id})", name.as_str()),
                 CreateUser::UsernameTaken | CreateUser::EmailTaken => {
                     bail!("a user named {:?} already exists", name.as_str())
@@ -157,29 +172,36 @@ async fn administer(
         }
         UsersCommand::Disable { username } => {
             let user = find_user(acc, &username).await?;
-            let revoked = accounts::disable(acc, user.id, unix_now()).await?;
+            let revoked = accounts::disable(acc, &Acting::cli(), user.id, unix_now())
+                .await?
+                .with_context(|| format!("no user named {username:?}"))?;
             println!("disabled {username}; {revoked} session(s) revoked");
         }
         UsersCommand::Enable { username } => {
             let user = find_user(acc, &username).await?;
-            accounts::enable(acc, user.id).await?;
+            if !accounts::enable(acc, &Acting::cli(), user.id, unix_now()).await? {
+                bail!("no user named {username:?}");
+            }
             println!("enabled {username}");
         }
         UsersCommand::Delete { username } => {
             let user = find_user(acc, &username).await?;
-            accounts::delete(acc, user.id).await?;
+            if !accounts::delete(acc, &Acting::cli(), user.id, unix_now()).await? {
+                bail!("no user named {username:?}");
+            }
             println!("deleted {username} with all their sessions");
         }
         UsersCommand::SetPassword { username } => {
             let user = find_user(acc, &username).await?;
             let password = read_password(policy, &user.username)?;
             let revoked =
-                accounts::set_password(acc, user.id, &password, None, LOCAL, unix_now()).await?;
+                accounts::set_password(acc, &Acting::cli(), user.id, &password, LOCAL, unix_now())
+                    .await?;
             println!("password of {username} set; {revoked} session(s) revoked");
         }
         UsersCommand::AddGroup { username, group } => {
             let user = find_user(acc, &username).await?;
-            let outcome = groups::add_member(acc, user.id, &group).await?;
+            let outcome = groups::set_member(acc, &Acting::cli(), user.id, &group, true).await?;
             membership(
                 outcome,
                 &group,
@@ -189,7 +211,7 @@ async fn administer(
         }
         UsersCommand::RemoveGroup { username, group } => {
             let user = find_user(acc, &username).await?;
-            let outcome = groups::remove_member(acc, user.id, &group).await?;
+            let outcome = groups::set_member(acc, &Acting::cli(), user.id, &group, false).await?;
             membership(
                 outcome,
                 &group,

@@ -227,14 +227,21 @@ pub struct SessionBody {
 
 impl From<crate::service::devices::UserSession> for SessionBody {
     fn from(s: crate::service::devices::UserSession) -> Self {
-        let session = s.session;
+        let AdminSessionBody {
+            id,
+            created,
+            last_used,
+            expires,
+            user_agent,
+            ip,
+        } = s.session.into();
         SessionBody {
-            id: session.id,
-            created: rfc3339(session.created_at),
-            last_used: session.last_used_at.map(rfc3339),
-            expires: rfc3339(session.expires_at),
-            user_agent: session.device.user_agent,
-            ip: session.device.ip,
+            id,
+            created,
+            last_used,
+            expires,
+            user_agent,
+            ip,
             current: s.current,
         }
     }
@@ -250,6 +257,210 @@ pub struct RevokedBody {
 }
 
 pub use crate::clock::rfc3339;
+
+/// A user, as the admin API shows it. Times are RFC 3339 in UTC.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": 1, "username": "alice", "email": "alice@example.com",
+    "first_name": "", "last_name": "", "is_active": true, "is_staff": false,
+    "is_superuser": false, "date_joined": "2026-12-02T08:30:00Z", "last_login": null,
+    "email_verified": false, "groups": ["support"]}))]
+pub struct AdminUserBody {
+    pub id: i64,
+    pub username: String,
+    #[schema(required = true)]
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    #[schema(format = DateTime)]
+    pub date_joined: String,
+    /// Null until the first login recorded (`jwt.update_last_login`).
+    #[schema(format = DateTime, required = true)]
+    pub last_login: Option<String>,
+    pub email_verified: bool,
+    /// Group names, sorted.
+    pub groups: Vec<String>,
+}
+
+impl From<crate::storage::users::AccountView> for AdminUserBody {
+    fn from(u: crate::storage::users::AccountView) -> Self {
+        AdminUserBody {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            is_active: u.is_active,
+            is_staff: u.is_staff,
+            is_superuser: u.is_superuser,
+            date_joined: rfc3339(u.date_joined),
+            last_login: u.last_login.map(rfc3339),
+            email_verified: u.email_verified,
+            groups: u.groups,
+        }
+    }
+}
+
+/// A page of users by id; `next_cursor` (null on the last page) is the
+/// `cursor` of the next one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPageBody {
+    pub results: Vec<AdminUserBody>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A live session of a user, as the admin API lists it (`SessionBody`
+/// without `current`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminSessionBody {
+    /// `DELETE /api/admin/users/{id}/sessions/{sid}/` ends it.
+    pub id: String,
+    #[schema(format = DateTime)]
+    pub created: String,
+    #[schema(format = DateTime, required = true)]
+    pub last_used: Option<String>,
+    #[schema(format = DateTime)]
+    pub expires: String,
+    #[schema(required = true)]
+    pub user_agent: Option<String>,
+    #[schema(required = true)]
+    pub ip: Option<String>,
+}
+
+impl From<crate::storage::sessions::SessionSummary> for AdminSessionBody {
+    fn from(session: crate::storage::sessions::SessionSummary) -> Self {
+        AdminSessionBody {
+            id: session.id,
+            created: rfc3339(session.created_at),
+            last_used: session.last_used_at.map(rfc3339),
+            expires: rfc3339(session.expires_at),
+            user_agent: session.device.user_agent,
+            ip: session.device.ip,
+        }
+    }
+}
+
+/// A group and its member count.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "support", "members": 3}))]
+pub struct GroupBody {
+    pub name: String,
+    #[schema(minimum = 0)]
+    pub members: i64,
+}
+
+/// An audit event (docs/audit.md); `at` in RFC 3339, `detail` the JSON
+/// object recorded (null when none).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventBody {
+    pub id: i64,
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub event: String,
+    #[schema(required = true)]
+    pub user_id: Option<i64>,
+    #[schema(required = true)]
+    pub username: Option<String>,
+    #[schema(required = true)]
+    pub session_id: Option<String>,
+    #[schema(required = true)]
+    pub client_id: Option<String>,
+    #[schema(required = true)]
+    pub ip: Option<String>,
+    #[schema(required = true)]
+    pub user_agent: Option<String>,
+    #[schema(required = true)]
+    pub request_id: Option<String>,
+    #[schema(value_type = Option<Object>, required = true)]
+    pub detail: serde_json::Value,
+}
+
+impl From<crate::storage::audit::AuditEvent> for AuditEventBody {
+    fn from(e: crate::storage::audit::AuditEvent) -> Self {
+        AuditEventBody {
+            id: e.id,
+            at: rfc3339(e.at),
+            detail: crate::service::admin::detail_json(e.detail.as_deref()),
+            event: e.event,
+            user_id: e.user_id,
+            username: e.username,
+            session_id: e.session_id,
+            client_id: e.client_id,
+            ip: e.ip,
+            user_agent: e.user_agent,
+            request_id: e.request_id,
+        }
+    }
+}
+
+/// A page of audit events, newest first; `next_cursor` (null on the last
+/// page) is the `cursor` of the next one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPageBody {
+    pub results: Vec<AuditEventBody>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// An OAuth 2 client; never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientBody {
+    pub client_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// The `aud` of its tokens; null: the configured `jwt.audience`.
+    #[schema(required = true)]
+    pub audience: Option<String>,
+    /// Lifetime of its tokens; null: `jwt.access_token_lifetime_secs`.
+    #[schema(required = true)]
+    pub ttl_secs: Option<i64>,
+    /// Authenticates with `private_key_jwt` (a public key is registered).
+    pub private_key_jwt: bool,
+    pub disabled: bool,
+    #[schema(format = DateTime)]
+    pub created: String,
+}
+
+impl From<crate::storage::clients::ClientRecord> for ClientBody {
+    fn from(c: crate::storage::clients::ClientRecord) -> Self {
+        ClientBody {
+            scopes: c
+                .scopes
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            client_id: c.id,
+            name: c.name,
+            audience: c.audience,
+            ttl_secs: c.ttl_secs,
+            private_key_jwt: c.public_key_pem.is_some(),
+            disabled: c.disabled,
+            created: rfc3339(c.created_at),
+        }
+    }
+}
+
+/// A client's id and its new secret: shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredentialsBody {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl From<crate::service::clients::Credentials> for ClientCredentialsBody {
+    fn from(c: crate::service::clients::Credentials) -> Self {
+        ClientCredentialsBody {
+            client_id: c.client_id,
+            client_secret: c.client_secret,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -113,6 +113,56 @@ impl Fields {
         }
     }
 
+    /// An optional DRF `BooleanField`: `None` when absent or null; JSON
+    /// booleans, and DRF's true/false strings and 1/0.
+    pub fn bool_field(&self, name: &str) -> Result<Option<bool>, Vec<String>> {
+        const TRUE: &[&str] = &[
+            "true", "True", "TRUE", "on", "On", "ON", "yes", "Yes", "YES", "y", "Y", "1",
+        ];
+        const FALSE: &[&str] = &[
+            "false", "False", "FALSE", "off", "Off", "OFF", "no", "No", "NO", "n", "N", "0",
+        ];
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if TRUE.contains(&s.as_str()) => Ok(Some(true)),
+            Some(Value::String(s)) if FALSE.contains(&s.as_str()) => Ok(Some(false)),
+            Some(Value::Number(n)) if n.as_i64() == Some(1) => Ok(Some(true)),
+            Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(Some(false)),
+            Some(_) => Err(vec!["Must be a valid boolean.".to_owned()]),
+        }
+    }
+
+    /// An optional DRF `IntegerField`: `None` when absent, null or blank.
+    pub fn integer_field(&self, name: &str) -> Result<Option<i64>, Vec<String>> {
+        let invalid = || vec!["A valid integer is required.".to_owned()];
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(invalid),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid()),
+            Some(_) => Err(invalid()),
+        }
+    }
+
+    /// A list of strings: a JSON array of strings, or (as a form field) one
+    /// string of space-separated items. Required.
+    pub fn string_list(&self, name: &str) -> Result<Vec<String>, Vec<String>> {
+        match self.0.get(name) {
+            None => Err(vec![MSG_REQUIRED.to_owned()]),
+            Some(Value::Null) => Err(vec![MSG_NULL.to_owned()]),
+            Some(Value::String(s)) => Ok(s.split_whitespace().map(str::to_owned).collect()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.trim().to_owned()),
+                    _ => Err(vec![MSG_NOT_A_STRING.to_owned()]),
+                })
+                .collect(),
+            Some(_) => Err(vec!["Expected a list of items.".to_owned()]),
+        }
+    }
+
     /// Several plain char fields (no validators beyond DRF's default NUL
     /// check); all their errors are reported together.
     pub fn char_fields<const N: usize>(&self, names: [&str; N]) -> Result<[String; N], ApiError> {

@@ -2,6 +2,7 @@
 //! request, call a use case of `service`, shape the response.
 
 mod accounts;
+mod admin;
 mod bearer;
 pub mod bodies;
 pub mod cookie;
@@ -93,9 +94,22 @@ fn forwarded_client<'a>(
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
-const ALLOW_POST: &str = "POST, OPTIONS";
-const ALLOW_DELETE: &str = "DELETE, OPTIONS";
 pub(crate) const ALLOW_GET: &str = "GET, HEAD, OPTIONS";
+
+/// The `Allow` header of a path serving these methods, in DRF's order
+/// (get, post, delete, then head with get, options).
+fn allow_header(get: bool, post: bool, delete: bool) -> &'static str {
+    match (get, post, delete) {
+        (true, false, false) => ALLOW_GET,
+        (true, true, false) => "GET, POST, HEAD, OPTIONS",
+        (true, false, true) => "GET, DELETE, HEAD, OPTIONS",
+        (true, true, true) => "GET, POST, DELETE, HEAD, OPTIONS",
+        (false, true, false) => "POST, OPTIONS",
+        (false, true, true) => "POST, DELETE, OPTIONS",
+        (false, false, true) => "DELETE, OPTIONS",
+        (false, false, false) => "OPTIONS",
+    }
+}
 
 /// Other methods on a route: 405 as DRF words it; OPTIONS: 200 with `Allow`.
 pub(crate) async fn other_method(
@@ -125,23 +139,47 @@ enum Group {
 
 type Registration = Box<dyn Fn(actix_web::Resource) -> actix_web::Resource>;
 
-/// One route of the table. Its path and method are those of its OpenAPI
-/// operation (the handler's `#[utoipa::path]`): the route table, the
+/// One method of a path: its OpenAPI operation and its handler.
+struct Served {
+    method: HttpMethod,
+    operation: fn() -> Operation,
+    handler: Registration,
+}
+
+/// One path of the table with the methods it serves (at most one
+/// operation per method). Its path and methods are those of its OpenAPI
+/// operations (the handlers' `#[utoipa::path]`): the route table, the
 /// document and the metrics labels are all derived from `routes()` and
 /// cannot disagree.
 pub struct Route {
     path: String,
     group: Group,
-    method: HttpMethod,
-    operation: fn() -> Operation,
-    handler: Registration,
-    other_methods: Registration,
+    served: Vec<Served>,
+    /// A handler of its own for the other methods; else `other_method`.
+    other_methods: Option<Registration>,
 }
 
 impl Route {
-    /// GET routes also answer HEAD; every other method is answered by
-    /// `other_method` (405 with `Allow`, OPTIONS 200).
-    fn new<P, F, Args>(group: Group, _operation: P, handler: F) -> Self
+    /// A path serving one operation. GET also answers HEAD; every other
+    /// method is answered by `other_method` (405 with `Allow`, OPTIONS 200).
+    fn new<P, F, Args>(group: Group, operation: P, handler: F) -> Self
+    where
+        P: utoipa::Path,
+        F: actix_web::Handler<Args> + Clone + 'static,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        Route {
+            path: P::path(),
+            group,
+            served: Vec::new(),
+            other_methods: None,
+        }
+        .and(operation, handler)
+    }
+
+    /// Another operation on the same path (another method).
+    fn and<P, F, Args>(mut self, _operation: P, handler: F) -> Self
     where
         P: utoipa::Path,
         F: actix_web::Handler<Args> + Clone + 'static,
@@ -150,17 +188,20 @@ impl Route {
     {
         let method = match P::methods().as_slice() {
             [method @ (HttpMethod::Get | HttpMethod::Post | HttpMethod::Delete)] => method.clone(),
-            // A programming error in the table, caught by every test.
+            // Programming errors in the table, caught by every test.
             _ => panic!(
                 "{}: only single GET, POST or DELETE operations are served",
                 P::path()
             ),
         };
-        let allow = allow_header(&method);
+        assert_eq!(P::path(), self.path, "one path per route");
+        assert!(
+            self.served.iter().all(|s| s.method != method),
+            "{}: one operation per method",
+            self.path
+        );
         let served = method.clone();
-        Route {
-            path: P::path(),
-            group,
+        self.served.push(Served {
             method,
             operation: P::operation,
             handler: Box::new(move |resource| match served {
@@ -170,10 +211,8 @@ impl Route {
                 HttpMethod::Delete => resource.route(web::delete().to(handler.clone())),
                 _ => resource.route(web::post().to(handler.clone())),
             }),
-            other_methods: Box::new(move |resource| {
-                resource.default_service(web::to(move |req: HttpRequest| other_method(req, allow)))
-            }),
-        }
+        });
+        self
     }
 
     /// A handler of its own for the methods the route does not serve.
@@ -183,9 +222,20 @@ impl Route {
         Args: actix_web::FromRequest + 'static,
         F::Output: actix_web::Responder + 'static,
     {
-        self.other_methods =
-            Box::new(move |resource| resource.default_service(web::to(handler.clone())));
+        self.other_methods = Some(Box::new(move |resource| {
+            resource.default_service(web::to(handler.clone()))
+        }));
         self
+    }
+
+    /// The `Allow` header: every method served.
+    fn allow(&self) -> &'static str {
+        let serves = |m: HttpMethod| self.served.iter().any(|s| s.method == m);
+        allow_header(
+            serves(HttpMethod::Get),
+            serves(HttpMethod::Post),
+            serves(HttpMethod::Delete),
+        )
     }
 
     /// The forms the route is served at: API paths with and without their
@@ -199,19 +249,20 @@ impl Route {
         }
     }
 
+    /// One resource per form, with a route per method served.
     fn register(&self, cfg: &mut web::ServiceConfig) {
+        let allow = self.allow();
         for form in self.forms() {
-            let resource = (self.handler)(web::resource(form));
-            cfg.service((self.other_methods)(resource));
+            let resource = self
+                .served
+                .iter()
+                .fold(web::resource(form), |resource, s| (s.handler)(resource));
+            cfg.service(match &self.other_methods {
+                Some(other) => other(resource),
+                None => resource
+                    .default_service(web::to(move |req: HttpRequest| other_method(req, allow))),
+            });
         }
-    }
-}
-
-fn allow_header(method: &HttpMethod) -> &'static str {
-    match method {
-        HttpMethod::Get => ALLOW_GET,
-        HttpMethod::Delete => ALLOW_DELETE,
-        _ => ALLOW_POST,
     }
 }
 
@@ -254,6 +305,31 @@ fn routes() -> Vec<Route> {
         ),
         Route::new(Api, accounts::__path_verify_email, accounts::verify_email),
         Route::new(Api, accounts::__path_resend_email, accounts::resend_email),
+        Route::new(Api, admin::__path_list_users, admin::list_users)
+            .and(admin::__path_create_user, admin::create_user),
+        Route::new(Api, admin::__path_get_user, admin::get_user)
+            .and(admin::__path_delete_user, admin::delete_user),
+        Route::new(Api, admin::__path_disable_user, admin::disable_user),
+        Route::new(Api, admin::__path_enable_user, admin::enable_user),
+        Route::new(Api, admin::__path_set_password, admin::set_password),
+        Route::new(Api, admin::__path_set_flags, admin::set_flags),
+        Route::new(Api, admin::__path_list_sessions, admin::list_sessions),
+        // Before `{sid}` (see the devices routes).
+        Route::new(Api, admin::__path_revoke_sessions, admin::revoke_sessions),
+        Route::new(Api, admin::__path_revoke_session, admin::revoke_session),
+        Route::new(Api, admin::__path_add_group, admin::add_group),
+        Route::new(Api, admin::__path_remove_group, admin::remove_group),
+        Route::new(Api, admin::__path_list_groups, admin::list_groups)
+            .and(admin::__path_create_group, admin::create_group),
+        Route::new(Api, admin::__path_delete_group, admin::delete_group),
+        Route::new(Api, admin::__path_audit, admin::audit),
+        Route::new(Api, admin::__path_list_clients, admin::list_clients)
+            .and(admin::__path_create_client, admin::create_client),
+        Route::new(Api, admin::__path_get_client, admin::get_client)
+            .and(admin::__path_delete_client, admin::delete_client),
+        Route::new(Api, admin::__path_disable_client, admin::disable_client),
+        Route::new(Api, admin::__path_enable_client, admin::enable_client),
+        Route::new(Api, admin::__path_rotate_secret, admin::rotate_secret),
         Route::new(Api, jwks::__path_jwks, jwks::jwks),
         Route::new(Health, health::__path_healthz, health::healthz),
         Route::new(Health, health::__path_readyz, health::readyz),
@@ -262,18 +338,20 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-/// The path of every route (the metrics labels; tests use it too).
+/// The path of every route, once (the metrics labels; tests use it too).
 pub fn paths() -> Vec<String> {
     routes().into_iter().map(|route| route.path).collect()
 }
 
-/// The OpenAPI document: every route's operation.
+/// The OpenAPI document: every route's operations.
 pub fn document() -> utoipa::openapi::OpenApi {
-    openapi::document(
-        routes()
+    openapi::document(routes().into_iter().flat_map(|route| {
+        let path = route.path;
+        route
+            .served
             .into_iter()
-            .map(|route| (route.path, route.method, (route.operation)())),
-    )
+            .map(move |s| (path.clone(), s.method, (s.operation)()))
+    }))
 }
 
 /// The OpenAPI 3.1 document of the API (this route included).

@@ -105,6 +105,71 @@ fn email() -> Object {
         .build()
 }
 
+/// A user created by an administrator: registration's fields, and the
+/// flags (setting either needs a superuser).
+#[derive(ToSchema)]
+pub struct AdminNewUser {
+    #[schema(schema_with = username)]
+    username: String,
+    #[schema(schema_with = new_password)]
+    password: String,
+    #[schema(schema_with = email)]
+    email: Option<String>,
+    is_staff: Option<bool>,
+    is_superuser: Option<bool>,
+}
+
+/// `{"password": …}`: a new password (the password policy applies).
+#[derive(ToSchema)]
+pub struct AdminPassword {
+    #[schema(schema_with = new_password)]
+    password: String,
+}
+
+/// The flags to set; either may be left out.
+#[derive(ToSchema)]
+pub struct AdminFlags {
+    is_staff: Option<bool>,
+    is_superuser: Option<bool>,
+}
+
+/// `{"name": …}`: a group to create.
+#[derive(ToSchema)]
+pub struct AdminGroup {
+    #[schema(schema_with = text)]
+    name: String,
+}
+
+/// `{"group": …}`: a group to add the user to.
+#[derive(ToSchema)]
+pub struct AdminGroupRef {
+    #[schema(schema_with = text)]
+    group: String,
+}
+
+/// A client, as `tokend clients create` makes it: `scopes` a list (or, in
+/// a form, one space-separated string).
+#[derive(ToSchema)]
+pub struct AdminNewClient {
+    #[schema(schema_with = text)]
+    name: String,
+    scopes: Vec<String>,
+    /// The `aud` of its tokens (default: `jwt.audience`).
+    audience: Option<String>,
+    /// Lifetime of its tokens, 1-86400 s (default: the access token's).
+    ttl_secs: Option<i64>,
+    /// A PEM public key (EdDSA or RS256): the client authenticates with
+    /// `private_key_jwt`.
+    public_key: Option<String>,
+}
+
+/// `{"overlap_secs": …}`: how long the old secret keeps working (0-2592000,
+/// default 0).
+#[derive(ToSchema)]
+pub struct AdminRotateSecret {
+    overlap_secs: Option<i64>,
+}
+
 /// `{"email": …}`.
 #[derive(ToSchema)]
 pub struct EmailRequest {
@@ -152,9 +217,10 @@ pub struct KeyRequest {
 
 // The success bodies are the served types themselves.
 pub use super::bodies::{
-    AccessOnly, AuthUser, ClientIntrospectionBody, ClientTokenBody as ClientToken, DetailBody,
-    Empty, Inactive, IntrospectionBody, RevokedBody, RotatedPair, SessionBody, Status, TokenPair,
-    UserBody as User,
+    AccessOnly, AdminSessionBody, AdminUserBody, AuditEventBody, AuditPageBody, AuthUser,
+    ClientBody, ClientCredentialsBody, ClientIntrospectionBody, ClientTokenBody as ClientToken,
+    DetailBody, Empty, GroupBody, Inactive, IntrospectionBody, RevokedBody, RotatedPair,
+    SessionBody, Status, TokenPair, UserBody as User, UserPageBody,
 };
 
 /// RFC 7662: the claims of a live token, or `{"active": false}` for
@@ -360,6 +426,44 @@ fn add_common_responses(method: &HttpMethod, operation: &mut Operation) {
     }
 }
 
+/// What every admin route may answer besides its own (docs/admin.md): no
+/// or a bad token, no rights, no such id, errors.
+fn add_admin_responses(path: &str, operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, response: RefOr<utoipa::openapi::Response>| {
+        responses.entry(status.to_owned()).or_insert(response);
+    };
+    let mut challenge = Header::new(Object::with_type(Type::String));
+    challenge.description = Some("`Bearer realm=\"api\"`".to_owned());
+    add(
+        "401",
+        ResponseBuilder::new()
+            .description("No credentials (no `code`); an invalid, expired or revoked token; an unknown or inactive user")
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("BearerError"))),
+            )
+            .header("WWW-Authenticate", challenge)
+            .build()
+            .into(),
+    );
+    add(
+        "403",
+        detail_response(
+            "Not a staff user's token nor a `tokend:admin` service token; or an action for superusers only",
+            false,
+        ),
+    );
+    if path.contains('{') {
+        add(
+            "404",
+            detail_response("No such user, session, group or client", false),
+        );
+    }
+    add("500", detail_response("Internal error", false));
+    add("503", detail_response("Database unavailable", true));
+}
+
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -389,7 +493,10 @@ impl Modify for SecuritySchemes {
         RefreshRequest, VerifyRequest, PasswordChange, Empty, FieldErrorsBody, Detail, TokenErrorBody,
         TokenMessage, TokenForm, Introspection, IntrospectionBody, ClientIntrospectionBody, Inactive, OAuthError, Status, JwkSet, BadRequest, BearerError,
         OAuthBadRequest, ClaimsHookUnavailable, IssuingUnavailable, EmailRequest, ResetConfirmation,
-        KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken, SessionBody, RevokedBody
+        KeyRequest, DetailBody, AuthUser, ClientTokenForm, ClientToken, SessionBody, RevokedBody,
+        AdminNewUser, AdminPassword, AdminFlags, AdminGroup, AdminGroupRef, AdminNewClient, AdminRotateSecret,
+        AdminUserBody, UserPageBody, AdminSessionBody, GroupBody, AuditEventBody, AuditPageBody,
+        ClientBody, ClientCredentialsBody
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -398,6 +505,7 @@ impl Modify for SecuritySchemes {
         (name = "accounts", description = "Password reset and e-mail verification (dj-rest-auth's paths and bodies)"),
         (name = "oauth", description = "RFC 7662 introspection and RFC 7009 revocation"),
         (name = "operations", description = "Health, metrics and keys"),
+        (name = "admin", description = "Administration (docs/admin.md): a staff user's access token, or a service token with the scope `tokend:admin`"),
     )
 )]
 pub struct ApiDoc;
@@ -409,6 +517,9 @@ pub fn document(
 ) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     for (path, method, mut operation) in operations {
+        if path.starts_with("/api/admin/") {
+            add_admin_responses(&path, &mut operation);
+        }
         add_common_responses(&method, &mut operation);
         doc.paths.add_path_operation(path, vec![method], operation);
     }

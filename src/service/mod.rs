@@ -7,6 +7,8 @@
 
 pub mod account_mails;
 pub mod accounts;
+pub mod actor;
+pub mod admin;
 pub mod audit;
 pub mod bearer;
 pub mod cached;

@@ -4,14 +4,14 @@ use super::accounts;
 use super::audit::EventKind;
 use super::origin::Origin;
 use super::Services;
-use crate::auth::credentials::{NewUsername, MSG_REQUIRED};
+use crate::auth::credentials::{NewPassword, NewUsername, MSG_REQUIRED};
 use crate::auth::email::Email;
 use crate::auth::throttle::QuotaKind;
 use crate::config::EmailVerification;
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::users::{self, CreateUser};
 
-const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
+pub(crate) const MSG_USERNAME_TAKEN: &str = "A user with that username already exists.";
 /// django-allauth's message for an address in use.
 pub const MSG_EMAIL_TAKEN: &str = "A user is already registered with this e-mail address.";
 
@@ -30,13 +30,14 @@ pub struct Registered {
     pub username: String,
 }
 
-pub async fn register(
+/// The fields of a new account checked as DRF's serializer would: the
+/// username's rules and uniqueness, the address (required when
+/// verification is mandatory) and its uniqueness, the password policy. All
+/// field errors are reported together.
+pub(crate) async fn validate(
     svc: &Services,
-    origin: &Origin,
     input: Registration,
-) -> Result<Registered, ApiError> {
-    let client = origin.ip;
-    svc.take_quota(QuotaKind::Register, client).await?;
+) -> Result<(NewUsername, NewPassword, Option<Email>), ApiError> {
     let mut errors = FieldErrors::default();
     let username = match input.username.map(|v| NewUsername::parse(&v)) {
         Ok(Ok(name)) => Some(name),
@@ -97,6 +98,17 @@ pub async fn register(
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
+    Ok((username, password, email))
+}
+
+pub async fn register(
+    svc: &Services,
+    origin: &Origin,
+    input: Registration,
+) -> Result<Registered, ApiError> {
+    let client = origin.ip;
+    svc.take_quota(QuotaKind::Register, client).await?;
+    let (username, password, email) = validate(svc, input).await?;
     let now = svc.now();
     // With verification on, the mail is queued with the account: both or
     // neither.
@@ -110,10 +122,12 @@ pub async fn register(
     let queued = mailed.is_some();
     let created = accounts::create(
         &svc.accounts(),
+        None,
         &username,
         &password,
         email,
         mailed,
+        (false, false),
         client,
         now,
     )

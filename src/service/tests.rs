@@ -79,12 +79,15 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
         NewUsername::parse("alice").expect("username"),
         NewPassword::parse("pw one").expect("password"),
     );
+    let by = super::actor::Acting::cli();
     let created = accounts::create(
         &svc.accounts(),
+        Some(&by),
         &name,
         &password,
         None,
         None,
+        (false, false),
         CLIENT,
         svc.now(),
     )
@@ -113,15 +116,17 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
     let user = me::current_user(&svc, &pair.access).await.expect("me");
     assert_eq!((user.id, user.username.as_str()), (id, "alice"));
 
-    let revoked = accounts::disable(&svc.accounts(), id, svc.now())
+    let revoked = accounts::disable(&svc.accounts(), &by, id, svc.now())
         .await
         .expect("disable");
-    assert_eq!(revoked, 1);
+    assert_eq!(revoked, Some(1));
     assert!(matches!(
         me::current_user(&svc, &pair.access).await,
         Err(ApiError::UserInactive)
     ));
-    accounts::enable(&svc.accounts(), id).await.expect("enable");
+    assert!(accounts::enable(&svc.accounts(), &by, id, svc.now())
+        .await
+        .expect("enable"));
     assert!(matches!(
         me::current_user(&svc, &pair.access).await,
         Err(ApiError::BearerToken(
@@ -138,7 +143,7 @@ async fn account_administration_reaches_cached_token_checks_at_once() {
     .expect("login again");
     me::current_user(&svc, &second.access).await.expect("me");
     let new = NewPassword::parse("pw two").expect("password");
-    let revoked = accounts::set_password(&svc.accounts(), id, &new, None, CLIENT, svc.now())
+    let revoked = accounts::set_password(&svc.accounts(), &by, id, &new, CLIENT, svc.now())
         .await
         .expect("set password");
     assert_eq!(revoked, 1);

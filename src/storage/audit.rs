@@ -99,6 +99,19 @@ pub enum UserFilter {
     Name(String),
 }
 
+/// The filter of `--user` / `?user=`: a number is an id; otherwise a
+/// username (and, while that user exists, its id: events of a renamed user
+/// still show).
+pub fn user_filter(conn: &mut DbConnection, user: &str) -> Result<UserFilter, StorageError> {
+    if let Ok(id) = user.parse::<i64>() {
+        return Ok(UserFilter::Id(id));
+    }
+    Ok(match super::users::find_by_username(conn, user)? {
+        Some(found) => UserFilter::IdOrName(found.id, user.to_owned()),
+        None => UserFilter::Name(user.to_owned()),
+    })
+}
+
 /// The filters of a listing; every one optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {

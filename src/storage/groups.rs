@@ -65,19 +65,23 @@ pub fn add_member(
     let Some(group) = group_id(conn, name)? else {
         return Ok(Membership::NoSuchGroup);
     };
-    // Not inside a transaction: on PostgreSQL a unique violation would
-    // abort it.
-    match diesel::insert_into(user_groups::table)
+    // ON CONFLICT: a unique violation would abort an enclosing transaction
+    // on PostgreSQL. diesel's MultiConnection has no upsert: each backend's.
+    let insert = diesel::insert_into(user_groups::table)
         .values((
             user_groups::user_id.eq(user_id),
             user_groups::group_id.eq(group),
         ))
-        .execute(conn)
-    {
-        Ok(_) => Ok(Membership::Changed),
-        Err(e) if is_unique_violation(&e) => Ok(Membership::Unchanged),
-        Err(e) => Err(e.into()),
-    }
+        .on_conflict_do_nothing();
+    let added = match conn {
+        DbConnection::Sqlite(conn) => insert.execute(conn)?,
+        DbConnection::Postgresql(conn) => insert.execute(conn)?,
+    };
+    Ok(if added == 1 {
+        Membership::Changed
+    } else {
+        Membership::Unchanged
+    })
 }
 
 /// Removes user `user_id` from group `name`.

@@ -21,6 +21,8 @@ pub enum RevokeReason {
     PasswordGuessing,
     /// Ended by its user from the list of their sessions ("Your devices").
     User,
+    /// Ended by an administrator (the admin API).
+    Admin,
 }
 
 impl RevokeReason {
@@ -34,6 +36,7 @@ impl RevokeReason {
             RevokeReason::AccountDisabled => "account_disabled",
             RevokeReason::PasswordGuessing => "password_guessing",
             RevokeReason::User => "user",
+            RevokeReason::Admin => "admin",
         }
     }
 }

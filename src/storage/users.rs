@@ -19,6 +19,8 @@ pub struct UserRecord {
     pub kept_legacy_id: bool,
     pub email: Option<String>,
     pub email_verified: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
 }
 
 /// Never prints the password hash.
@@ -30,6 +32,8 @@ impl std::fmt::Debug for UserRecord {
             .field("is_active", &self.is_active)
             .field("kept_legacy_id", &self.kept_legacy_id)
             .field("email_verified", &self.email_verified)
+            .field("is_staff", &self.is_staff)
+            .field("is_superuser", &self.is_superuser)
             .finish_non_exhaustive()
     }
 }
@@ -42,6 +46,8 @@ type UserColumns = (
     users::kept_legacy_id,
     users::email,
     users::email_verified,
+    users::is_staff,
+    users::is_superuser,
 );
 const USER_COLUMNS: UserColumns = (
     users::id,
@@ -51,6 +57,8 @@ const USER_COLUMNS: UserColumns = (
     users::kept_legacy_id,
     users::email,
     users::email_verified,
+    users::is_staff,
+    users::is_superuser,
 );
 
 /// The user whose address has this uniqueness key, if any.
@@ -498,4 +506,182 @@ pub fn list(conn: &mut DbConnection) -> Result<Vec<UserRecord>, StorageError> {
         .order(users::id)
         .select(USER_COLUMNS)
         .load(conn)?)
+}
+
+/// A user as the admin API shows it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_active: bool,
+    pub is_staff: bool,
+    pub is_superuser: bool,
+    /// Unix seconds (`created_at`).
+    pub date_joined: i64,
+    pub last_login: Option<i64>,
+    pub email_verified: bool,
+    /// Names, sorted.
+    pub groups: Vec<String>,
+}
+
+type AccountRow = (
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+    bool,
+    bool,
+    bool,
+    i64,
+    Option<i64>,
+    bool,
+);
+
+impl From<AccountRow> for AccountView {
+    fn from(r: AccountRow) -> Self {
+        AccountView {
+            id: r.0,
+            username: r.1,
+            email: r.2,
+            first_name: r.3,
+            last_name: r.4,
+            is_active: r.5,
+            is_staff: r.6,
+            is_superuser: r.7,
+            date_joined: r.8,
+            last_login: r.9,
+            email_verified: r.10,
+            groups: Vec::new(),
+        }
+    }
+}
+
+const ACCOUNT_COLUMNS: (
+    users::id,
+    users::username,
+    users::email,
+    users::first_name,
+    users::last_name,
+    users::is_active,
+    users::is_staff,
+    users::is_superuser,
+    users::created_at,
+    users::last_login,
+    users::email_verified,
+) = (
+    users::id,
+    users::username,
+    users::email,
+    users::first_name,
+    users::last_name,
+    users::is_active,
+    users::is_staff,
+    users::is_superuser,
+    users::created_at,
+    users::last_login,
+    users::email_verified,
+);
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+diesel::define_sql_function!(fn coalesce(x: diesel::sql_types::Nullable<diesel::sql_types::Text>, y: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// `LIKE` pattern of a case-insensitive substring: `%`, `_` and `\`
+/// escaped (with `\`).
+fn contains_pattern(search: &str) -> String {
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A page of users by id after `after_id`: those whose username or e-mail
+/// address contains `search` (any case), at most `limit`, and whether more
+/// follow.
+pub fn account_page(
+    conn: &mut DbConnection,
+    search: Option<&str>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<AccountView>, bool), StorageError> {
+    let mut query = users::table
+        .select(ACCOUNT_COLUMNS)
+        .order(users::id)
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(search) = search {
+        let pattern = contains_pattern(search);
+        // email_key is the address lowercased.
+        query = query.filter(
+            lower(users::username)
+                .like(pattern.clone())
+                .escape('\\')
+                .or(coalesce(users::email_key, "").like(pattern).escape('\\')),
+        );
+    }
+    if let Some(after) = after_id {
+        query = query.filter(users::id.gt(after));
+    }
+    let rows: Vec<AccountRow> = query.load(conn)?;
+    let more = rows.len() as i64 > limit;
+    let mut page: Vec<AccountView> = rows
+        .into_iter()
+        .take(limit.max(0) as usize)
+        .map(AccountView::from)
+        .collect();
+    fill_groups(conn, &mut page)?;
+    Ok((page, more))
+}
+
+/// User `id` as the admin API shows it.
+pub fn account(conn: &mut DbConnection, id: i64) -> Result<Option<AccountView>, StorageError> {
+    let found: Option<AccountRow> = users::table
+        .filter(users::id.eq(id))
+        .select(ACCOUNT_COLUMNS)
+        .first(conn)
+        .optional()?;
+    let mut found: Vec<AccountView> = found.into_iter().map(AccountView::from).collect();
+    fill_groups(conn, &mut found)?;
+    Ok(found.pop())
+}
+
+/// The groups of every user of `page`, in one query.
+fn fill_groups(conn: &mut DbConnection, page: &mut [AccountView]) -> Result<(), StorageError> {
+    use super::schema::{groups, user_groups};
+    let ids: Vec<i64> = page.iter().map(|u| u.id).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(i64, String)> = user_groups::table
+        .inner_join(groups::table)
+        .filter(user_groups::user_id.eq_any(&ids))
+        .select((user_groups::user_id, groups::name))
+        .order((user_groups::user_id, groups::name))
+        .load(conn)?;
+    for (user_id, name) in rows {
+        if let Some(user) = page.iter_mut().find(|u| u.id == user_id) {
+            user.groups.push(name);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn search_patterns_escape_like_wildcards() {
+        assert_eq!(contains_pattern("Ali"), "%ali%");
+        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
 }

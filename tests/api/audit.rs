@@ -402,15 +402,27 @@ async fn administration_is_on_record(backend: Backend) {
             "registered"
         ]
     );
-    assert_eq!(rows[1]["detail"], r#"{"sessions_revoked":1}"#);
+    assert_eq!(rows[0]["detail"], r#"{"actor":"cli"}"#);
+    assert_eq!(rows[1]["detail"], r#"{"sessions_revoked":1,"actor":"cli"}"#);
+    // The command line's rows have no origin.
+    assert_eq!(rows[1]["ip"], Value::Null);
     let e = &events(&app, "client_created", 1).await[0];
     assert_eq!(e.client_id.as_deref(), Some(client_id.as_str()));
     assert_eq!(
         e.detail.as_deref(),
-        Some(r#"{"name":"billing","scopes":"x"}"#)
+        Some(r#"{"name":"billing","scopes":"x","actor":"cli"}"#)
     );
     let e = &events(&app, "client_disabled", 1).await[0];
     assert_eq!(e.client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(e.detail.as_deref(), Some(r#"{"actor":"cli"}"#));
+    // `users create` from the command line is on record too.
+    let e = &events(&app, "admin_action", 1).await[0];
+    assert_eq!(
+        e.detail.as_deref(),
+        Some(
+            r#"{"action":"user_created","username":"dave","is_staff":false,"is_superuser":false,"actor":"cli"}"#
+        )
+    );
 }
 
 both_backends!(

@@ -277,7 +277,12 @@ async fn metadata_lists_the_scopes(backend: Backend) {
         .await;
     assert_eq!(
         reply.json()["scopes_supported"],
-        json!(["orders:read", "orders:write", "tokend:introspect"])
+        json!([
+            "orders:read",
+            "orders:write",
+            "tokend:admin",
+            "tokend:introspect"
+        ])
     );
 }
 

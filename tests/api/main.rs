@@ -3,6 +3,7 @@
 mod helpers;
 
 mod accounts;
+mod admin;
 mod audit;
 mod claims;
 mod claims_hook;

@@ -388,7 +388,7 @@ async fn command_line_administration_is_sent_too(backend: Backend) {
     assert_eq!(received[0]["payload"]["data"]["user_id"], user_id);
     assert_eq!(
         received[0]["payload"]["data"]["detail"],
-        json!({"sessions_revoked": 0})
+        json!({"sessions_revoked": 0, "actor": "cli"})
     );
 }
 
