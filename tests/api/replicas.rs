@@ -693,3 +693,47 @@ async fn a_logout_through_the_balancer_reaches_every_replica_within_100_ms() {
     eprintln!("logout seen by all 3 replicas: p50 {p50:?}, max {worst:?} (30 trials)");
     assert!(worst <= Duration::from_millis(100), "{delays:?}");
 }
+
+/// Guesses spread round robin over three replicas by the balancer lock at
+/// the same attempt as on one replica: the back-off is counted in the
+/// database, whatever replica checks the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_spread_by_the_balancer_lock_at_the_same_attempt() {
+    let Some(cluster) = Cluster::start_with(
+        3,
+        &[
+            ("TOKEND__RATE_LIMIT__ENABLED", "true"),
+            ("TOKEND__RATE_LIMIT__FREE_FAILURES", "5"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let creds = json!({"username": "alice", "password": "correct horse battery staple"});
+    let (status, _) = post(&client, &cluster.nginx.url("/api/user/register/"), creds)
+        .await
+        .expect("register");
+    assert_eq!(status, 201);
+    let served_before: Vec<u64> =
+        futures::future::join_all(cluster.replicas.iter().map(|r| r.requests_served(&client)))
+            .await;
+    let guess = json!({"username": "alice", "password": "not it"});
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, _) = post(&client, &cluster.nginx.url("/api/token/"), guess.clone())
+            .await
+            .expect("login");
+        statuses.push(status);
+    }
+    // Five free failures, then the back-off, on whatever replica.
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+    let served_after: Vec<u64> =
+        futures::future::join_all(cluster.replicas.iter().map(|r| r.requests_served(&client)))
+            .await;
+    // The balancer did spread them: every replica answered some.
+    for (before, after) in served_before.iter().zip(&served_after) {
+        assert!(after > before, "{served_before:?} -> {served_after:?}");
+    }
+}
