@@ -379,6 +379,9 @@ pub struct WebhooksSettings {
 /// The shortest `webhooks.give_up_after_secs`: a receiver down for a day
 /// loses nothing.
 pub const MIN_WEBHOOK_GIVE_UP_SECS: i64 = 86_400;
+/// The longest: undeliverable messages must not pile up in the outbox for
+/// good.
+pub const MAX_WEBHOOK_GIVE_UP_SECS: i64 = 30 * 86_400;
 
 impl WebhooksSettings {
     pub fn timeout(&self) -> std::time::Duration {
@@ -1067,10 +1070,12 @@ impl Settings {
                 return invalid(format!("webhooks.events: {e}"));
             }
         }
-        if hooks.give_up_after_secs < MIN_WEBHOOK_GIVE_UP_SECS {
+        if !(MIN_WEBHOOK_GIVE_UP_SECS..=MAX_WEBHOOK_GIVE_UP_SECS)
+            .contains(&hooks.give_up_after_secs)
+        {
             return invalid(format!(
-                "webhooks.give_up_after_secs must be at least {MIN_WEBHOOK_GIVE_UP_SECS} (a day), \
-                 not {}",
+                "webhooks.give_up_after_secs must be from {MIN_WEBHOOK_GIVE_UP_SECS} (a day) to \
+                 {MAX_WEBHOOK_GIVE_UP_SECS} (30 days), not {}",
                 hooks.give_up_after_secs
             ));
         }
@@ -1681,7 +1686,7 @@ mod tests {
             ),
             (
                 vec![("TOKEND__WEBHOOKS__GIVE_UP_AFTER_SECS", "86399")],
-                "webhooks.give_up_after_secs must be at least 86400 (a day), not 86399",
+                "webhooks.give_up_after_secs must be from 86400 (a day) to 2592000 (30 days), not 86399",
             ),
             (
                 vec![("TOKEND__WEBHOOKS__RETRY_INITIAL_SECS", "0")],

@@ -203,7 +203,11 @@ impl Sender {
         let response = tokio::time::timeout(self.timeout, request.send())
             .await
             .map_err(|_| JobError::Retry("timed out (webhooks.timeout_ms)".into()))?
-            .map_err(|e| JobError::Retry(short(&crate::error::Chain(&e).to_string())))?;
+            // Without the URL: a receiver's token in its query string must
+            // not reach the outbox row or the logs.
+            .map_err(|e| {
+                JobError::Retry(short(&crate::error::Chain(&e.without_url()).to_string()))
+            })?;
         // The answer's body is not read: only the status counts.
         let status = response.status();
         if status.is_success() {

@@ -23,7 +23,7 @@ use super::register::{self, Registration};
 use super::{accounts, bearer, clients, groups, Services};
 use crate::auth::clients::{has_scope, ADMIN_SCOPE};
 use crate::auth::credentials::GroupName;
-use crate::auth::jwt::TokenType;
+use crate::auth::jwt::{TokenError, TokenType};
 use crate::error::{ApiError, FieldErrors};
 use crate::storage::audit::{self as audit_store, AuditPage, AuditQuery};
 use crate::storage::clients::{self as client_store, ClientRecord};
@@ -80,15 +80,46 @@ pub async fn authorize(svc: &Services, origin: &Origin, token: &str) -> Result<A
         if !has_scope(&client.scope, ADMIN_SCOPE) {
             return Err(ApiError::PermissionDenied);
         }
+        // Meant for tokend: a token the client got for another audience is
+        // that service's to use, not to replay here.
+        if client.audience.as_deref() != svc.keys.audience() {
+            return Err(ApiError::PermissionDenied);
+        }
+        // Issued by tokend: every service that checks tokens with an HS256
+        // key could sign one with the same claims.
+        let (id, jti, exp) = (client.client_id.clone(), verified.jti.clone(), verified.exp);
+        let issued = svc
+            .db
+            .run(move |conn| client_store::admin_token_issued(conn, &jti, &id, exp))
+            .await?;
+        if !issued {
+            return Err(ApiError::BearerToken(TokenError::Invalid));
+        }
         return Ok(Admin {
             by: acting(Actor::Client(client.client_id.clone())),
             superuser: true,
         });
     }
     // The user and their session from the database.
-    let (user, _) = bearer::authenticated(svc, token).await?;
+    let (user, verified) = bearer::authenticated(svc, token).await?;
     if !user.is_staff {
         return Err(ApiError::PermissionDenied);
+    }
+    // The very token tokend issued with the session's last pairs: with an
+    // HS256 key any service that checks tokens could sign another for a
+    // live session (a new id, a later expiry).
+    let (sid, jti, exp, uid) = (
+        verified.sid.clone().unwrap_or_default(),
+        verified.jti.clone(),
+        verified.exp,
+        user.id,
+    );
+    let issued = svc
+        .db
+        .run(move |conn| sessions::access_token_issued(conn, &sid, uid, &jti, exp))
+        .await?;
+    if !issued {
+        return Err(ApiError::BearerToken(TokenError::Invalid));
     }
     Ok(Admin {
         by: acting(Actor::User(user.id)),
@@ -416,6 +447,9 @@ pub async fn create_group(
     admin: &Admin,
     name: Result<String, Vec<String>>,
 ) -> Result<String, ApiError> {
+    // Groups become claims downstream services grant roles by: handing
+    // them out is a superuser's right, or staff could give themselves any.
+    admin.require_superuser()?;
     let name = group_name("name", name)?;
     match groups::create(&svc.accounts(), &admin.by, &name).await? {
         CreateGroup::Created => Ok(name.as_str().to_owned()),
@@ -427,6 +461,7 @@ pub async fn create_group(
 }
 
 pub async fn delete_group(svc: &Services, admin: &Admin, name: &str) -> Result<(), ApiError> {
+    admin.require_superuser()?;
     match groups::delete(&svc.accounts(), &admin.by, name).await? {
         true => Ok(()),
         false => Err(ApiError::NotFound),
@@ -440,6 +475,7 @@ pub async fn add_to_group(
     id: i64,
     group: Result<String, Vec<String>>,
 ) -> Result<AccountView, ApiError> {
+    admin.require_superuser()?;
     let group = group_name("group", group)?;
     target(svc, admin, id).await?;
     match groups::set_member(&svc.accounts(), &admin.by, id, group.as_str(), true).await? {
@@ -458,6 +494,7 @@ pub async fn remove_from_group(
     id: i64,
     group: &str,
 ) -> Result<(), ApiError> {
+    admin.require_superuser()?;
     target(svc, admin, id).await?;
     match groups::set_member(&svc.accounts(), &admin.by, id, group, false).await? {
         Membership::Changed => Ok(()),

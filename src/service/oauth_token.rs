@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::Services;
-use crate::auth::clients::{check_assertion, parse_scopes, secret_matches, JWT_BEARER};
+use crate::auth::clients::{
+    check_assertion, has_scope, parse_scopes, secret_matches, ADMIN_SCOPE, JWT_BEARER,
+};
 use crate::auth::jwt::{new_jti, ClientClaims};
 use crate::error::ApiError;
 use crate::storage::clients::{self, ClientRecord};
@@ -199,14 +201,28 @@ pub async fn client_credentials(
     let ttl = client
         .ttl_secs
         .unwrap_or_else(|| svc.keys.lifetimes().access_secs);
-    let access_token = svc.keys.sign_client(&ClientClaims {
+    let claims = ClientClaims {
         exp: now + ttl,
         iat: now,
         jti: new_jti(),
         client_id: client.id.clone(),
         scope: scope.clone(),
         audience: client.audience.clone(),
-    })?;
+    };
+    let access_token = svc.keys.sign_client(&claims)?;
+    if has_scope(&scope, ADMIN_SCOPE) {
+        // On record before it is handed out: the admin API honours only
+        // tokens tokend issued, not ones signed by other holders of the key.
+        let ClientClaims {
+            jti,
+            client_id,
+            exp,
+            ..
+        } = claims;
+        svc.db
+            .write(move |conn| clients::record_admin_token(conn, &jti, &client_id, exp))
+            .await?;
+    }
     tracing::debug!(
         security_event = "client_token_issued",
         client_id = %client.id,

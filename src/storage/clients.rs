@@ -273,6 +273,62 @@ pub fn purge_revoked_tokens(
     .execute(conn)?)
 }
 
+/// Records a service token issued with the admin scope: the admin API
+/// honours no other (`admin_token_issued`).
+pub fn record_admin_token(
+    conn: &mut DbConnection,
+    jti: &str,
+    client_id: &str,
+    expires_at: i64,
+) -> Result<(), StorageError> {
+    diesel::sql_query("INSERT INTO admin_tokens (jti, client_id, expires_at) VALUES ($1, $2, $3)")
+        .bind::<diesel::sql_types::Text, _>(jti)
+        .bind::<diesel::sql_types::Text, _>(client_id)
+        .bind::<diesel::sql_types::BigInt, _>(expires_at)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Whether tokend issued the admin token `jti` to `client_id`, expiring at
+/// `expires_at` (a token re-signed with a later expiry is not the one
+/// issued).
+pub fn admin_token_issued(
+    conn: &mut DbConnection,
+    jti: &str,
+    client_id: &str,
+    expires_at: i64,
+) -> Result<bool, StorageError> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let found = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM admin_tokens \
+         WHERE jti = $1 AND client_id = $2 AND expires_at = $3",
+    )
+    .bind::<diesel::sql_types::Text, _>(jti)
+    .bind::<diesel::sql_types::Text, _>(client_id)
+    .bind::<diesel::sql_types::BigInt, _>(expires_at)
+    .get_result::<Found>(conn)?;
+    Ok(found.n > 0)
+}
+
+/// Deletes up to `batch` records of admin tokens expired before `now`.
+pub fn purge_admin_tokens(
+    conn: &mut DbConnection,
+    now: i64,
+    batch: i64,
+) -> Result<usize, StorageError> {
+    Ok(diesel::sql_query(
+        "DELETE FROM admin_tokens WHERE jti IN \
+         (SELECT jti FROM admin_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(now)
+    .bind::<diesel::sql_types::BigInt, _>(batch)
+    .execute(conn)?)
+}
+
 /// Every distinct scope some client has, sorted (RFC 8414
 /// `scopes_supported`).
 pub fn all_scopes(conn: &mut DbConnection) -> Result<Vec<String>, StorageError> {

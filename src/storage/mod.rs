@@ -469,7 +469,8 @@ impl Database {
                     purged.outbox = outbox::purge_batch(conn, outbox_before, batch)?;
                     // Used or expired one-time tokens: nothing refers to them.
                     purged.account_tokens = account_tokens::purge_batch(conn, now, batch)?;
-                    purged.client_tokens = clients::purge_revoked_tokens(conn, now, batch)?;
+                    purged.client_tokens = clients::purge_revoked_tokens(conn, now, batch)?
+                        + clients::purge_admin_tokens(conn, now, batch)?;
                     purged.audit_events = audit::purge_batch(conn, audit_before, batch)?;
                     Ok(purged)
                 })

@@ -284,6 +284,26 @@ pub(crate) fn revoke_in_tx(
     Ok(revoked == 1)
 }
 
+/// Whether the access token `jti`, expiring at `expires_at`, is one tokend
+/// issued in session `sid` of `user_id` with a pair still on record (the
+/// session keeps its last two).
+pub fn access_token_issued(
+    conn: &mut DbConnection,
+    sid: &str,
+    user_id: i64,
+    jti: &str,
+    expires_at: i64,
+) -> Result<bool, StorageError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        refresh_tokens::table
+            .filter(refresh_tokens::session_id.eq(sid))
+            .filter(refresh_tokens::user_id.eq(user_id))
+            .filter(refresh_tokens::access_jti.eq(jti))
+            .filter(refresh_tokens::access_expires_at.eq(expires_at)),
+    ))
+    .get_result(conn)?)
+}
+
 /// Revokes session `id` of `user_id` (RFC 7009 revocation). True when this
 /// call revoked it.
 pub fn revoke_session(

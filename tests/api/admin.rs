@@ -569,7 +569,18 @@ fn tokend_sid(token: &str) -> String {
 
 async fn groups_are_administered(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (staff, token) = admin_user(&app, "staff", false).await;
+    let (staff, staff_token) = admin_user(&app, "staff", false).await;
+    // Groups become claims downstream roles are granted by: staff may read
+    // them, only a superuser hands them out (to others or to themself).
+    post(
+        &app,
+        "/api/admin/groups/",
+        &staff_token,
+        json!({"name": "support"}),
+    )
+    .await
+    .assert(403, DENIED);
+    let (root, token) = admin_user(&app, "root", true).await;
     let reply = post(
         &app,
         "/api/admin/groups/",
@@ -605,6 +616,17 @@ async fn groups_are_administered(backend: Backend) {
     )
     .await
     .assert(400, r#"{"group":["No group with that name."]}"#);
+    post(
+        &app,
+        &format!("/api/admin/users/{staff}/groups/"),
+        &staff_token,
+        json!({"group": "support"}),
+    )
+    .await
+    .assert(403, DENIED);
+    delete(&app, "/api/admin/groups/support/", &staff_token)
+        .await
+        .assert(403, DENIED);
     get(&app, "/api/admin/groups/", &token)
         .await
         .assert(200, r#"[{"name":"support","members":1}]"#);
@@ -633,7 +655,7 @@ async fn groups_are_administered(backend: Backend) {
         .iter()
         .map(detail)
         .collect();
-    let actor = format!("user:{staff}");
+    let actor = format!("user:{root}");
     assert_eq!(
         actions,
         [
@@ -736,3 +758,69 @@ both_backends!(
     groups_are_administered,
     the_audit_trail_is_queried_with_filters_and_a_cursor,
 );
+
+/// Tokens the admin API must not honour, however well signed: with an
+/// HS256 key every service that checks tokens can sign any claims, and a
+/// token issued for another service is that service's.
+mod forged {
+    use super::*;
+    use crate::helpers::{now, sign};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_token_signed_by_another_key_holder_opens_nothing() {
+        let app = spawn_app(Backend::Sqlite).await;
+        let (ops_id, _secret) = create_client(&app, &["ops", "--scope", "tokend:admin"]);
+        let iat = now();
+        let forged = sign(
+            &json!({"token_type": "access", "exp": iat + 300, "iat": iat,
+            "jti": "forged-by-downstream", "client_id": ops_id, "scope": "tokend:admin"}),
+        );
+        let reply = post(
+            &app,
+            "/api/admin/users/",
+            &forged,
+            json!({"username": "mallory",
+            "password": "a long passphrase 42", "is_superuser": true, "is_staff": true}),
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superusers_token_re_signed_with_a_later_expiry_opens_nothing() {
+        let app = spawn_app(Backend::Sqlite).await;
+        let (_root, access) = admin_user(&app, "root", true).await;
+        get(&app, "/api/admin/clients/", &access)
+            .await
+            .assert(200, "[]");
+        let mut claims = crate::helpers::claims(&access);
+        claims["exp"] = json!(now() + 30 * 86_400);
+        let reply = get(&app, "/api/admin/clients/", &sign(&claims)).await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        claims["jti"] = json!("minted-downstream");
+        let reply = get(&app, "/api/admin/clients/", &sign(&claims)).await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_admin_clients_token_for_another_audience_is_refused() {
+        let app = spawn_app(Backend::Sqlite).await;
+        let (id, secret) = create_client(
+            &app,
+            &[
+                "ops",
+                "--scope",
+                "tokend:admin",
+                "--scope",
+                "orders:read",
+                "--audience",
+                "orders-api",
+            ],
+        );
+        let token = client_token(&app, &id, &secret).await;
+        assert_eq!(crate::helpers::claims(&token)["aud"], "orders-api");
+        get(&app, "/api/admin/users/", &token)
+            .await
+            .assert(403, DENIED);
+    }
+}
