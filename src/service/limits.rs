@@ -14,9 +14,9 @@ use crate::auth::throttle::{self, Failure, QuotaKind, ThrottleSettings};
 use crate::error::ApiError;
 use crate::storage::{throttle as shared, Backend, Database};
 
-fn now_ms() -> i64 {
-    i64::try_from(crate::clock::unix_now_ms()).unwrap_or(i64::MAX)
-}
+/// The time of the shared state: the database's clock, one for every
+/// replica (theirs may disagree).
+const DB_CLOCK: Option<i64> = None;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -71,7 +71,7 @@ impl Services {
         let key = throttle::quota_key(kind, ip, recipient);
         let (interval, burst) = local.settings().quota(kind);
         self.db
-            .run(move |conn| shared::take_quota(conn, &key, now_ms(), interval, burst))
+            .run(move |conn| shared::take_quota(conn, &key, DB_CLOCK, interval, burst))
             .await?
             .map_err(wait)
     }
@@ -107,7 +107,7 @@ impl Services {
             let (free, idle) = (settings.free_failures, millis(settings.idle()));
             let reserved = key.clone();
             self.db
-                .run(move |conn| shared::reserve_guess(conn, &reserved, now_ms(), free, idle))
+                .run(move |conn| shared::reserve_guess(conn, &reserved, DB_CLOCK, free, idle))
                 .await?
                 // Dropping `guess` releases the keys reserved so far.
                 .map_err(wait)?;
@@ -125,7 +125,7 @@ impl Services {
         let idle = millis(local.settings().idle());
         Ok(self
             .db
-            .write(move |conn| shared::prune(conn, now_ms(), idle))
+            .write(move |conn| shared::prune(conn, DB_CLOCK, idle))
             .await?)
     }
 }
@@ -149,11 +149,16 @@ impl Guess<'_> {
                 let counts = guess
                     .db
                     .run(move |conn| {
-                        let now = now_ms();
                         let max = millis(Duration::from_secs(settings.max_backoff_secs));
                         keys.iter()
                             .map(|key| {
-                                shared::guess_failed(conn, key, now, settings.free_failures, max)
+                                shared::guess_failed(
+                                    conn,
+                                    key,
+                                    DB_CLOCK,
+                                    settings.free_failures,
+                                    max,
+                                )
                             })
                             .collect::<Result<Vec<u32>, _>>()
                     })
@@ -193,9 +198,8 @@ fn end(
     keys: &[Vec<u8>],
     cleared: bool,
 ) -> Result<(), crate::storage::StorageError> {
-    let now = now_ms();
     keys.iter()
-        .try_for_each(|key| shared::guess_ended(conn, key, now, cleared))
+        .try_for_each(|key| shared::guess_ended(conn, key, DB_CLOCK, cleared))
 }
 
 /// A guess reserved in the database.

@@ -7,11 +7,13 @@
 //! pin them); here they are written as single atomic statements. PostgreSQL
 //! only: SQLite serves one process, which keeps this state in memory.
 //!
-//! Times are unix milliseconds. The tables are UNLOGGED: fast to write, and
+//! Times are unix milliseconds of the database's clock (`now_ms: None`; a
+//! time is given only by tests): replicas whose clocks disagree still count
+//! against one clock. The tables are UNLOGGED: fast to write, and
 //! emptied by a PostgreSQL crash, which forgives counts as a restart of a
 //! single process would.
 
-use diesel::sql_types::{BigInt, Binary, Integer};
+use diesel::sql_types::{BigInt, Binary, Integer, Nullable};
 use diesel::RunQueryDsl;
 
 use super::{DbConnection, StorageError};
@@ -19,6 +21,20 @@ use super::{DbConnection, StorageError};
 /// A reserved guess is counted in flight for at most this long: a replica
 /// that dies with guesses under way does not block their key for good.
 pub const FLIGHT_LEASE_MS: i64 = 60_000;
+
+/// `sql` with `@now` standing for "now": the time bound as parameter `$2`
+/// if given, else the database's clock at the start of the statement (the
+/// same value wherever it appears in it).
+fn at_now(sql: &str) -> String {
+    at_now_param(sql, 2)
+}
+
+fn at_now_param(sql: &str, param: usize) -> String {
+    sql.replace(
+        "@now",
+        &format!("COALESCE(${param}, (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT)"),
+    )
+}
 
 #[derive(diesel::QueryableByName)]
 struct Failures {
@@ -37,36 +53,37 @@ struct Millis {
 pub fn take_quota(
     conn: &mut DbConnection,
     key: &[u8],
-    now_ms: i64,
+    now_ms: Option<i64>,
     interval_ms: i64,
     burst: i64,
 ) -> Result<Result<(), i64>, StorageError> {
     let tolerance = interval_ms.saturating_mul(burst.max(1) - 1);
-    let allowed = diesel::sql_query(
-        "INSERT INTO throttle_quotas AS q (key, tat) VALUES ($1, $2 + $3) \
-         ON CONFLICT (key) DO UPDATE SET tat = GREATEST(q.tat, $2) + $3 \
-         WHERE GREATEST(q.tat, $2) - $2 <= $4 \
+    let allowed = diesel::sql_query(at_now(
+        "INSERT INTO throttle_quotas AS q (key, tat) VALUES ($1, @now + $3) \
+         ON CONFLICT (key) DO UPDATE SET tat = GREATEST(q.tat, @now) + $3 \
+         WHERE GREATEST(q.tat, @now) - @now <= $4 \
          RETURNING tat AS ms",
-    )
+    ))
     .bind::<Binary, _>(key)
-    .bind::<BigInt, _>(now_ms)
+    .bind::<Nullable<BigInt>, _>(now_ms)
     .bind::<BigInt, _>(interval_ms)
     .bind::<BigInt, _>(tolerance)
     .get_results::<Millis>(conn)?;
     if !allowed.is_empty() {
         return Ok(Ok(()));
     }
-    let tat = diesel::sql_query("SELECT tat AS ms FROM throttle_quotas WHERE key = $1")
-        .bind::<Binary, _>(key)
-        .get_results::<Millis>(conn)?;
-    let wait = tat
-        .first()
-        .map_or(interval_ms, |t| t.ms - now_ms - tolerance);
-    Ok(Err(wait.max(1)))
+    let wait = diesel::sql_query(at_now(
+        "SELECT tat - @now - $3 AS ms FROM throttle_quotas WHERE key = $1",
+    ))
+    .bind::<Binary, _>(key)
+    .bind::<Nullable<BigInt>, _>(now_ms)
+    .bind::<BigInt, _>(tolerance)
+    .get_results::<Millis>(conn)?;
+    Ok(Err(wait.first().map_or(interval_ms, |w| w.ms).max(1)))
 }
 
 /// Guesses in flight, not counting those whose lease ran out.
-const IN_FLIGHT: &str = "(CASE WHEN g.flight_until <= $2 THEN 0 ELSE g.in_flight END)";
+const IN_FLIGHT: &str = "(CASE WHEN g.flight_until <= @now THEN 0 ELSE g.in_flight END)";
 
 /// Reserves one guess for `key`: refused (`Err(wait_ms)`) while the key is
 /// locked, or while guesses under way would use up the `free` failures (then
@@ -74,27 +91,27 @@ const IN_FLIGHT: &str = "(CASE WHEN g.flight_until <= $2 THEN 0 ELSE g.in_flight
 pub fn reserve_guess(
     conn: &mut DbConnection,
     key: &[u8],
-    now_ms: i64,
+    now_ms: Option<i64>,
     free: u32,
     idle_ms: i64,
 ) -> Result<Result<(), i64>, StorageError> {
-    let quiet = format!("({IN_FLIGHT} = 0 AND $2 - g.last_at >= $4)");
-    let reserved = diesel::sql_query(format!(
+    let quiet = format!("({IN_FLIGHT} = 0 AND @now - g.last_at >= $4)");
+    let reserved = diesel::sql_query(at_now(&format!(
         "INSERT INTO throttle_guesses AS g \
              (key, failures, in_flight, flight_until, locked_until, last_at) \
-         VALUES ($1, 0, 1, $2 + $5, 0, $2) \
+         VALUES ($1, 0, 1, @now + $5, 0, @now) \
          ON CONFLICT (key) DO UPDATE SET \
              failures = CASE WHEN {quiet} THEN 0 ELSE g.failures END, \
              locked_until = CASE WHEN {quiet} THEN 0 ELSE g.locked_until END, \
              in_flight = {IN_FLIGHT} + 1, \
-             flight_until = $2 + $5, \
-             last_at = $2 \
-         WHERE g.locked_until <= $2 \
+             flight_until = @now + $5, \
+             last_at = @now \
+         WHERE g.locked_until <= @now \
            AND NOT ({IN_FLIGHT} > 0 AND g.failures + {IN_FLIGHT} >= $3) \
          RETURNING failures"
-    ))
+    )))
     .bind::<Binary, _>(key)
-    .bind::<BigInt, _>(now_ms)
+    .bind::<Nullable<BigInt>, _>(now_ms)
     .bind::<Integer, _>(i32::try_from(free).unwrap_or(i32::MAX))
     .bind::<BigInt, _>(idle_ms)
     .bind::<BigInt, _>(FLIGHT_LEASE_MS)
@@ -102,14 +119,15 @@ pub fn reserve_guess(
     if !reserved.is_empty() {
         return Ok(Ok(()));
     }
-    let locked = diesel::sql_query(
-        "SELECT locked_until AS ms FROM throttle_guesses WHERE key = $1 AND locked_until > $2",
-    )
+    let locked = diesel::sql_query(at_now(
+        "SELECT locked_until - @now AS ms FROM throttle_guesses \
+         WHERE key = $1 AND locked_until > @now",
+    ))
     .bind::<Binary, _>(key)
-    .bind::<BigInt, _>(now_ms)
+    .bind::<Nullable<BigInt>, _>(now_ms)
     .get_results::<Millis>(conn)?;
     // Not locked: the outcome of the guesses under way decides the next wait.
-    Ok(Err(locked.first().map_or(1_000, |l| l.ms - now_ms)))
+    Ok(Err(locked.first().map_or(1_000, |l| l.ms)))
 }
 
 /// A reserved guess was wrong: one more failure; from the `free`-th on, the
@@ -118,23 +136,28 @@ pub fn reserve_guess(
 pub fn guess_failed(
     conn: &mut DbConnection,
     key: &[u8],
-    now_ms: i64,
+    now_ms: Option<i64>,
     free: u32,
     max_backoff_ms: i64,
 ) -> Result<u32, StorageError> {
-    let rows = diesel::sql_query(
-        "UPDATE throttle_guesses SET \
-             failures = failures + 1, \
-             in_flight = GREATEST(in_flight - 1, 0), \
-             last_at = $2, \
-             locked_until = CASE WHEN failures + 1 >= $3 \
-                 THEN $2 + LEAST((1::BIGINT << LEAST(failures + 1 - $3, 30)) * 1000, $4) \
-                 ELSE locked_until END \
-         WHERE key = $1 \
+    // An upsert: a verdict whose row is gone (a crash of PostgreSQL emptied
+    // the table) still counts.
+    let rows = diesel::sql_query(at_now(
+        "INSERT INTO throttle_guesses AS g \
+             (key, failures, in_flight, flight_until, locked_until, last_at) \
+         VALUES ($1, 1, 0, @now, \
+             CASE WHEN 1 >= $3 THEN @now + LEAST(1000, $4) ELSE 0 END, @now) \
+         ON CONFLICT (key) DO UPDATE SET \
+             failures = g.failures + 1, \
+             in_flight = GREATEST(g.in_flight - 1, 0), \
+             last_at = @now, \
+             locked_until = CASE WHEN g.failures + 1 >= $3 \
+                 THEN @now + LEAST((1::BIGINT << LEAST(g.failures + 1 - $3, 30)) * 1000, $4) \
+                 ELSE g.locked_until END \
          RETURNING failures",
-    )
+    ))
     .bind::<Binary, _>(key)
-    .bind::<BigInt, _>(now_ms)
+    .bind::<Nullable<BigInt>, _>(now_ms)
     .bind::<Integer, _>(i32::try_from(free).unwrap_or(i32::MAX))
     .bind::<BigInt, _>(max_backoff_ms.max(1_000))
     .get_results::<Failures>(conn)?;
@@ -149,27 +172,27 @@ pub fn guess_failed(
 pub fn guess_ended(
     conn: &mut DbConnection,
     key: &[u8],
-    now_ms: i64,
+    now_ms: Option<i64>,
     cleared: bool,
 ) -> Result<(), StorageError> {
     let nothing_left = if cleared {
         "TRUE"
     } else {
-        "failures = 0 AND locked_until <= $2"
+        "failures = 0 AND locked_until <= @now"
     };
-    diesel::sql_query(format!(
+    diesel::sql_query(at_now(&format!(
         "WITH gone AS ( \
              DELETE FROM throttle_guesses \
-             WHERE key = $1 AND (in_flight <= 1 OR flight_until <= $2) AND {nothing_left} \
+             WHERE key = $1 AND (in_flight <= 1 OR flight_until <= @now) AND {nothing_left} \
              RETURNING key) \
          UPDATE throttle_guesses SET \
              in_flight = GREATEST(in_flight - 1, 0), \
              failures = CASE WHEN $3 THEN 0 ELSE failures END, \
              locked_until = CASE WHEN $3 THEN 0 ELSE locked_until END \
          WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM gone)"
-    ))
+    )))
     .bind::<Binary, _>(key)
-    .bind::<BigInt, _>(now_ms)
+    .bind::<Nullable<BigInt>, _>(now_ms)
     .bind::<diesel::sql_types::Bool, _>(cleared)
     .execute(conn)?;
     Ok(())
@@ -178,16 +201,23 @@ pub fn guess_ended(
 /// Deletes state that no longer counts: quotas back to full, keys idle for
 /// `idle_ms` with no lock and no guess in flight. Keeps both tables bounded
 /// by the keys active recently.
-pub fn prune(conn: &mut DbConnection, now_ms: i64, idle_ms: i64) -> Result<usize, StorageError> {
-    let quotas = diesel::sql_query("DELETE FROM throttle_quotas WHERE tat <= $1")
-        .bind::<BigInt, _>(now_ms)
-        .execute(conn)?;
-    let guesses = diesel::sql_query(
-        "DELETE FROM throttle_guesses WHERE last_at <= $1 - $2 AND locked_until <= $1 \
-         AND (in_flight = 0 OR flight_until <= $1)",
-    )
-    .bind::<BigInt, _>(now_ms)
+pub fn prune(
+    conn: &mut DbConnection,
+    now_ms: Option<i64>,
+    idle_ms: i64,
+) -> Result<usize, StorageError> {
+    let quotas = diesel::sql_query(at_now_param(
+        "DELETE FROM throttle_quotas WHERE tat <= @now",
+        1,
+    ))
+    .bind::<Nullable<BigInt>, _>(now_ms)
+    .execute(conn)?;
+    let guesses = diesel::sql_query(at_now(
+        "DELETE FROM throttle_guesses WHERE last_at <= @now - $1 AND locked_until <= @now \
+         AND (in_flight = 0 OR flight_until <= @now)",
+    ))
     .bind::<BigInt, _>(idle_ms)
+    .bind::<Nullable<BigInt>, _>(now_ms)
     .execute(conn)?;
     Ok(quotas + guesses)
 }

@@ -463,6 +463,42 @@ async fn simultaneous_guesses_on_several_replicas_are_counted_together() {
     );
 }
 
+/// The shared state's statements, with given times: the in-memory rules
+/// (free failures, then 1, 2, 4… s locks; guesses in flight counted), and a
+/// verdict whose row is gone still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_back_off_statements_follow_the_rules() {
+    use tokend::storage::throttle::{guess_failed, reserve_guess};
+    let app = spawn_app_with(Backend::Postgres, &[]).await;
+    let t0: i64 = 1_800_000_000_000;
+    let (reserved, failures, locked, after_lock, lost) = app
+        .db
+        .run(move |conn| {
+            let key = b"subject-and-address".to_vec();
+            let mut reserved = Vec::new();
+            for t in 0..4 {
+                reserved.push(reserve_guess(conn, &key, Some(t0 + t), 3, 900_000)?);
+            }
+            let mut failures = Vec::new();
+            for t in 0..3 {
+                failures.push(guess_failed(conn, &key, Some(t0 + 10 + t), 3, 900_000)?);
+            }
+            let locked = reserve_guess(conn, &key, Some(t0 + 100), 3, 900_000)?;
+            let after_lock = reserve_guess(conn, &key, Some(t0 + 1_100), 3, 900_000)?;
+            let lost = guess_failed(conn, b"never-reserved", Some(t0), 3, 900_000)?;
+            Ok::<_, tokend::storage::StorageError>((reserved, failures, locked, after_lock, lost))
+        })
+        .await
+        .expect("statements");
+    // Three free guesses in flight at once; the fourth waits for them.
+    assert_eq!(reserved, [Ok(()), Ok(()), Ok(()), Err(1_000)]);
+    assert_eq!(failures, [1, 2, 3]);
+    // The third failure locked the key for 1 s from its time (t0 + 12).
+    assert_eq!(locked, Err(912));
+    assert_eq!(after_lock, Ok(()));
+    assert_eq!(lost, 1);
+}
+
 both_backends!(
     old_password_guesses_back_off,
     old_password_checks_count_in_the_address_quota,
