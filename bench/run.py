@@ -21,12 +21,15 @@ but 200 (introspect: but an active one), and are repeated with the brute-force
 limits on (`limits` lines): a right secret must never be throttled.
 
 --baseline REV builds git revision REV's release binary (its own worktree and
-target directory under target/, reused while REV names the same commit) and
+target directory under target/; kept per commit and reused) and
 runs only refresh and login, on REV's build and this one in turns (baseline,
 current, baseline, current…; --rounds each, fresh server and database each
 turn, REV's own config defaults; settings REV does not know are left unset):
-    bench compare workload=refresh db=sqlite baseline_rps=… current_rps=… ratio=… baseline_runs=… current_runs=…
-(medians; ratio = current / baseline).
+    bench compare workload=refresh db=sqlite baseline_rps=… current_rps=… ratio=… baseline_cpu_ms_per_req=… current_cpu_ms_per_req=… cpu_ratio=… baseline_runs=… current_runs=… …
+(medians; ratio = current / baseline; each turn also prints a `bench
+compare_run` line). The server's CPU time per request served (tokend's own,
+not PostgreSQL's) is the steadier figure on a shared machine, where
+throughput follows the share of the cores the server gets.
 """
 
 import argparse
@@ -143,6 +146,7 @@ def wrk(script, url, duration, connections, env, timeout="2s"):
                 "p50_ms": v["p50_us"] / 1000,
                 "p99_ms": v["p99_us"] / 1000,
                 "errors": v["errors"],
+                "requests": v["requests"],
             }
     raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
 
@@ -483,24 +487,22 @@ def run_policies(duration, workdir):
     return rows
 
 
-def baseline_build(rev):
+def baseline_build(rev, home=os.path.join(ROOT, "target", "bench-baseline")):
     """The release binary of git revision `rev`, built in a worktree of its
-    own (target/bench-baseline-src, removed afterwards) into a target
-    directory of its own (target/bench-baseline), so that the working
-    tree's build is left alone. Reused while it is of the same commit."""
+    own (target/bench-baseline-src, removed afterwards) with a cargo target
+    directory of its own (`home`, shared by the baselines: their
+    dependencies are built once), so that the working tree's build is left
+    alone. The binary and the revision's config directory are kept in
+    `home`/<commit>/ and reused."""
     out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", rev + "^{commit}"], cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"--baseline: {rev} is not a revision of this repository")
     commit = out.stdout.strip()
-    home = os.path.join(ROOT, "target", "bench-baseline")
     tree = os.path.join(ROOT, "target", "bench-baseline-src")
-    binary, config_dir, stamp = os.path.join(home, "release", "tokend"), os.path.join(home, "config"), os.path.join(home, "commit")
-    built = open(stamp).read().strip() if os.path.exists(stamp) else None
-    if built != commit or not os.path.exists(binary):
+    kept = os.path.join(home, commit)
+    binary, config_dir = os.path.join(kept, "tokend"), os.path.join(kept, "config")
+    if not os.path.exists(binary):
         print(f"bench note: building the baseline {rev} ({commit[:10]}) in {tree}", flush=True)
-        os.makedirs(home, exist_ok=True)
-        if os.path.exists(stamp):
-            os.remove(stamp)
         # What an interrupted build may have left.
         subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
         shutil.rmtree(tree, ignore_errors=True)
@@ -508,12 +510,13 @@ def baseline_build(rev):
         subprocess.run(["git", "worktree", "add", "--quiet", "--detach", tree, commit], cwd=ROOT, check=True)
         try:
             subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target-dir", home], cwd=tree, check=True)
-            # The configuration files of that revision (its defaults).
-            shutil.rmtree(config_dir, ignore_errors=True)
-            shutil.copytree(os.path.join(tree, "config"), config_dir)
-            with open(stamp, "w") as f:
-                f.write(commit + "\n")
+            shutil.rmtree(kept, ignore_errors=True)
+            # The configuration files of that revision: its defaults.
+            shutil.copytree(os.path.join(tree, "config"), os.path.join(kept + ".part", "config"))
+            shutil.copy2(os.path.join(home, "release", "tokend"), os.path.join(kept + ".part", "tokend"))
+            os.rename(kept + ".part", kept)
         finally:
+            shutil.rmtree(kept + ".part", ignore_errors=True)
             subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, check=False)
     import tomllib
     with open(os.path.join(config_dir, "default.toml"), "rb") as f:
@@ -529,9 +532,11 @@ def compare(baseline, dbs, duration, rounds, workdir):
     """refresh and login on the baseline and on the current build, taking
     turns (baseline, current, baseline, current…) so that a change in the
     machine's load hits both alike; each turn is a fresh server and
-    database. Returns {(workload, db): {"baseline": [rps…], "current": [rps…]}}
-    and the errors, {(workload, db): {"baseline": n, "current": n}}."""
+    database. Returns {(workload, db): {"baseline": [rps…], "current": [rps…]}},
+    the server's CPU milliseconds per request in the same shape, and the
+    errors, {(workload, db): {"baseline": n, "current": n}}."""
     rps = {(w, db): {"baseline": [], "current": []} for db in dbs for w in COMPARED}
+    cpu = {key: {"baseline": [], "current": []} for key in rps}
     errors = {key: {"baseline": 0, "current": 0} for key in rps}
     for db in dbs:
         for round_ in range(1, rounds + 1):
@@ -546,21 +551,56 @@ def compare(baseline, dbs, duration, rounds, workdir):
                         f.write("\n".join(refresh_tokens) + "\n")
                     env = {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
                     for w in COMPARED:
+                        done0, cpu0 = served(target, w), cpu_seconds(target.pids())
                         if w == "refresh":
                             r = wrk("refresh.lua", target.base + "/api/token/refresh/", duration, CONNECTIONS, env)
                         else:
                             r = wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env, timeout="10s")
                         if r["rps"] <= 0:
                             raise SystemExit(f"{build.label}/{db}/{w}: not a single answer; see {run_dir}/tokend.log")
+                        # The server's CPU time per request it served: what a request
+                        # costs, whatever share of the shared cores the server got.
+                        # Requests still in flight when wrk stopped (up to 16 logins of
+                        # ~40) are finished and counted by the server: it is waited for.
+                        done = settled(target, w)
+                        cpu_ms = (cpu_seconds(target.pids()) - cpu0) * 1000 / max(done - done0, 1)
                         # Errors (timeouts on a loaded machine) are counted, not fatal.
                         rps[(w, db)][side].append(r["rps"])
+                        cpu[(w, db)][side].append(cpu_ms)
                         errors[(w, db)][side] += r["errors"]
                         print(f"bench compare_run round={round_} side={side} db={db} workload={w} rps={r['rps']:.1f} "
-                              f"p50_ms={r['p50_ms']:.2f} p99_ms={r['p99_ms']:.2f} errors={r['errors']} "
+                              f"p50_ms={r['p50_ms']:.2f} p99_ms={r['p99_ms']:.2f} errors={r['errors']} cpu_ms_per_req={cpu_ms:.3f} "
                               f"load1={os.getloadavg()[0]:.2f}", flush=True)
                 finally:
                     target.stop()
-    return rps, errors
+    return rps, cpu, errors
+
+
+# The server's counter of the requests each compared workload makes succeed
+# (GET /metrics; the baseline has the same).
+SERVED = {"login": 'tokend_logins_total{outcome="ok"}', "refresh": 'tokend_refreshes_total{outcome="rotated"}'}
+
+
+def served(target, workload):
+    with urllib.request.urlopen(target.base + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(SERVED[workload] + " "):
+                return int(float(line.split()[1]))
+    raise SystemExit(f"{target.base}/metrics has no {SERVED[workload]}")
+
+
+def settled(target, workload, seconds=60):
+    """The workload's counter once the server is idle again (under 5 % of a
+    core for half a second): a login still hashing when wrk stopped may
+    not move the counter for seconds on a loaded machine."""
+    last, deadline = cpu_seconds(target.pids()), time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(target.pids())
+        if now - last < 0.025:
+            break
+        last = now
+    return served(target, workload)
 
 
 def median(values):
@@ -579,11 +619,13 @@ def compare_main(args):
     print(f"bench compare baseline={json.dumps(baseline.label)} rounds={args.rounds} duration_s={args.duration} "
           f"load_average_before={'/'.join(f'{x:.2f}' for x in load_before)}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
-        rps, errors = compare(baseline, dbs, args.duration, args.rounds, workdir)
+        rps, cpu, errors = compare(baseline, dbs, args.duration, args.rounds, workdir)
     print(f"bench compare load_average_after={'/'.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for (w, db), sides in rps.items():
         b, c = median(sides["baseline"]), median(sides["current"])
+        b_cpu, c_cpu = median(cpu[(w, db)]["baseline"]), median(cpu[(w, db)]["current"])
         print(f"bench compare workload={w} db={db} baseline_rps={b:.1f} current_rps={c:.1f} ratio={c / b:.3f} "
+              f"baseline_cpu_ms_per_req={b_cpu:.3f} current_cpu_ms_per_req={c_cpu:.3f} cpu_ratio={c_cpu / b_cpu:.3f} "
               f"baseline_runs={','.join(f'{x:.1f}' for x in sides['baseline'])} "
               f"current_runs={','.join(f'{x:.1f}' for x in sides['current'])} "
               f"baseline_errors={errors[(w, db)]['baseline']} current_errors={errors[(w, db)]['current']}", flush=True)
