@@ -7,6 +7,7 @@ optionally against the simplejwt peer in the same run.
     bench/run.py --peer               # also the simplejwt peer (SQLite, bcrypt 12), with ratios
     bench/run.py --duration 3 --smoke # short run, no thresholds (CI)
     bench/run.py --peer --write       # regenerate BENCHMARKS.md
+    bench/run.py --baseline REV --postgres  # only refresh and login, REV's build vs this one, taking turns
 
 Prints one machine-readable line per workload:
     bench target=tokend db=sqlite workload=verify rps=… p50_ms=… p99_ms=… errors=… peak_rss_mb=… cpu_s=…
@@ -18,6 +19,17 @@ client_credentials (OAuth 2 grant, client_secret_basic, one client made with
 as a configured introspection client). Those two fail the run on any answer
 but 200 (introspect: but an active one), and are repeated with the brute-force
 limits on (`limits` lines): a right secret must never be throttled.
+
+--baseline REV builds git revision REV's release binary (its own worktree and
+target directory under target/; kept per commit and reused) and
+runs only refresh and login, on REV's build and this one in turns (baseline,
+current, baseline, current…; --rounds each, fresh server and database each
+turn, REV's own config defaults; settings REV does not know are left unset):
+    bench compare workload=refresh db=sqlite baseline_rps=… current_rps=… ratio=… baseline_cpu_ms_per_req=… current_cpu_ms_per_req=… cpu_ratio=… baseline_runs=… current_runs=… …
+(medians; ratio = current / baseline; each turn also prints a `bench
+compare_run` line). The server's CPU time per request served (tokend's own,
+not PostgreSQL's) is the steadier figure on a shared machine, where
+throughput follows the share of the cores the server gets.
 """
 
 import argparse
@@ -134,6 +146,7 @@ def wrk(script, url, duration, connections, env, timeout="2s"):
                 "p50_ms": v["p50_us"] / 1000,
                 "p99_ms": v["p99_us"] / 1000,
                 "errors": v["errors"],
+                "requests": v["requests"],
             }
     raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
 
@@ -164,13 +177,37 @@ class Target:
             self.cleanup()
 
 
-def start_tokend(db, workdir, extra_env=None):
-    binary = os.path.join(ROOT, "target", "release", "tokend")
+class Build:
+    """A tokend release binary and the config directory of its revision."""
+
+    def __init__(self, label, binary, config_dir, settings=None):
+        self.label, self.binary, self.config_dir = label, binary, config_dir
+        # An older revision's default.toml, parsed: which settings it knows.
+        self.settings = settings
+
+    def knows(self, var):
+        """Whether this revision has the setting a TOKEND__SECTION__KEY
+        variable sets (always, for the working tree's own build)."""
+        if self.settings is None or not var.startswith("TOKEND__"):
+            return True
+        node = self.settings
+        for part in var[len("TOKEND__"):].lower().split("__"):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+
+CURRENT = Build("current", os.path.join(ROOT, "target", "release", "tokend"), os.path.join(ROOT, "config"))
+
+
+def start_tokend(db, workdir, extra_env=None, build=CURRENT):
+    binary = build.binary
     port = free_port()
     env = dict(
         os.environ,
         PORT=str(port),
-        TOKEND_CONFIG_DIR=os.path.join(ROOT, "config"),
+        TOKEND_CONFIG_DIR=build.config_dir,
         TOKEND__JWT__SIGNING_KEY=KEY,
         TOKEND__PASSWORD__BCRYPT_COST="12",
         TOKEND__RATE_LIMIT__ENABLED="false",
@@ -178,6 +215,12 @@ def start_tokend(db, workdir, extra_env=None):
         TOKEND__INTROSPECTION__CLIENTS=":".join(INTROSPECTOR),
     )
     env.update(extra_env or {})
+    # An older build ignores a setting it does not know or refuses to start
+    # (unknown values of known enums): either way the setting is not its to
+    # take, so it is left out, and said so.
+    for var in [v for v in env if not build.knows(v)]:
+        print(f"bench note: {build.label} does not know {var}; left unset", flush=True)
+        del env[var]
     cleanup = None
     if db == "sqlite":
         env["DATABASE_URL"] = f"sqlite://{workdir}/tokend.sqlite3"
@@ -190,9 +233,17 @@ def start_tokend(db, workdir, extra_env=None):
             subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
 
     started = time.time()
-    proc = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "tokend.log"), "w"))
+    log = os.path.join(workdir, "tokend.log")
+    proc = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base + "/healthz", proc)
+    try:
+        wait_ready(base + "/healthz", proc)
+    except SystemExit as e:
+        if proc.poll() is None:
+            proc.kill()
+        if cleanup:
+            cleanup()
+        raise SystemExit(f"{build.label} tokend ({binary}): {e}\n{open(log).read()[-2000:]}")
     return Target("tokend", db, base, proc, (time.time() - started) * 1000, cleanup, env)
 
 
@@ -436,6 +487,150 @@ def run_policies(duration, workdir):
     return rows
 
 
+def baseline_build(rev, home=os.path.join(ROOT, "target", "bench-baseline")):
+    """The release binary of git revision `rev`, built in a worktree of its
+    own (target/bench-baseline-src, removed afterwards) with a cargo target
+    directory of its own (`home`, shared by the baselines: their
+    dependencies are built once), so that the working tree's build is left
+    alone. The binary and the revision's config directory are kept in
+    `home`/<commit>/ and reused."""
+    out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", rev + "^{commit}"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"--baseline: {rev} is not a revision of this repository")
+    commit = out.stdout.strip()
+    tree = os.path.join(ROOT, "target", "bench-baseline-src")
+    kept = os.path.join(home, commit)
+    binary, config_dir = os.path.join(kept, "tokend"), os.path.join(kept, "config")
+    if not os.path.exists(binary):
+        print(f"bench note: building the baseline {rev} ({commit[:10]}) in {tree}", flush=True)
+        # What an interrupted build may have left.
+        subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
+        shutil.rmtree(tree, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=True)
+        subprocess.run(["git", "worktree", "add", "--quiet", "--detach", tree, commit], cwd=ROOT, check=True)
+        try:
+            subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target-dir", home], cwd=tree, check=True)
+            shutil.rmtree(kept, ignore_errors=True)
+            # The configuration files of that revision: its defaults.
+            shutil.copytree(os.path.join(tree, "config"), os.path.join(kept + ".part", "config"))
+            shutil.copy2(os.path.join(home, "release", "tokend"), os.path.join(kept + ".part", "tokend"))
+            os.rename(kept + ".part", kept)
+        finally:
+            shutil.rmtree(kept + ".part", ignore_errors=True)
+            subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, check=False)
+    import tomllib
+    with open(os.path.join(config_dir, "default.toml"), "rb") as f:
+        settings = tomllib.load(f)
+    return Build(f"baseline {rev} ({commit[:10]})", binary, config_dir, settings)
+
+
+# Workloads compared by --baseline, in the order they run on each server.
+COMPARED = ("refresh", "login")
+
+
+def compare(baseline, dbs, duration, rounds, workdir):
+    """refresh and login on the baseline and on the current build, taking
+    turns (baseline, current, baseline, current…) so that a change in the
+    machine's load hits both alike; each turn is a fresh server and
+    database. Returns {(workload, db): {"baseline": [rps…], "current": [rps…]}},
+    the server's CPU milliseconds per request in the same shape, and the
+    errors, {(workload, db): {"baseline": n, "current": n}}."""
+    rps = {(w, db): {"baseline": [], "current": []} for db in dbs for w in COMPARED}
+    cpu = {key: {"baseline": [], "current": []} for key in rps}
+    errors = {key: {"baseline": 0, "current": 0} for key in rps}
+    for db in dbs:
+        for round_ in range(1, rounds + 1):
+            for side, build in (("baseline", baseline), ("current", CURRENT)):
+                run_dir = os.path.join(workdir, f"compare-{db}-{round_}-{side}")
+                os.makedirs(run_dir)
+                target = start_tokend(db, run_dir, build=build)
+                try:
+                    access, refresh_tokens = prepare(target)
+                    pool = os.path.join(run_dir, "refresh.txt")
+                    with open(pool, "w") as f:
+                        f.write("\n".join(refresh_tokens) + "\n")
+                    env = {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
+                    for w in COMPARED:
+                        done0, cpu0 = served(target, w), cpu_seconds(target.pids())
+                        if w == "refresh":
+                            r = wrk("refresh.lua", target.base + "/api/token/refresh/", duration, CONNECTIONS, env)
+                        else:
+                            r = wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env, timeout="10s")
+                        if r["rps"] <= 0:
+                            raise SystemExit(f"{build.label}/{db}/{w}: not a single answer; see {run_dir}/tokend.log")
+                        # The server's CPU time per request it served: what a request
+                        # costs, whatever share of the shared cores the server got.
+                        # Requests still in flight when wrk stopped (up to 16 logins of
+                        # ~40) are finished and counted by the server: it is waited for.
+                        done = settled(target, w)
+                        cpu_ms = (cpu_seconds(target.pids()) - cpu0) * 1000 / max(done - done0, 1)
+                        # Errors (timeouts on a loaded machine) are counted, not fatal.
+                        rps[(w, db)][side].append(r["rps"])
+                        cpu[(w, db)][side].append(cpu_ms)
+                        errors[(w, db)][side] += r["errors"]
+                        print(f"bench compare_run round={round_} side={side} db={db} workload={w} rps={r['rps']:.1f} "
+                              f"p50_ms={r['p50_ms']:.2f} p99_ms={r['p99_ms']:.2f} errors={r['errors']} cpu_ms_per_req={cpu_ms:.3f} "
+                              f"load1={os.getloadavg()[0]:.2f}", flush=True)
+                finally:
+                    target.stop()
+    return rps, cpu, errors
+
+
+# The server's counter of the requests each compared workload makes succeed
+# (GET /metrics; the baseline has the same).
+SERVED = {"login": 'tokend_logins_total{outcome="ok"}', "refresh": 'tokend_refreshes_total{outcome="rotated"}'}
+
+
+def served(target, workload):
+    with urllib.request.urlopen(target.base + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(SERVED[workload] + " "):
+                return int(float(line.split()[1]))
+    raise SystemExit(f"{target.base}/metrics has no {SERVED[workload]}")
+
+
+def settled(target, workload, seconds=60):
+    """The workload's counter once the server is idle again (under 5 % of a
+    core for half a second): a login still hashing when wrk stopped may
+    not move the counter for seconds on a loaded machine."""
+    last, deadline = cpu_seconds(target.pids()), time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(target.pids())
+        if now - last < 0.025:
+            break
+        last = now
+    return served(target, workload)
+
+
+def median(values):
+    v = sorted(values)
+    return (v[len(v) // 2] + v[(len(v) - 1) // 2]) / 2
+
+
+def compare_main(args):
+    """--baseline: only the comparison, then one `bench compare` line per
+    workload and database."""
+    if args.rounds < 2:
+        raise SystemExit("--rounds: at least 2 (turns are what make the ratio fair)")
+    baseline = baseline_build(args.baseline)
+    dbs = ["sqlite"] + (["postgres"] if args.postgres else [])
+    load_before = os.getloadavg()
+    print(f"bench compare baseline={json.dumps(baseline.label)} rounds={args.rounds} duration_s={args.duration} "
+          f"load_average_before={'/'.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        rps, cpu, errors = compare(baseline, dbs, args.duration, args.rounds, workdir)
+    print(f"bench compare load_average_after={'/'.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    for (w, db), sides in rps.items():
+        b, c = median(sides["baseline"]), median(sides["current"])
+        b_cpu, c_cpu = median(cpu[(w, db)]["baseline"]), median(cpu[(w, db)]["current"])
+        print(f"bench compare workload={w} db={db} baseline_rps={b:.1f} current_rps={c:.1f} ratio={c / b:.3f} "
+              f"baseline_cpu_ms_per_req={b_cpu:.3f} current_cpu_ms_per_req={c_cpu:.3f} cpu_ratio={c_cpu / b_cpu:.3f} "
+              f"baseline_runs={','.join(f'{x:.1f}' for x in sides['baseline'])} "
+              f"current_runs={','.join(f'{x:.1f}' for x in sides['current'])} "
+              f"baseline_errors={errors[(w, db)]['baseline']} current_errors={errors[(w, db)]['current']}", flush=True)
+
+
 def add_timing_users(target, workdir):
     """Accounts whose stored hashes cost differently to check: an older
     bcrypt cost (made by the CLI at cost 10) and an imported Django PBKDF2
@@ -535,10 +730,16 @@ def main():
     ap.add_argument("--policies", action="store_true", help="also compare bcrypt hashing policies (verify idle, login, storm)")
     ap.add_argument("--timing", type=int, metavar="N", default=0,
                     help="also time N logins each for an unknown user and a wrong password (enumeration check)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="instead of the workloads: refresh and login on git revision REV's release build and on this one, "
+                         "taking turns, with the ratio of their medians (SQLite; PostgreSQL too with --postgres)")
+    ap.add_argument("--rounds", type=int, default=3, help="turns per build with --baseline (default 3)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    if args.baseline:
+        return compare_main(args)
 
     all_results = {}
     with tempfile.TemporaryDirectory() as workdir:
