@@ -37,7 +37,9 @@ pub mod sender;
 /// next poll.
 #[derive(Clone, Default)]
 pub struct Outbox {
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The mail and jobs loop's, and the webhook loop's: each its own, so
+    /// that a wake-up reaches both.
+    wake: [std::sync::Arc<tokio::sync::Notify>; 2],
 }
 
 impl Outbox {
@@ -45,13 +47,17 @@ impl Outbox {
         Self::default()
     }
 
-    /// Wakes the sender (a no-op cost when it is busy: one stored permit).
+    /// Wakes the sender's loops (a no-op cost when they are busy: one stored
+    /// permit each).
     pub fn notify(&self) {
-        self.wake.notify_one();
+        for wake in &self.wake {
+            wake.notify_one();
+        }
     }
 
-    /// Resolves at the next `notify` (or at once if one is pending).
-    pub async fn notified(&self) {
-        self.wake.notified().await;
+    /// Resolves at the next `notify` (or at once if one is pending), for
+    /// the loop `index` (0: mail and jobs, 1: webhooks).
+    pub async fn notified(&self, index: usize) {
+        self.wake[index.min(1)].notified().await;
     }
 }

@@ -227,26 +227,38 @@ impl Sender {
         self
     }
 
-    /// Starts the loop on the current runtime.
+    /// Starts the loops on the current runtime: one for jobs and mail, one
+    /// for webhooks, so that a receiver that hangs until its timeout cannot
+    /// hold back password-reset mail.
     pub fn spawn(self) {
         tracing::info!(
             delivery = self.delivery.name(),
             webhooks = self.webhooks.is_some(),
             "outbox sender started"
         );
-        tokio::spawn(self.run());
+        let sender = Arc::new(self);
+        let mut mail: Vec<&'static str> = sender
+            .jobs
+            .iter()
+            .flat_map(|jobs| jobs.kinds.iter().copied())
+            .collect();
+        mail.push(KIND);
+        tokio::spawn(sender.clone().run(mail, 0));
+        tokio::spawn(sender.run(vec![crate::webhooks::KIND], 1));
     }
 
-    async fn run(self) {
+    /// Delivers rows of `kinds` until the process ends; loop `index` 0
+    /// also refreshes the gauges.
+    async fn run(self: Arc<Self>, kinds: Vec<&'static str>, index: usize) {
         let mut counted: Option<Instant> = None;
         // While the database is away, one warning, not one per poll.
         let mut failing = false;
         loop {
-            if counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
+            if index == 0 && counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
                 self.update_gauges().await;
                 counted = Some(Instant::now());
             }
-            let full = match self.round().await {
+            let full = match self.round(&kinds).await {
                 Ok(claimed) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("outbox: claiming mail again");
@@ -271,7 +283,7 @@ impl Sender {
                 continue;
             }
             tokio::select! {
-                () = self.outbox.notified() => {}
+                () = self.outbox.notified(index) => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
@@ -288,12 +300,11 @@ impl Sender {
         }
     }
 
-    /// One batch of each job kind, then one of mail, then one of webhooks;
-    /// returns the largest number of rows claimed of one kind.
-    async fn round(&self) -> Result<usize, crate::storage::StorageError> {
+    /// One batch of each of `kinds`, in order; returns the largest number of
+    /// rows claimed of one kind.
+    async fn round(&self, kinds: &[&'static str]) -> Result<usize, crate::storage::StorageError> {
         let mut most = 0;
-        let jobs = self.jobs.iter().flat_map(|jobs| jobs.kinds.iter());
-        for kind in jobs.chain(KINDS.iter()) {
+        for kind in kinds {
             most = most.max(self.batch(kind).await?);
         }
         Ok(most)

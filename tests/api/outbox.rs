@@ -664,7 +664,55 @@ async fn a_reset_requested_while_the_relay_is_down_arrives_and_works(backend: Ba
     assert!(!payloads[0].contains(&token));
 }
 
+/// A webhook receiver that accepts connections and never answers holds
+/// each delivery for its whole timeout; mail goes out meanwhile, on a loop
+/// of its own.
+async fn a_hanging_webhook_receiver_does_not_hold_back_mail(backend: Backend) {
+    if !have_python() {
+        return;
+    }
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let hook = format!("http://{}/hook", hanging.local_addr().expect("address"));
+    // Accepted and held open, never answered.
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    std::thread::spawn(move || {
+        for stream in hanging.incoming().map_while(Result::ok) {
+            holder.lock().expect("held").push(stream);
+        }
+    });
+    let mut sink = Sink::new();
+    sink.start();
+    let mut settings = smtp_settings(&sink.url());
+    for (k, v) in [
+        ("TOKEND__WEBHOOKS__URL", hook.as_str()),
+        (
+            "TOKEND__WEBHOOKS__SECRET",
+            "whsec_dG9rZW5kIGF1ZGl0IHdlYmhvb2sgdGVzdCBzZWNyZXQh",
+        ),
+        ("TOKEND__WEBHOOKS__TIMEOUT_MS", "60000"),
+        ("TOKEND__AUDIT__FLUSH_INTERVAL_MS", "50"),
+    ] {
+        settings.push((k.to_owned(), v.to_owned()));
+    }
+    let app = app_with(backend, &settings).await;
+    // A batch of webhooks, all hanging.
+    for _ in 0..12 {
+        app.login("nobody", "wrong").await;
+    }
+    wait_until(
+        "webhook deliveries under way",
+        Duration::from_secs(10),
+        || async { held.lock().expect("held").len() >= 5 },
+    )
+    .await;
+    enqueue(&app.db, vec![mail("alice@example.com", 1)]).await;
+    let received = sink.received(1, Duration::from_secs(5)).await;
+    assert_eq!(received.len(), 1, "{received:?}");
+}
+
 both_backends!(
+    a_hanging_webhook_receiver_does_not_hold_back_mail,
     a_reset_requested_while_the_relay_is_down_arrives_and_works,
     queued_mail_is_delivered_once_with_both_parts,
     mail_is_retried_until_the_relay_is_up,
