@@ -86,10 +86,9 @@ pub async fn introspect(
     // Reserved before the check (a back-off refuses right credentials too,
     // or it would tell them apart); a right one clears the count.
     let guess = svc
-        .begin_guess(
+        .begin_secret_guess(
             &introspection_subject(id, configured || registered.is_some()),
             client,
-            None,
         )
         .await?;
     let valid = match (credentials, &registered) {

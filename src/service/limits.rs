@@ -116,6 +116,48 @@ impl Services {
         Ok(Some(Guess::Shared(guess)))
     }
 
+    /// `begin_guess` for a high-entropy secret checked in microseconds
+    /// (introspection credentials): on PostgreSQL, guesses in flight are
+    /// counted by this process only and the shared row is read, not
+    /// written, unless the key has failures on record. A service's
+    /// introspections then never take turns on one row; failures still
+    /// count on every replica, and a lock holds on all of them.
+    pub(crate) async fn begin_secret_guess(
+        &self,
+        subject: &str,
+        ip: IpAddr,
+    ) -> Result<Option<Guess<'_>>, ApiError> {
+        let Some(local) = &self.throttle else {
+            return Ok(None);
+        };
+        let guess = local
+            .begin_guess(subject, ip, None, std::time::Instant::now())
+            .map_err(ApiError::Throttled)?;
+        if !self.shares_limits() {
+            return Ok(Some(Guess::Local(guess)));
+        }
+        let key = throttle::guess_key(subject, Some(ip));
+        let read = key.clone();
+        let recorded = self
+            .db
+            .run(move |conn| shared::recorded_failures(conn, &read, DB_CLOCK))
+            .await?;
+        if let Some((wait_ms, _)) = recorded.filter(|(wait_ms, _)| *wait_ms > 0) {
+            return Err(wait(wait_ms));
+        }
+        Ok(Some(Guess::Secret {
+            local: guess,
+            shared: SharedGuess {
+                db: self.db.clone(),
+                // Nothing reserved in the database: no release owed.
+                keys: Vec::new(),
+                settings: *local.settings(),
+            },
+            key,
+            on_record: recorded.is_some(),
+        }))
+    }
+
     /// Deletes shared brute-force state that no longer counts (PostgreSQL;
     /// nothing to do on SQLite, whose state is pruned in memory).
     pub async fn prune_limits(&self) -> Result<usize, ApiError> {
@@ -136,6 +178,14 @@ impl Services {
 pub enum Guess<'a> {
     Local(throttle::Guess<'a>),
     Shared(SharedGuess),
+    /// `begin_secret_guess` on PostgreSQL: in flight here, failures there.
+    Secret {
+        local: throttle::Guess<'a>,
+        shared: SharedGuess,
+        key: Vec<u8>,
+        /// The key had failures on record: a right guess clears them.
+        on_record: bool,
+    },
 }
 
 impl Guess<'_> {
@@ -165,6 +215,20 @@ impl Guess<'_> {
                     .await?;
                 Ok(verdict(&counts, &settings))
             }
+            Guess::Secret {
+                local, shared, key, ..
+            } => {
+                local.failed(std::time::Instant::now());
+                let settings = shared.settings;
+                let max = millis(Duration::from_secs(settings.max_backoff_secs));
+                let count = shared
+                    .db
+                    .run(move |conn| {
+                        shared::guess_failed(conn, &key, DB_CLOCK, settings.free_failures, max)
+                    })
+                    .await?;
+                Ok(verdict(&[count], &settings))
+            }
         }
     }
 
@@ -173,6 +237,20 @@ impl Guess<'_> {
     pub async fn succeeded(self) {
         match self {
             Guess::Local(guess) => guess.succeeded(),
+            Guess::Secret {
+                local,
+                shared,
+                key,
+                on_record,
+            } => {
+                local.succeeded();
+                if on_record {
+                    let keys = vec![key];
+                    if let Err(e) = shared.db.run(move |conn| end(conn, &keys, true)).await {
+                        tracing::warn!(error = %crate::error::Chain(&e), "could not clear a guess's back-off");
+                    }
+                }
+            }
             Guess::Shared(mut guess) => {
                 let keys = std::mem::take(&mut guess.keys);
                 if let Err(e) = guess.db.run(move |conn| end(conn, &keys, true)).await {

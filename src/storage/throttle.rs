@@ -130,6 +130,33 @@ pub fn reserve_guess(
     Ok(Err(locked.first().map_or(1_000, |l| l.ms)))
 }
 
+/// `Some((wait_ms, failures))` when `key` has failures on record: the wait
+/// is positive while it is locked. A read: concurrent checks of one key do
+/// not take turns on its row.
+pub fn recorded_failures(
+    conn: &mut DbConnection,
+    key: &[u8],
+    now_ms: Option<i64>,
+) -> Result<Option<(i64, u32)>, StorageError> {
+    #[derive(diesel::QueryableByName)]
+    struct Recorded {
+        #[diesel(sql_type = BigInt)]
+        ms: i64,
+        #[diesel(sql_type = Integer)]
+        failures: i32,
+    }
+    let found = diesel::sql_query(at_now(
+        "SELECT locked_until - @now AS ms, failures FROM throttle_guesses \
+         WHERE key = $1 AND failures > 0",
+    ))
+    .bind::<Binary, _>(key)
+    .bind::<Nullable<BigInt>, _>(now_ms)
+    .get_results::<Recorded>(conn)?;
+    Ok(found
+        .first()
+        .map(|r| (r.ms, u32::try_from(r.failures).unwrap_or(0))))
+}
+
 /// A reserved guess was wrong: one more failure; from the `free`-th on, the
 /// key is locked for 1, 2, 4… seconds, at most `max_backoff_ms`. The
 /// failures now counted.

@@ -463,6 +463,76 @@ async fn simultaneous_guesses_on_several_replicas_are_counted_together() {
     );
 }
 
+/// Wrong introspection secrets count on every replica: failures on three
+/// replicas in turn lock the (client, address) on all of them, and a right
+/// secret on one clears the count everywhere. Right secrets alone write
+/// nothing shared (one service's introspections never take turns on a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_failures_count_on_every_replica() {
+    let a = spawn_app_with(
+        Backend::Postgres,
+        &[
+            ON,
+            PROXY,
+            ("TOKEND__RATE_LIMIT__FREE_FAILURES", "3"),
+            ("TOKEND__INTROSPECTION__CLIENTS", "svc:the-right-secret"),
+        ],
+    )
+    .await;
+    let (b, c) = (a.spawn_replica().await, a.spawn_replica().await);
+    let replicas = [&a, &b, &c];
+    async fn introspect(app: &TestApp, secret: &str) -> Reply {
+        app.send(
+            app.client
+                .post(app.url("/api/token/introspect/"))
+                .header("X-Forwarded-For", "192.0.2.66")
+                .basic_auth("svc", Some(secret))
+                .form(&[("token", "x")]),
+        )
+        .await
+    }
+    let shared_rows = || async {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        a.db.run(|conn| {
+            Ok(
+                diesel::sql_query("SELECT COUNT(*) AS n FROM throttle_guesses")
+                    .get_result::<N>(conn)?
+                    .n,
+            )
+        })
+        .await
+        .expect("count")
+    };
+    for replica in replicas {
+        introspect(replica, "the-right-secret")
+            .await
+            .assert(200, r#"{"active":false}"#);
+    }
+    assert_eq!(shared_rows().await, 0);
+    // A failure, then a right secret elsewhere: the count is cleared.
+    introspect(&a, "guess")
+        .await
+        .assert(401, r#"{"error":"invalid_client"}"#);
+    assert_eq!(shared_rows().await, 1);
+    introspect(&b, "the-right-secret")
+        .await
+        .assert(200, r#"{"active":false}"#);
+    assert_eq!(shared_rows().await, 0);
+    for replica in replicas {
+        introspect(replica, "guess")
+            .await
+            .assert(401, r#"{"error":"invalid_client"}"#);
+    }
+    for replica in replicas {
+        assert_throttled(&introspect(replica, "the-right-secret").await);
+    }
+}
+
 /// The shared state's statements, with given times: the in-memory rules
 /// (free failures, then 1, 2, 4… s locks; guesses in flight counted), and a
 /// verdict whose row is gone still counts.
