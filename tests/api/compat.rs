@@ -8,8 +8,8 @@
 //! The peer is started by its own run.sh, with the virtualenv cached in
 //! target/tmp and its database, pidfile and log in a temporary directory.
 
+use crate::helpers::free_port;
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -354,13 +354,6 @@ async fn run_step(client: &reqwest::Client, side: &mut Side<'_>, step: &Step) ->
 /// The reference Django/simplejwt app, part of the repository.
 pub(crate) fn reference_app() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference-django")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 pub(crate) struct Peer {

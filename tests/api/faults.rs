@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::helpers::free_port;
 use crate::helpers::{claims, spawn_app_with, Backend, TestApp};
 
 /// tokend's pool timeout in this test (the default is 2000 ms).
@@ -227,11 +228,6 @@ fn postgres_bin_dir() -> Option<PathBuf> {
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 fn describe(output: &Output) -> String {

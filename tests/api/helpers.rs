@@ -540,6 +540,14 @@ pub fn python_venv(name: &str, requirements: &Path) -> PathBuf {
     venv
 }
 
+/// A port nothing listens on now, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A server process of a test (an example service, the peer): killed when
 /// dropped.
 pub struct ChildServer {
@@ -632,10 +640,7 @@ impl ServerProcess {
     // The child is reaped in Drop, which clippy's local analysis cannot see.
     #[allow(clippy::zombie_processes)]
     pub async fn start(app: &TestApp, extra: &[(&str, &str)]) -> ServerProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tokend"))
             .arg("serve")
             .envs(app.extra.iter().map(|(k, v)| (k, v)))

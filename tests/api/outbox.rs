@@ -18,17 +18,11 @@ use tokend::storage::Database;
 
 use crate::both_backends;
 use crate::helpers::{
-    now, python_venv, spawn_app_with, test_env, Backend, ChildServer, TestApp, TestDatabase,
+    free_port, now, python_venv, spawn_app_with, test_env, Backend, ChildServer, TestApp,
+    TestDatabase,
 };
 
 const FROM: &str = "tokend tests <noreply@tokend.test>";
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Whether the sink can run; panics under CI=true when it cannot.
 fn have_python() -> bool {

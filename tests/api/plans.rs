@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestDatabase, SIGNING_KEY};
+use crate::helpers::{free_port, Backend, TestDatabase, SIGNING_KEY};
 
 #[derive(diesel::QueryableByName, Debug)]
 struct TableScans {
@@ -31,13 +31,6 @@ fn seq_scans(url: &str) -> Vec<(String, i64)> {
     .into_iter()
     .map(|t| (t.relname, t.seq_scan))
     .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 async fn call(request: reqwest::RequestBuilder, status: u16) -> Value {

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestDatabase, SIGNING_KEY};
+use crate::helpers::{free_port, Backend, TestDatabase, SIGNING_KEY};
 
 struct Server {
     child: Child,
@@ -22,13 +22,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 async fn start(database: &TestDatabase, bcrypt_cost: &str) -> Server {

@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestDatabase, SIGNING_KEY};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::helpers::{free_port, Backend, TestDatabase, SIGNING_KEY};
 
 /// nginx from the system (Debian's package); outside CI a test without it
 /// is skipped, under CI=true it fails.

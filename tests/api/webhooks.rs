@@ -14,8 +14,9 @@ use tokend::storage::Database;
 
 use crate::both_backends;
 use crate::claims_hook::Receiver;
+use crate::helpers::free_port;
 use crate::helpers::{claims, spawn_app_with, Backend, TestApp};
-use crate::outbox::{cli, for_processes, free_port, serve, wait_until};
+use crate::outbox::{cli, for_processes, serve, wait_until};
 
 const SECRET: &str = "whsec_dG9rZW5kIGF1ZGl0IHdlYmhvb2sgdGVzdCBzZWNyZXQh";
 const OTHER_SECRET: &str = "whsec_c29tZSBvdGhlciBzZWNyZXQsIG5vdCB0b2tlbmQncw==";
