@@ -147,12 +147,8 @@ impl Services {
         }
         Ok(Some(Guess::Secret {
             local: guess,
-            shared: SharedGuess {
-                db: self.db.clone(),
-                // Nothing reserved in the database: no release owed.
-                keys: Vec::new(),
-                settings: *local.settings(),
-            },
+            db: self.db.clone(),
+            settings: *local.settings(),
             key,
             on_record: recorded.is_some(),
         }))
@@ -179,9 +175,11 @@ pub enum Guess<'a> {
     Local(throttle::Guess<'a>),
     Shared(SharedGuess),
     /// `begin_secret_guess` on PostgreSQL: in flight here, failures there.
+    /// Nothing is reserved in the database: no release is owed.
     Secret {
         local: throttle::Guess<'a>,
-        shared: SharedGuess,
+        db: Database,
+        settings: ThrottleSettings,
         key: Vec<u8>,
         /// The key had failures on record: a right guess clears them.
         on_record: bool,
@@ -216,13 +214,15 @@ impl Guess<'_> {
                 Ok(verdict(&counts, &settings))
             }
             Guess::Secret {
-                local, shared, key, ..
+                local,
+                db,
+                settings,
+                key,
+                ..
             } => {
                 local.failed(std::time::Instant::now());
-                let settings = shared.settings;
                 let max = millis(Duration::from_secs(settings.max_backoff_secs));
-                let count = shared
-                    .db
+                let count = db
                     .run(move |conn| {
                         shared::guess_failed(conn, &key, DB_CLOCK, settings.free_failures, max)
                     })
@@ -239,14 +239,15 @@ impl Guess<'_> {
             Guess::Local(guess) => guess.succeeded(),
             Guess::Secret {
                 local,
-                shared,
+                db,
                 key,
                 on_record,
+                ..
             } => {
                 local.succeeded();
                 if on_record {
                     let keys = vec![key];
-                    if let Err(e) = shared.db.run(move |conn| end(conn, &keys, true)).await {
+                    if let Err(e) = db.run(move |conn| end(conn, &keys, true)).await {
                         tracing::warn!(error = %crate::error::Chain(&e), "could not clear a guess's back-off");
                     }
                 }
