@@ -133,11 +133,29 @@ def peak_rss_mb(pids):
     return kb / 1024
 
 
+def wrk_command(script, url, duration, connections, timeout):
+    return ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", timeout, "--latency", "-s", os.path.join(HERE, script), url]
+
+
 def wrk(script, url, duration, connections, env, timeout="2s"):
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", timeout, "--latency", "-s", os.path.join(HERE, script), url]
     full_env = dict(os.environ, BENCH_DIR=HERE, **env)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
-    for line in out.stdout.splitlines():
+    out = subprocess.run(wrk_command(script, url, duration, connections, timeout), capture_output=True, text=True, env=full_env)
+    return wrk_result(out.stdout, out.stderr)
+
+
+def wrk_while(script, url, running, env, connections=CONNECTIONS, timeout="2s"):
+    """wrk until `running()` turns false (wrk stops and reports on SIGINT)."""
+    proc = subprocess.Popen(wrk_command(script, url, 3600, connections, timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, BENCH_DIR=HERE, **env))
+    while running() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    return wrk_result(stdout, stderr)
+
+
+def wrk_result(stdout, stderr):
+    for line in stdout.splitlines():
         if line.startswith("WRK "):
             values = dict(kv.split("=") for kv in line[4:].split())
             v = {k: int(x) for k, x in values.items()}
@@ -148,7 +166,7 @@ def wrk(script, url, duration, connections, env, timeout="2s"):
                 "errors": v["errors"],
                 "requests": v["requests"],
             }
-    raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
+    raise SystemExit(f"wrk failed: {stdout}\n{stderr}")
 
 
 class Target:
@@ -201,7 +219,8 @@ class Build:
 CURRENT = Build("current", os.path.join(ROOT, "target", "release", "tokend"), os.path.join(ROOT, "config"))
 
 
-def start_tokend(db, workdir, extra_env=None, build=CURRENT):
+def start_tokend(db, workdir, extra_env=None, build=CURRENT, database_url=None):
+    """tokend serving a new database, or `database_url` (kept at stop)."""
     binary = build.binary
     port = free_port()
     env = dict(
@@ -222,7 +241,9 @@ def start_tokend(db, workdir, extra_env=None, build=CURRENT):
         print(f"bench note: {build.label} does not know {var}; left unset", flush=True)
         del env[var]
     cleanup = None
-    if db == "sqlite":
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    elif db == "sqlite":
         env["DATABASE_URL"] = f"sqlite://{workdir}/tokend.sqlite3"
     else:
         name = f"tokend_bench_{os.getpid()}"
@@ -309,8 +330,13 @@ def prepare(target):
     status, body = http("POST", target.base + "/api/user/register/", {"username": USER, "password": PASSWORD})
     if status != 201:
         raise SystemExit(f"{target.name}: register answered {status} {body}")
+    return logins(target, REFRESH_POOL + 1)
+
+
+def logins(target, n):
+    """The first pair's access token and the other pairs' refresh tokens."""
     tokens = []
-    for _ in range(REFRESH_POOL + 1):
+    for _ in range(n):
         status, body = http("POST", target.base + "/api/token/", {"username": USER, "password": PASSWORD})
         if status != 200:
             raise SystemExit(f"{target.name}: login answered {status} {body}")
@@ -368,11 +394,16 @@ def oauth_workloads(target, duration, env, measure):
                              f"(of {r['rps'] * duration:.0f}); see {target.db} tokend.log")
 
 
-def run_workloads(target, duration, workdir):
+def write_pool(path, refresh_tokens):
+    with open(path, "w") as f:
+        f.write("\n".join(refresh_tokens) + "\n")
+
+
+def run_workloads(target, duration, workdir, core_only=False):
+    """Every workload; `core_only`: verify, me, refresh and login."""
     access, refresh_tokens = prepare(target)
     pool = os.path.join(workdir, f"refresh-{target.name}-{target.db}.txt")
-    with open(pool, "w") as f:
-        f.write("\n".join(refresh_tokens) + "\n")
+    write_pool(pool, refresh_tokens)
     env = {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
     results = {}
 
@@ -396,6 +427,8 @@ def run_workloads(target, duration, workdir):
     # 16 closed-loop connections on bcrypt queue for ~16 × verify time ÷ cores:
     # wrk's default 2 s timeout would count that queueing as errors.
     measure("login", lambda: wrk("login.lua", target.base + "/api/token/", duration, CONNECTIONS, env, timeout="10s"))
+    if core_only:
+        return results
 
     measure("storm", lambda: storm(target, duration, env))
     if target.name == "tokend":
@@ -631,6 +664,92 @@ def compare_main(args):
               f"baseline_errors={errors[(w, db)]['baseline']} current_errors={errors[(w, db)]['current']}", flush=True)
 
 
+def scale_run(db, n, duration, workdir):
+    """One database filled with `n` users (bench/scale.py), then: cold
+    start, verify/me/refresh/login, and `tokend purge` beside a live refresh
+    load (its wall time, and refresh throughput and p99 while it runs)."""
+    import scale
+    env = dict(os.environ, TOKEND_CONFIG_DIR=CURRENT.config_dir, TOKEND__JWT__SIGNING_KEY=KEY)
+    if db == "sqlite":
+        path = os.path.join(workdir, f"scale-{n}.sqlite3")
+        url = f"sqlite://{path}"
+        drop = lambda: [os.remove(path + x) for x in ("", "-wal", "-shm") if os.path.exists(path + x)]
+    else:
+        name = f"tokend_scale_{os.getpid()}"
+        subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+        drop = lambda: subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+    env["DATABASE_URL"] = url
+    target = None
+    try:
+        subprocess.run([CURRENT.binary, "migrate"], env=env, check=True, capture_output=True)
+        started = time.time()
+        if n:
+            (scale.load_sqlite(path, n, int(started)) if db == "sqlite" else scale.load_postgres(url, n, int(started)))
+        sizes = scale.sizes_sqlite(path) if db == "sqlite" else scale.sizes_postgres(url)
+        mb = {t: sizes.get(t, 0) / 1e6 for t in ("users", "sessions", "refresh_tokens")}
+        print(f"bench scale db={db} n={n} load_s={time.time() - started:.0f} users_mb={mb['users']:.0f} "
+              f"sessions_mb={mb['sessions']:.0f} refresh_tokens_mb={mb['refresh_tokens']:.0f} "
+              f"total_mb={sum(sizes.values()) / 1e6:.0f}", flush=True)
+        target = start_tokend(db, workdir, database_url=url)
+        print(f"bench scale db={db} n={n} cold_start_ms={target.cold_start_ms:.0f}", flush=True)
+        results = run_workloads(target, duration, workdir, core_only=True)
+        for w, r in results.items():
+            print(f"bench scale db={db} n={n} workload={w} rps={r['rps']:.1f} p99_ms={r['p99_ms']:.2f} errors={r['errors']}", flush=True)
+
+        # The purge beside live rotations, from a fresh pool of tokens.
+        _, refresh_tokens = logins(target, REFRESH_POOL + 1)
+        pool = os.path.join(workdir, "refresh-purge.txt")
+        write_pool(pool, refresh_tokens)
+        out = os.path.join(workdir, "purge.out")
+        purge = {}
+
+        def running():
+            if "proc" not in purge:
+                time.sleep(1)  # a second of load first
+                purge["started"] = time.time()
+                purge["proc"] = subprocess.Popen([CURRENT.binary, "purge"], env=target.env, stdout=open(out, "w"),
+                                                 stderr=subprocess.STDOUT)
+            if purge["proc"].poll() is None:
+                return True
+            purge.setdefault("seconds", time.time() - purge["started"])
+            return False
+
+        during = wrk_while("refresh.lua", target.base + "/api/token/refresh/", running,
+                           {"REFRESH_FILE": pool, "WRK_THREADS": "1"})
+        lines = open(out).read().splitlines()
+        if purge["proc"].returncode != 0:
+            raise SystemExit(f"tokend purge failed: {lines[-5:]}")
+        batches = sum(1 for l in lines if l.startswith("purged a batch"))
+        done = next((l for l in lines if l.startswith("purge done")), "?")
+        removed = done.split(": ", 1)[-1]
+        wal = os.path.getsize(path + "-wal") / 1e6 if db == "sqlite" and os.path.exists(path + "-wal") else 0
+        print(f"bench scale db={db} n={n} purge_s={purge['seconds']:.1f} batches={batches} "
+              f"refresh_rps_during={during['rps']:.1f} refresh_p99_ms_during={during['p99_ms']:.2f} "
+              f"refresh_p99_ms_idle={results['refresh']['p99_ms']:.2f} errors_during={during['errors']} wal_mb_after={wal:.0f}",
+              flush=True)
+        print(f"bench scale db={db} n={n} purged: {removed}", flush=True)
+        return {"n": n, "db": db, "sizes": sizes, "cold_start_ms": target.cold_start_ms, "workloads": results,
+                "purge_s": purge["seconds"], "during": during, "removed": removed, "wal_mb": wal}
+    finally:
+        if target:
+            target.stop()
+        drop()
+
+
+def scale_main(args):
+    sizes = [int(x) for x in args.scale.split(",")]
+    dbs = ["sqlite"] + (["postgres"] if args.postgres else [])
+    runs = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for db in dbs:
+            for n in sizes:
+                runs.append(scale_run(db, n, args.duration, workdir))
+    with open(os.path.join(ROOT, "target", "bench-scale.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+    print(f"bench scale: results in target/bench-scale.json; machine: {machine()}")
+
+
 def add_timing_users(target, workdir):
     """Accounts whose stored hashes cost differently to check: an older
     bcrypt cost (made by the CLI at cost 10) and an imported Django PBKDF2
@@ -734,12 +853,17 @@ def main():
                     help="instead of the workloads: refresh and login on git revision REV's release build and on this one, "
                          "taking turns, with the ratio of their medians (SQLite; PostgreSQL too with --postgres)")
     ap.add_argument("--rounds", type=int, default=3, help="turns per build with --baseline (default 3)")
+    ap.add_argument("--scale", metavar="N[,N…]",
+                    help="instead of the workloads: for each N, a database filled with N users, 2N sessions and 10N "
+                         "refresh tokens; cold start, verify/me/refresh/login, and `tokend purge` under refresh load")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     if args.baseline:
         return compare_main(args)
+    if args.scale:
+        return scale_main(args)
 
     all_results = {}
     with tempfile.TemporaryDirectory() as workdir:
