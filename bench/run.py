@@ -52,6 +52,9 @@ KEY = "bench-signing-key-0123456789abcdef0123456789abcdef"
 USER, PASSWORD = "bench", "bench password 123"
 CONNECTIONS = 16
 REFRESH_POOL = 48
+# --scale: seconds of refresh load beside the purge at most (it then
+# finishes alone).
+PURGE_LOADED_S = 90
 # Introspection client (config `introspection.clients`, id:secret), 32+
 # characters as the production profile asks.
 INTROSPECTOR = ("bench-introspector", "bench-introspection-secret-0123456789abcdef")
@@ -697,10 +700,15 @@ def scale_run(db, n, duration, workdir):
         for w, r in results.items():
             print(f"bench scale db={db} n={n} workload={w} rps={r['rps']:.1f} p99_ms={r['p99_ms']:.2f} errors={r['errors']}", flush=True)
 
-        # The purge beside live rotations, from a fresh pool of tokens.
-        _, refresh_tokens = logins(target, REFRESH_POOL + 1)
-        pool = os.path.join(workdir, "refresh-purge.txt")
-        write_pool(pool, refresh_tokens)
+        # Refresh alone, then beside `tokend purge` (for at most
+        # PURGE_LOADED_S; the purge then finishes alone), each from a fresh
+        # pool of tokens.
+        pools = []
+        for name in ("idle", "purge"):
+            pools.append(os.path.join(workdir, f"refresh-{name}.txt"))
+            write_pool(pools[-1], logins(target, REFRESH_POOL + 1)[1])
+        idle = wrk("refresh.lua", target.base + "/api/token/refresh/", duration, CONNECTIONS,
+                   {"REFRESH_FILE": pools[0], "WRK_THREADS": "1"})
         out = os.path.join(workdir, "purge.out")
         purge = {}
 
@@ -710,30 +718,35 @@ def scale_run(db, n, duration, workdir):
                 purge["started"] = time.time()
                 purge["proc"] = subprocess.Popen([CURRENT.binary, "purge"], env=target.env, stdout=open(out, "w"),
                                                  stderr=subprocess.STDOUT)
-            if purge["proc"].poll() is None:
-                return True
-            purge.setdefault("seconds", time.time() - purge["started"])
-            return False
+            return purge["proc"].poll() is None and time.time() - purge["started"] < PURGE_LOADED_S
 
         during = wrk_while("refresh.lua", target.base + "/api/token/refresh/", running,
-                           {"REFRESH_FILE": pool, "WRK_THREADS": "1"})
+                           {"REFRESH_FILE": pools[1], "WRK_THREADS": "1"})
+        loaded_s = time.time() - purge["started"]
+        purge["proc"].wait()
+        purge["seconds"] = time.time() - purge["started"]
         lines = open(out).read().splitlines()
         if purge["proc"].returncode != 0:
             raise SystemExit(f"tokend purge failed: {lines[-5:]}")
         batches = sum(1 for l in lines if l.startswith("purged a batch"))
         done = next((l for l in lines if l.startswith("purge done")), "?")
         removed = done.split(": ", 1)[-1]
+        ended = 2 * n // 5  # see bench/scale.py: their tokens all expired, two of five elsewhere
+        expected = f"{5 * ended + 2 * (2 * n - ended)} refresh token(s), {ended} session(s),"
+        if not removed.startswith(expected):
+            raise SystemExit(f"tokend purge removed {removed!r}, expected {expected!r}…")
         wal = os.path.getsize(path + "-wal") / 1e6 if db == "sqlite" and os.path.exists(path + "-wal") else 0
-        print(f"bench scale db={db} n={n} purge_s={purge['seconds']:.1f} batches={batches} "
-              f"refresh_rps_during={during['rps']:.1f} refresh_p99_ms_during={during['p99_ms']:.2f} "
-              f"refresh_p99_ms_idle={results['refresh']['p99_ms']:.2f} errors_during={during['errors']} wal_mb_after={wal:.0f}",
-              flush=True)
+        print(f"bench scale db={db} n={n} purge_s={purge['seconds']:.1f} batches={batches} loaded_s={loaded_s:.0f} "
+              f"refresh_rps_idle={idle['rps']:.1f} refresh_rps_during={during['rps']:.1f} "
+              f"refresh_p99_ms_idle={idle['p99_ms']:.2f} refresh_p99_ms_during={during['p99_ms']:.2f} "
+              f"errors_during={during['errors']} wal_mb_after={wal:.0f}", flush=True)
         print(f"bench scale db={db} n={n} purged: {removed}", flush=True)
         return {"n": n, "db": db, "sizes": sizes, "cold_start_ms": target.cold_start_ms, "workloads": results,
-                "purge_s": purge["seconds"], "during": during, "removed": removed, "wal_mb": wal}
+                "purge_s": purge["seconds"], "loaded_s": loaded_s, "idle": idle, "during": during, "removed": removed, "wal_mb": wal}
     finally:
         if target:
             target.stop()
+            shutil.copy(os.path.join(workdir, "tokend.log"), os.path.join(ROOT, "target", f"bench-scale-{db}-{n}.log"))
         drop()
 
 
@@ -747,7 +760,33 @@ def scale_main(args):
                 runs.append(scale_run(db, n, args.duration, workdir))
     with open(os.path.join(ROOT, "target", "bench-scale.json"), "w") as f:
         json.dump(runs, f, indent=1)
-    print(f"bench scale: results in target/bench-scale.json; machine: {machine()}")
+    table = scale_table(runs)
+    with open(os.path.join(ROOT, "target", "bench-scale.md"), "w") as f:
+        f.write(table)
+    print(table)
+    print(f"bench scale: results in target/bench-scale.json and .md; machine: {machine()}")
+
+
+def scale_table(runs):
+    """Markdown: throughput and p99 per workload and size, each as a ratio
+    to the empty database of the same run; then sizes, cold start, purge."""
+    empty = {r["db"]: r for r in runs if r["n"] == 0}
+    lines = ["| db | N | workload | rps | p99 ms | rps vs N = 0 |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        for w, v in r["workloads"].items():
+            base = empty.get(r["db"], r)["workloads"][w]["rps"]
+            lines.append(f"| {r['db']} | {r['n']:,} | {w} | {v['rps']:.0f} | {v['p99_ms']:.2f} | {v['rps'] / base:.2f} |")
+    lines += ["", "| db | N | users MB | sessions MB | refresh_tokens MB | total MB | cold start ms | purge s | rows purged "
+              "| refresh rps idle / during purge | refresh p99 ms idle / during purge | purge s under load |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        mb = lambda t: r["sizes"].get(t, 0) / 1e6
+        idle, during = r["idle"], r["during"]
+        lines.append(f"| {r['db']} | {r['n']:,} | {mb('users'):.0f} | {mb('sessions'):.0f} | {mb('refresh_tokens'):.0f} | "
+                     f"{sum(r['sizes'].values()) / 1e6:.0f} | {r['cold_start_ms']:.0f} | {r['purge_s']:.1f} | "
+                     f"{r['removed'].split(', outbox')[0]} | {idle['rps']:.0f} / {during['rps']:.0f} | "
+                     f"{idle['p99_ms']:.1f} / {during['p99_ms']:.1f} | {r['loaded_s']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def add_timing_users(target, workdir):

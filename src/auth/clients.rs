@@ -9,7 +9,9 @@ use super::account_tokens::{digest, new_token};
 
 /// A new client id: 128 random bits, 32 lowercase hex characters.
 pub fn new_client_id() -> String {
-    super::sessions::new_session_id()
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
 }
 
 /// A new secret and the digest to store.

@@ -5,16 +5,13 @@
 //! spec of the latest pair lets a rotation be replayed exactly, because HS256
 //! signing is deterministic.
 
-use rand::RngCore;
-
 use super::claims::ClaimMap;
 use super::jwt::{Claims, JwtKeys, SigningError, TokenLifetimes, TokenType};
 
-/// 32 lowercase hex characters, like a jti.
+/// 32 lowercase hex characters, like a jti (time-ordered for the same
+/// reason: a session's tokens are indexed by its id).
 pub fn new_session_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    super::jwt::new_jti()
 }
 
 /// Everything that determines an access/refresh pair.

@@ -99,6 +99,19 @@ impl StorageError {
 impl From<diesel::result::Error> for StorageError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
+
+        #[test]
+        fn purge_batches_shrink_when_slow_and_grow_back_to_the_limit() {
+            let ms = std::time::Duration::from_millis;
+            assert_eq!(next_purge_batch(1000, 1000, ms(40)), 500);
+            assert_eq!(next_purge_batch(1, 1000, ms(40)), 1);
+            assert_eq!(next_purge_batch(500, 1000, ms(4)), 500);
+            assert_eq!(next_purge_batch(500, 1000, ms(1)), 1000);
+            assert_eq!(next_purge_batch(800, 1000, ms(1)), 1000);
+            assert_eq!(next_purge_batch(1000, 1000, ms(0)), 1000);
+            // A smaller configured limit wins at once.
+            assert_eq!(next_purge_batch(1000, 10, ms(4)), 10);
+        }
         if let Error::RollbackErrorOnCommit { commit_error, .. } = e {
             // The commit failed (and the rollback's fate is secondary):
             // classify by why the commit failed.
@@ -140,6 +153,59 @@ impl From<diesel::result::Error> for StorageError {
 pub struct PooledDb {
     conn: DbConnection,
     broken: bool,
+}
+
+/// Bytes the SQLite write-ahead log is cut back to each time it starts
+/// over: without a limit it keeps the size of its largest burst (a purge of
+/// millions of rows: gigabytes) for good.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How long one purge batch aims to hold the database: a live write (SQLite
+/// has one writer at a time) waits at most about this long behind it.
+const PURGE_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// The next purge batch's size: halved after a batch that took longer than
+/// `PURGE_BATCH_TIME`, doubled (up to `max`) after one that took under half
+/// of it. Rows cost more as tables and caches grow, so a fixed count would
+/// hold the database longer exactly where the data is largest.
+fn next_purge_batch(size: i64, max: i64, took: std::time::Duration) -> i64 {
+    if took > PURGE_BATCH_TIME {
+        (size / 2).max(1)
+    } else if took < PURGE_BATCH_TIME / 2 {
+        size.saturating_mul(2).min(max)
+    } else {
+        size
+    }
+    .min(max)
+}
+
+/// Runs `f` in one transaction and says how long `f` took. On SQLite the
+/// transaction takes the write lock first (`BEGIN IMMEDIATE`: a read
+/// followed by a write could not wait for it) and the time runs from when
+/// it holds it to its commit: what another writer waits, not what this one
+/// waited for.
+/// `f` must not open transactions of its own.
+fn timed_write_transaction<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, StorageError>,
+) -> Result<(T, std::time::Duration), StorageError> {
+    if !matches!(conn, DbConnection::Sqlite(_)) {
+        return conn.transaction(|conn| {
+            let started = std::time::Instant::now();
+            f(conn).map(|value| (value, started.elapsed()))
+        });
+    }
+    conn.batch_execute("BEGIN IMMEDIATE")?;
+    let started = std::time::Instant::now();
+    let result = f(conn).and_then(|value| {
+        conn.batch_execute("COMMIT")?;
+        Ok((value, started.elapsed()))
+    });
+    if result.is_err() {
+        // Nothing to undo when COMMIT went through or BEGIN never did.
+        let _ = conn.batch_execute("ROLLBACK");
+    }
+    result
 }
 
 /// Opens connections of the backend the URL names (never guessing), and
@@ -184,8 +250,9 @@ impl Manager {
                 // busy_timeout first: the journal_mode switch itself may wait.
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                    self.busy_timeout_ms
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                     PRAGMA journal_size_limit = {};",
+                    self.busy_timeout_ms, WAL_SIZE_LIMIT
                 ))
                 .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
                 Ok(DbConnection::Sqlite(conn))
@@ -261,6 +328,56 @@ fn create_private_file(path: &str) -> Result<(), StorageError> {
         .map_err(|e| StorageError::unavailable(format!("cannot create {path}"), e))
 }
 
+/// SQLite's writing connection and what opens it. One connection for every
+/// write keeps its page cache warm: a connection's cache is dropped
+/// whenever another one has committed since its last transaction, so
+/// writes spread over the pool read every index page from the file again,
+/// and that cost grows with the tables.
+struct Writer {
+    opener: Manager,
+    conn: std::sync::Mutex<Option<DbConnection>>,
+}
+
+impl Writer {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut slot = match self.conn.lock() {
+            Ok(slot) => slot,
+            // A write panicked holding it: its transaction may be open.
+            Err(poisoned) => {
+                let mut slot = poisoned.into_inner();
+                *slot = None;
+                self.conn.clear_poison();
+                slot
+            }
+        };
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.open()?),
+        };
+        let result = f(conn);
+        if matches!(&result, Err(e) if e.is_unavailable()) {
+            *slot = None;
+        }
+        result
+    }
+
+    fn open(&self) -> Result<DbConnection, StorageError> {
+        let mut conn = self
+            .opener
+            .open()
+            .map_err(|e| StorageError::unavailable("cannot open the database", e))?;
+        conn.batch_execute(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))?;
+        Ok(conn)
+    }
+}
+
+/// KiB of pages the writing connection may cache: the index paths
+/// every rotation walks, for millions of rows.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
 /// The pool plus a semaphore of the same size: requests wait for a
 /// connection asynchronously (bounded by the pool timeout) and only then take
 /// a blocking thread, so a burst never parks hundreds of threads on the pool.
@@ -277,8 +394,10 @@ pub struct Database {
     /// since the Unix epoch; 0: nobody). A claim older than twice the pool
     /// timeout is void (its caller went away).
     probing_since: Arc<std::sync::atomic::AtomicU64>,
-    /// SQLite: this process's writers take turns here (see `write`).
-    writer: Option<Arc<std::sync::Mutex<()>>>,
+    /// SQLite: this process's one writing connection (opened on first
+    /// use, again after a failure); its writers take turns on it (see
+    /// `write`).
+    writer: Option<Arc<Writer>>,
     /// Where audit rows written through this handle are also sent as
     /// webhooks (`audit::insert_batch`); none by default.
     webhooks: Arc<crate::webhooks::Targets>,
@@ -317,9 +436,18 @@ impl Database {
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(Manager {
-                url,
+                url: url.clone(),
                 busy_timeout_ms: settings.sqlite_busy_timeout_ms,
             });
+        let writer = (backend == Backend::Sqlite).then(|| {
+            Arc::new(Writer {
+                opener: Manager {
+                    url,
+                    busy_timeout_ms: settings.sqlite_busy_timeout_ms,
+                },
+                conn: std::sync::Mutex::new(None),
+            })
+        });
         Ok(Database {
             pool,
             permits: Arc::new(Semaphore::new(size as usize)),
@@ -327,7 +455,7 @@ impl Database {
             backend,
             unavailable_at: Arc::default(),
             probing_since: Arc::default(),
-            writer: (backend == Backend::Sqlite).then(Arc::default),
+            writer,
             webhooks: Arc::default(),
         })
     }
@@ -462,17 +590,20 @@ impl Database {
         mut progress: impl FnMut(sessions::Purged),
     ) -> Result<sessions::Purged, StorageError> {
         let mut total = sessions::Purged::default();
+        let mut size = batch;
         loop {
-            let purged = self
+            let (purged, took) = self
                 .write(move |conn| {
-                    let mut purged = sessions::purge_batch(conn, now, revoked_before, batch)?;
-                    purged.outbox = outbox::purge_batch(conn, outbox_before, batch)?;
-                    // Used or expired one-time tokens: nothing refers to them.
-                    purged.account_tokens = account_tokens::purge_batch(conn, now, batch)?;
-                    purged.client_tokens = clients::purge_revoked_tokens(conn, now, batch)?
-                        + clients::purge_admin_tokens(conn, now, batch)?;
-                    purged.audit_events = audit::purge_batch(conn, audit_before, batch)?;
-                    Ok(purged)
+                    timed_write_transaction(conn, |conn| {
+                        let mut purged = sessions::purge_batch(conn, now, revoked_before, size)?;
+                        purged.outbox = outbox::purge_batch(conn, outbox_before, size)?;
+                        // Used or expired one-time tokens: nothing refers to them.
+                        purged.account_tokens = account_tokens::purge_batch(conn, now, size)?;
+                        purged.client_tokens = clients::purge_revoked_tokens(conn, now, size)?
+                            + clients::purge_admin_tokens(conn, now, size)?;
+                        purged.audit_events = audit::purge_batch(conn, audit_before, size)?;
+                        Ok(purged)
+                    })
                 })
                 .await?;
             if purged.total() == 0 {
@@ -480,6 +611,10 @@ impl Database {
             }
             total.add(&purged);
             progress(purged);
+            size = next_purge_batch(size, batch, took);
+            // Live writes get the database between batches: the purge
+            // holds it a fifth of the time at most.
+            tokio::time::sleep((4 * took).max(std::time::Duration::from_millis(1))).await;
         }
     }
 
@@ -487,6 +622,15 @@ impl Database {
     pub async fn run<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, StorageError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.blocking(move |db| db.run_blocking(f)).await
+    }
+
+    /// Runs `f` on the blocking pool once a permit is free (in time).
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
         T: Send + 'static,
     {
         let permit =
@@ -504,31 +648,34 @@ impl Database {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            db.run_blocking(f)
+            f(&db)
         })
         .await
         .map_err(|e| StorageError::unavailable("database task failed", e))?
     }
 
     /// Runs `f`, which writes, on the blocking pool. SQLite has one writer
-    /// at a time: this process's writes take turns on a lock held only
-    /// around the database work (at most one blocked thread per pooled
-    /// connection), rather than spinning in SQLite's busy handler, whose
-    /// sleeps grow to 100 ms; other processes on the same file still meet
-    /// `busy_timeout`. PostgreSQL: the same as `run`.
+    /// at a time: this process's writes take turns on its one writing
+    /// connection (at most one blocked thread per permit), rather than
+    /// spinning in SQLite's busy handler, whose sleeps grow to 100 ms;
+    /// other processes on the same file still meet `busy_timeout`.
+    /// PostgreSQL: the same as `run`.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, StorageError> + Send + 'static,
         T: Send + 'static,
     {
-        let writer = self.writer.clone();
-        self.run(move |conn| {
-            let _turn = writer
-                .as_ref()
-                .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()));
-            f(conn)
-        })
-        .await
+        match self.writer.clone() {
+            None => self.run(f).await,
+            Some(writer) => {
+                self.blocking(move |db| {
+                    let result = writer.write(f);
+                    db.note(&result);
+                    result
+                })
+                .await
+            }
+        }
     }
 
     /// True when a trivial query succeeds.

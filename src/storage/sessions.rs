@@ -476,27 +476,27 @@ pub fn purge_batch(
     revoked_before: i64,
     batch: i64,
 ) -> Result<Purged, StorageError> {
-    // Ids first, then a delete that re-applies the condition: a bounded
-    // statement on both backends (DELETE … LIMIT is not portable). Each
+    // Bounded by a LIMIT on the ids (DELETE … LIMIT is not portable). Each
     // SELECT is ordered by the column its index holds, so the index is read
     // from its start whatever the planner's statistics say (unordered, a
     // stale estimate made PostgreSQL scan the whole table for each batch).
-    let expired_tokens: Vec<String> = refresh_tokens::table
-        .select(refresh_tokens::jti)
-        .filter(refresh_tokens::expires_at.le(now))
-        .order(refresh_tokens::expires_at)
-        .limit(batch)
-        .load(conn)?;
-    let mut refresh_tokens_deleted = if expired_tokens.is_empty() {
-        0
-    } else {
-        diesel::delete(
-            refresh_tokens::table
-                .filter(refresh_tokens::jti.eq_any(&expired_tokens))
-                .filter(refresh_tokens::expires_at.le(now)),
-        )
-        .execute(conn)?
-    };
+    // Deleted sessions are re-checked: the caller need not hold a
+    // transaction.
+    // The tokens in one statement, a write: inside a SQLite transaction a
+    // read first could not wait for the write lock.
+    let expired = diesel::alias!(refresh_tokens as expired);
+    let mut refresh_tokens_deleted = diesel::delete(
+        refresh_tokens::table.filter(
+            refresh_tokens::jti.eq_any(
+                expired
+                    .select(expired.field(refresh_tokens::jti))
+                    .filter(expired.field(refresh_tokens::expires_at).le(now))
+                    .order(expired.field(refresh_tokens::expires_at))
+                    .limit(batch),
+            ),
+        ),
+    )
+    .execute(conn)?;
     // Ended and revoked sessions, one index each (an OR of both would read
     // the table).
     let mut dead_sessions: Vec<String> = sessions::table
