@@ -8,6 +8,8 @@ optionally against the simplejwt peer in the same run.
     bench/run.py --duration 3 --smoke # short run, no thresholds (CI)
     bench/run.py --peer --write       # regenerate BENCHMARKS.md
     bench/run.py --baseline REV --postgres  # only refresh and login, REV's build vs this one, taking turns
+    bench/run.py --scale 0,100000,1000000 --postgres  # N users, 2N sessions, 10N refresh tokens loaded first
+    bench/run.py --ceilings --postgres      # verify and refresh as ratios of the machine's ceilings
 
 Prints one machine-readable line per workload:
     bench target=tokend db=sqlite workload=verify rps=… p50_ms=… p99_ms=… errors=… peak_rss_mb=… cpu_s=…
@@ -30,6 +32,20 @@ turn, REV's own config defaults; settings REV does not know are left unset):
 compare_run` line). The server's CPU time per request served (tokend's own,
 not PostgreSQL's) is the steadier figure on a shared machine, where
 throughput follows the share of the cores the server gets.
+
+--scale N[,N…] fills a database per N (bench/scale.py: N users, 2N sessions,
+10N refresh-token rows, a mix of live, spent and expired), then measures the
+cold start, verify/me/refresh/login, and refresh alone and beside `tokend
+purge` (its rows per second; stopped after PURGE_TOTAL_S); one `bench scale`
+line per figure, the tables in target/bench-scale.md (runs of other sizes or
+databases kept in target/bench-scale.json are merged; --scale-db picks the
+databases).
+
+--ceilings measures tokend's verify and refresh and, in the same run, what
+the machine does without tokend: a bare actix-web app checking the HS256
+token (examples/bare_verify.rs), the same rotation statements in a bare
+SQLite loop and in pgbench (bench/ceilings.py); one `bench ceiling` line
+each, with the ratio.
 """
 
 import argparse
@@ -55,6 +71,8 @@ REFRESH_POOL = 48
 # --scale: seconds of refresh load beside the purge at most (it then
 # finishes alone).
 PURGE_LOADED_S = 90
+# and in all at most (stopped there: the rate is what is measured).
+PURGE_TOTAL_S = 240
 # Introspection client (config `introspection.clients`, id:secret), 32+
 # characters as the production profile asks.
 INTROSPECTOR = ("bench-introspector", "bench-introspection-secret-0123456789abcdef")
@@ -667,6 +685,49 @@ def compare_main(args):
               f"baseline_errors={errors[(w, db)]['baseline']} current_errors={errors[(w, db)]['current']}", flush=True)
 
 
+def ceilings_main(args):
+    """verify against a bare actix-web + HS256 app, refresh against the
+    bare rotation (bench/ceilings.py), each pair in the same run."""
+    import ceilings
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "bare_verify"], cwd=ROOT, check=True)
+    bare_binary = os.path.join(ROOT, "target", "release", "examples", "bare_verify")
+    env = dict(os.environ, TOKEND_CONFIG_DIR=CURRENT.config_dir, TOKEND__JWT__SIGNING_KEY=KEY)
+    with tempfile.TemporaryDirectory() as workdir:
+        for db in ["sqlite"] + (["postgres"] if args.postgres else []):
+            target = start_tokend(db, workdir)
+            try:
+                access, refresh_tokens = prepare(target)
+                pool = os.path.join(workdir, "refresh-ceiling.txt")
+                write_pool(pool, refresh_tokens)
+                wenv = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
+                ours = {"verify": wrk("verify.lua", target.base + "/api/token/verify/", args.duration, CONNECTIONS, wenv),
+                        "refresh": wrk("refresh.lua", target.base + "/api/token/refresh/", args.duration, CONNECTIONS, wenv)}
+            finally:
+                target.stop()
+            ceiling = {}
+            if db == "sqlite":
+                port = free_port()
+                bare = subprocess.Popen([bare_binary], env=dict(env, PORT=str(port)), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}/api/token/verify/", bare)
+                    r = wrk("verify.lua", f"http://127.0.0.1:{port}/api/token/verify/", args.duration, CONNECTIONS, wenv)
+                    if r["errors"]:
+                        raise SystemExit(f"the bare verify app refused the token ({r['errors']} errors)")
+                    ceiling["verify"] = r["rps"]
+                finally:
+                    bare.terminate()
+                    bare.wait()
+                ceiling["refresh"] = ceilings.sqlite_rotations(CURRENT.binary, env, args.duration)
+            else:
+                ceiling["refresh"] = ceilings.postgres_rotations(CURRENT.binary, env, PG_ADMIN, args.duration)
+            for w, rps in ceiling.items():
+                line = (f"bench ceiling db={db} workload={w} tokend_rps={ours[w]['rps']:.0f} tokend_p99_ms={ours[w]['p99_ms']:.2f} "
+                        f"ceiling_rps={rps:.0f} ratio={ours[w]['rps'] / rps:.3f}")
+                print(line, flush=True)
+    print(f"bench ceiling: machine: {machine()}")
+
+
 def scale_run(db, n, duration, workdir):
     """One database filled with `n` users (bench/scale.py), then: cold
     start, verify/me/refresh/login, and `tokend purge` beside a live refresh
@@ -704,8 +765,8 @@ def scale_run(db, n, duration, workdir):
         # PURGE_LOADED_S; the purge then finishes alone), each from a fresh
         # pool of tokens.
         pools = []
-        for name in ("idle", "purge"):
-            pools.append(os.path.join(workdir, f"refresh-{name}.txt"))
+        for use in ("idle", "purge"):
+            pools.append(os.path.join(workdir, f"refresh-{use}.txt"))
             write_pool(pools[-1], logins(target, REFRESH_POOL + 1)[1])
         idle = wrk("refresh.lua", target.base + "/api/token/refresh/", duration, CONNECTIONS,
                    {"REFRESH_FILE": pools[0], "WRK_THREADS": "1"})
@@ -723,18 +784,28 @@ def scale_run(db, n, duration, workdir):
         during = wrk_while("refresh.lua", target.base + "/api/token/refresh/", running,
                            {"REFRESH_FILE": pools[1], "WRK_THREADS": "1"})
         loaded_s = time.time() - purge["started"]
-        purge["proc"].wait()
+        try:
+            purge["proc"].wait(timeout=max(PURGE_TOTAL_S - loaded_s, 1))
+        except subprocess.TimeoutExpired:
+            purge["proc"].terminate()  # the rate is measured; the rest would take long
+            purge["proc"].wait()
         purge["seconds"] = time.time() - purge["started"]
         lines = open(out).read().splitlines()
-        if purge["proc"].returncode != 0:
-            raise SystemExit(f"tokend purge failed: {lines[-5:]}")
-        batches = sum(1 for l in lines if l.startswith("purged a batch"))
-        done = next((l for l in lines if l.startswith("purge done")), "?")
-        removed = done.split(": ", 1)[-1]
+        batches = [l for l in lines if l.startswith("purged a batch")]
+        rows = sum(int(l.split(": ", 1)[1].split()[0]) + int(l.split(", ")[1].split()[0]) for l in batches)
+        done = next((l for l in lines if l.startswith("purge done")), None)
         ended = 2 * n // 5  # see bench/scale.py: their tokens all expired, two of five elsewhere
-        expected = f"{5 * ended + 2 * (2 * n - ended)} refresh token(s), {ended} session(s),"
-        if not removed.startswith(expected):
-            raise SystemExit(f"tokend purge removed {removed!r}, expected {expected!r}…")
+        expected_tokens = 5 * ended + 2 * (2 * n - ended)
+        if done is None:
+            if purge["proc"].returncode not in (0, -signal.SIGTERM):
+                raise SystemExit(f"tokend purge failed: {lines[-5:]}")
+            removed = f"{rows} of {expected_tokens + ended} rows in {PURGE_TOTAL_S} s (stopped there)"
+        else:
+            removed = done.split(": ", 1)[-1]
+            expected = f"{expected_tokens} refresh token(s), {ended} session(s),"
+            if purge["proc"].returncode != 0 or not removed.startswith(expected):
+                raise SystemExit(f"tokend purge removed {removed!r}, expected {expected!r}… ({lines[-3:]})")
+        batches = len(batches)
         wal = os.path.getsize(path + "-wal") / 1e6 if db == "sqlite" and os.path.exists(path + "-wal") else 0
         print(f"bench scale db={db} n={n} purge_s={purge['seconds']:.1f} batches={batches} loaded_s={loaded_s:.0f} "
               f"refresh_rps_idle={idle['rps']:.1f} refresh_rps_during={during['rps']:.1f} "
@@ -742,7 +813,7 @@ def scale_run(db, n, duration, workdir):
               f"errors_during={during['errors']} wal_mb_after={wal:.0f}", flush=True)
         print(f"bench scale db={db} n={n} purged: {removed}", flush=True)
         return {"n": n, "db": db, "sizes": sizes, "cold_start_ms": target.cold_start_ms, "workloads": results,
-                "purge_s": purge["seconds"], "loaded_s": loaded_s, "idle": idle, "during": during, "removed": removed, "wal_mb": wal}
+                "purge_s": purge["seconds"], "loaded_s": loaded_s, "purged_rows": rows, "idle": idle, "during": during, "removed": removed, "wal_mb": wal}
     finally:
         if target:
             target.stop()
@@ -751,15 +822,20 @@ def scale_run(db, n, duration, workdir):
 
 
 def scale_main(args):
+    """Results go to target/bench-scale.json, merged with the runs of other
+    sizes or databases already there (a run replaces its own size's)."""
     sizes = [int(x) for x in args.scale.split(",")]
-    dbs = ["sqlite"] + (["postgres"] if args.postgres else [])
-    runs = []
+    dbs = args.scale_db.split(",") if args.scale_db else ["sqlite"] + (["postgres"] if args.postgres else [])
+    results = os.path.join(ROOT, "target", "bench-scale.json")
+    runs = json.load(open(results)) if os.path.exists(results) else []
     with tempfile.TemporaryDirectory() as workdir:
         for db in dbs:
             for n in sizes:
-                runs.append(scale_run(db, n, args.duration, workdir))
-    with open(os.path.join(ROOT, "target", "bench-scale.json"), "w") as f:
-        json.dump(runs, f, indent=1)
+                run = scale_run(db, n, args.duration, workdir)
+                runs = [r for r in runs if (r["db"], r["n"]) != (db, n)] + [run]
+                runs.sort(key=lambda r: (r["db"] != "sqlite", r["n"]))
+                with open(results, "w") as f:
+                    json.dump(runs, f, indent=1)
     table = scale_table(runs)
     with open(os.path.join(ROOT, "target", "bench-scale.md"), "w") as f:
         f.write(table)
@@ -777,15 +853,16 @@ def scale_table(runs):
             base = empty.get(r["db"], r)["workloads"][w]["rps"]
             lines.append(f"| {r['db']} | {r['n']:,} | {w} | {v['rps']:.0f} | {v['p99_ms']:.2f} | {v['rps'] / base:.2f} |")
     lines += ["", "| db | N | users MB | sessions MB | refresh_tokens MB | total MB | cold start ms | purge s | rows purged "
-              "| refresh rps idle / during purge | refresh p99 ms idle / during purge | purge s under load |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| refresh rps idle / during purge | refresh p99 ms idle / during purge | purge s under load | purge rows/s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         mb = lambda t: r["sizes"].get(t, 0) / 1e6
         idle, during = r["idle"], r["during"]
         lines.append(f"| {r['db']} | {r['n']:,} | {mb('users'):.0f} | {mb('sessions'):.0f} | {mb('refresh_tokens'):.0f} | "
                      f"{sum(r['sizes'].values()) / 1e6:.0f} | {r['cold_start_ms']:.0f} | {r['purge_s']:.1f} | "
-                     f"{r['removed'].split(', outbox')[0]} | {idle['rps']:.0f} / {during['rps']:.0f} | "
-                     f"{idle['p99_ms']:.1f} / {during['p99_ms']:.1f} | {r['loaded_s']:.0f} |")
+                     f"{', '.join(r['removed'].split(', ')[:2])} | {idle['rps']:.0f} / {during['rps']:.0f} | "
+                     f"{idle['p99_ms']:.1f} / {during['p99_ms']:.1f} | {r['loaded_s']:.0f} | "
+                     f"{r['purged_rows'] / max(r['purge_s'], 1e-9):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -895,6 +972,10 @@ def main():
     ap.add_argument("--scale", metavar="N[,N…]",
                     help="instead of the workloads: for each N, a database filled with N users, 2N sessions and 10N "
                          "refresh tokens; cold start, verify/me/refresh/login, and `tokend purge` under refresh load")
+    ap.add_argument("--ceilings", action="store_true",
+                    help="instead of the workloads: verify and refresh as ratios of what the machine does without tokend "
+                         "(a bare actix-web HS256 app; the same rotation in a bare SQLite loop, and in pgbench with --postgres)")
+    ap.add_argument("--scale-db", metavar="DB[,DB]", help="with --scale: sqlite, postgres or both (default: as --postgres says)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
@@ -903,6 +984,8 @@ def main():
         return compare_main(args)
     if args.scale:
         return scale_main(args)
+    if args.ceilings:
+        return ceilings_main(args)
 
     all_results = {}
     with tempfile.TemporaryDirectory() as workdir:

@@ -1198,6 +1198,14 @@ impl DatabaseUrl {
                 "database.url must be sqlite://path, a file path, or postgres://…".into(),
             ));
         }
+        if path == ":memory:" || path.contains("mode=memory") {
+            // Every connection (the pool's, the writing one) would open a
+            // database of its own.
+            return Err(ConfigError::Invalid(
+                "database.url: an in-memory SQLite database is not supported; give a file path"
+                    .into(),
+            ));
+        }
         Ok(DatabaseUrl::Sqlite(path.to_owned()))
     }
 }
@@ -1777,6 +1785,8 @@ mod tests {
         ));
         assert!(DatabaseUrl::parse("mysql://h/db").is_err());
         assert!(DatabaseUrl::parse("").is_err());
+        assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
+        assert!(DatabaseUrl::parse("file:x?mode=memory&cache=shared").is_err());
     }
 
     #[test]

@@ -654,7 +654,8 @@ mod tests {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(uuid_v7(1), uuid_v7(1), "74 random bits");
         assert!(uuid_v7(1_000) < uuid_v7(1_001));
-        assert!(new_jti() > uuid_v7(crate::clock::unix_now_ms() - 1));
+        let before = crate::clock::unix_now_ms();
+        assert!(new_jti() > uuid_v7(before - 1));
     }
 
     const NOW: i64 = 1_800_000_000;

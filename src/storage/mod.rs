@@ -99,19 +99,6 @@ impl StorageError {
 impl From<diesel::result::Error> for StorageError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
-
-        #[test]
-        fn purge_batches_shrink_when_slow_and_grow_back_to_the_limit() {
-            let ms = std::time::Duration::from_millis;
-            assert_eq!(next_purge_batch(1000, 1000, ms(40)), 500);
-            assert_eq!(next_purge_batch(1, 1000, ms(40)), 1);
-            assert_eq!(next_purge_batch(500, 1000, ms(4)), 500);
-            assert_eq!(next_purge_batch(500, 1000, ms(1)), 1000);
-            assert_eq!(next_purge_batch(800, 1000, ms(1)), 1000);
-            assert_eq!(next_purge_batch(1000, 1000, ms(0)), 1000);
-            // A smaller configured limit wins at once.
-            assert_eq!(next_purge_batch(1000, 10, ms(4)), 10);
-        }
         if let Error::RollbackErrorOnCommit { commit_error, .. } = e {
             // The commit failed (and the rollback's fate is secondary):
             // classify by why the commit failed.
@@ -165,12 +152,14 @@ const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 const PURGE_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// The next purge batch's size: halved after a batch that took longer than
-/// `PURGE_BATCH_TIME`, doubled (up to `max`) after one that took under half
-/// of it. Rows cost more as tables and caches grow, so a fixed count would
-/// hold the database longer exactly where the data is largest.
+/// `PURGE_BATCH_TIME` (never below a twentieth of `max`, so that a slow
+/// disk cannot shrink the purge to a row at a time), doubled (up to `max`)
+/// after one that took under half of it. Rows cost more as tables and
+/// caches grow, so a fixed count would hold the database longer exactly
+/// where the data is largest.
 fn next_purge_batch(size: i64, max: i64, took: std::time::Duration) -> i64 {
     if took > PURGE_BATCH_TIME {
-        (size / 2).max(1)
+        (size / 2).max(max / 20).max(1)
     } else if took < PURGE_BATCH_TIME / 2 {
         size.saturating_mul(2).min(max)
     } else {
@@ -201,11 +190,18 @@ fn timed_write_transaction<T>(
         conn.batch_execute("COMMIT")?;
         Ok((value, started.elapsed()))
     });
-    if result.is_err() {
-        // Nothing to undo when COMMIT went through or BEGIN never did.
-        let _ = conn.batch_execute("ROLLBACK");
+    match result {
+        Err(e) => match conn.batch_execute("ROLLBACK") {
+            Ok(()) => Err(e),
+            // Still inside the transaction: an unavailable error makes the
+            // caller drop this connection rather than write on in it.
+            Err(rollback) => Err(StorageError::unavailable(
+                format!("cannot roll back after: {e}"),
+                rollback,
+            )),
+        },
+        ok => ok,
     }
-    result
 }
 
 /// Opens connections of the backend the URL names (never guessing), and
@@ -313,9 +309,9 @@ fn sqlite_process_settings() {
 /// Creates the SQLite file, if missing, readable by its owner only: SQLite
 /// would create it with the umask's mode (typically 0644), and its -wal and
 /// -shm files take the main file's mode. An existing file is left as it is
-/// (never truncated). In-memory and `file:` URI databases are not files here.
+/// (never truncated). `file:` URI databases are not paths here.
 fn create_private_file(path: &str) -> Result<(), StorageError> {
-    if path == ":memory:" || path.starts_with("file:") {
+    if path.starts_with("file:") {
         return Ok(());
     }
     let mut options = std::fs::OpenOptions::new();
@@ -578,8 +574,8 @@ impl Database {
     /// Deletes expired and long-revoked rows, outbox messages sent or
     /// given up before `outbox_before` and audit events older than
     /// `audit_before`, batch by batch until none is left;
-    /// `progress` sees each batch. Each batch is its own short statements,
-    /// so live traffic is never blocked for long.
+    /// `progress` sees each batch. Each batch is one short transaction, so
+    /// live traffic is never blocked for long.
     pub async fn purge(
         &self,
         now: i64,
@@ -611,10 +607,14 @@ impl Database {
             }
             total.add(&purged);
             progress(purged);
-            size = next_purge_batch(size, batch, took);
-            // Live writes get the database between batches: the purge
-            // holds it a fifth of the time at most.
-            tokio::time::sleep((4 * took).max(std::time::Duration::from_millis(1))).await;
+            // SQLite has one writer: live writes get the database between
+            // batches, the purge holds it a fifth of the time at most.
+            // PostgreSQL locks rows, not the database, and a batch's time
+            // there is mostly round trips: full batches, no pause.
+            if self.backend == Backend::Sqlite {
+                size = next_purge_batch(size, batch, took);
+                tokio::time::sleep((4 * took).max(std::time::Duration::from_millis(1))).await;
+            }
         }
     }
 
@@ -722,6 +722,21 @@ pub(crate) fn test_database(dir: &std::path::Path) -> Database {
 mod tests {
     use super::*;
     use diesel::result::{DatabaseErrorKind, Error};
+
+    #[test]
+    fn purge_batches_shrink_when_slow_and_grow_back_to_the_limit() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(next_purge_batch(1000, 1000, ms(40)), 500);
+        assert_eq!(next_purge_batch(100, 1000, ms(40)), 50);
+        assert_eq!(next_purge_batch(50, 1000, ms(40)), 50, "a twentieth at least");
+        assert_eq!(next_purge_batch(1, 10, ms(40)), 1);
+        assert_eq!(next_purge_batch(500, 1000, ms(2)), 500);
+        assert_eq!(next_purge_batch(500, 1000, ms(1)), 1000);
+        assert_eq!(next_purge_batch(800, 1000, ms(1)), 1000);
+        assert_eq!(next_purge_batch(1000, 1000, ms(0)), 1000);
+        // A smaller configured limit wins at once.
+        assert_eq!(next_purge_batch(1000, 10, ms(2)), 10);
+    }
 
     /// A statement with `LIMIT ?` (what diesel's `.first()` sends), bound
     /// and run again as the statement cache does, on a connection opened

@@ -466,8 +466,8 @@ impl std::fmt::Display for Purged {
 }
 
 /// Deletes at most `batch` expired refresh tokens and at most `batch` dead
-/// sessions (past their end, or revoked before `revoked_before`), each in a
-/// short statement so that no lock is held for long. Call until it returns
+/// sessions (past their end, or revoked before `revoked_before`), in a few
+/// short statements (the caller's transaction keeps it short). Call until it returns
 /// zero. Purging never revives anything: a token whose rows are gone is
 /// refused as unknown.
 pub fn purge_batch(
