@@ -750,6 +750,7 @@ def scale_run(db, n, duration, workdir):
         started = time.time()
         if n:
             (scale.load_sqlite(path, n, int(started)) if db == "sqlite" else scale.load_postgres(url, n, int(started)))
+            os.sync()  # the load's writes on disk before anything is measured
         sizes = scale.sizes_sqlite(path) if db == "sqlite" else scale.sizes_postgres(url)
         mb = {t: sizes.get(t, 0) / 1e6 for t in ("users", "sessions", "refresh_tokens")}
         print(f"bench scale db={db} n={n} load_s={time.time() - started:.0f} users_mb={mb['users']:.0f} "

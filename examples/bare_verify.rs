@@ -21,12 +21,9 @@ struct Checker {
 }
 
 async fn verify(checker: web::Data<Checker>, body: web::Json<Body>) -> HttpResponse {
-    let claims = jsonwebtoken::decode::<serde_json::Value>(
-        &body.token,
-        &checker.key,
-        &checker.validation,
-    )
-    .map(|t| t.claims);
+    let claims =
+        jsonwebtoken::decode::<serde_json::Value>(&body.token, &checker.key, &checker.validation)
+            .map(|t| t.claims);
     match claims {
         Ok(c) if c.get("token_type").and_then(|t| t.as_str()) == Some("access") => {
             HttpResponse::Ok().json(serde_json::json!({}))

@@ -728,7 +728,11 @@ mod tests {
         let ms = std::time::Duration::from_millis;
         assert_eq!(next_purge_batch(1000, 1000, ms(40)), 500);
         assert_eq!(next_purge_batch(100, 1000, ms(40)), 50);
-        assert_eq!(next_purge_batch(50, 1000, ms(40)), 50, "a twentieth at least");
+        assert_eq!(
+            next_purge_batch(50, 1000, ms(40)),
+            50,
+            "a twentieth at least"
+        );
         assert_eq!(next_purge_batch(1, 10, ms(40)), 1);
         assert_eq!(next_purge_batch(500, 1000, ms(2)), 500);
         assert_eq!(next_purge_batch(500, 1000, ms(1)), 1000);
