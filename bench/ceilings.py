@@ -86,13 +86,13 @@ PGBENCH_SCRIPT = r"""
 SELECT session_id AS sid, jti AS cur FROM ceiling_chains WHERE client = :client_id \gset
 SELECT md5(random()::text) AS next, md5(random()::text) AS access \gset
 BEGIN;
-SELECT id FROM sessions WHERE id = :'sid' AND user_id = 1 FOR NO KEY UPDATE;
-UPDATE refresh_tokens SET revoked_at = :now, replaced_by = :'next' WHERE jti = :'cur' AND user_id = 1 AND session_id = :'sid' AND revoked_at IS NULL;
-UPDATE sessions SET last_used_at = :now WHERE id = :'sid' AND user_id = 1 AND revoked_at IS NULL AND expires_at > :now AND EXISTS (SELECT 1 FROM users WHERE id = 1 AND is_active) RETURNING expires_at;
-DELETE FROM refresh_tokens WHERE session_id = :'sid' AND user_id = 1 AND revoked_at IS NOT NULL AND jti <> :'cur';
-INSERT INTO refresh_tokens (jti, user_id, issued_at, expires_at, session_id, access_jti, access_expires_at) VALUES (:'next', 1, :now, :now + 86400, :'sid', :'access', :now + 300);
+SELECT id FROM sessions WHERE id = :sid AND user_id = 1 FOR NO KEY UPDATE;
+UPDATE refresh_tokens SET revoked_at = :now, replaced_by = :next WHERE jti = :cur AND user_id = 1 AND session_id = :sid AND revoked_at IS NULL;
+UPDATE sessions SET last_used_at = :now WHERE id = :sid AND user_id = 1 AND revoked_at IS NULL AND expires_at > :now AND EXISTS (SELECT 1 FROM users WHERE id = 1 AND is_active) RETURNING expires_at;
+DELETE FROM refresh_tokens WHERE session_id = :sid AND user_id = 1 AND revoked_at IS NOT NULL AND jti <> :cur;
+INSERT INTO refresh_tokens (jti, user_id, issued_at, expires_at, session_id, access_jti, access_expires_at) VALUES (:next, 1, :now, :now + 86400, :sid, :access, :now + 300);
 COMMIT;
-UPDATE ceiling_chains SET jti = :'next' WHERE client = :client_id;
+UPDATE ceiling_chains SET jti = :next WHERE client = :client_id;
 """
 
 
@@ -122,7 +122,7 @@ def postgres_rotations(binary, env, admin_url, seconds, clients=16):
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
             f.write(PGBENCH_SCRIPT)
             script = f.name
-        out = subprocess.run(["pgbench", "-n", "-c", str(clients), "-j", "1", "-T", str(seconds), "-D", f"now={now}",
+        out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "1", "-T", str(seconds), "-D", f"now={now}",
                               "-f", script, url], capture_output=True, text=True)
         os.unlink(script)
         if out.returncode != 0:
@@ -130,6 +130,14 @@ def postgres_rotations(binary, env, admin_url, seconds, clients=16):
         failed = [l for l in out.stdout.splitlines() if l.startswith("number of failed transactions")]
         if failed and not failed[0].split(":")[1].strip().startswith("0 "):
             raise SystemExit(f"pgbench: {failed[0]}")
+        # Every transaction spent its chain's live token: one live token per
+        # chain, each with its spent parent (older ancestors deleted).
+        live, rows = (int(x) for x in subprocess.run(
+            ["psql", url, "-qAt", "-F", " ", "-c",
+             "SELECT count(*) FILTER (WHERE revoked_at IS NULL), count(*) FROM refresh_tokens"],
+            check=True, capture_output=True, text=True).stdout.split())
+        if (live, rows) != (clients, 2 * clients):
+            raise SystemExit(f"pgbench rotations went wrong: {live} live tokens, {rows} rows for {clients} chains")
         tps = next(l for l in out.stdout.splitlines() if l.startswith("tps ="))
         return float(tps.split("=")[1].split()[0])
     finally:
