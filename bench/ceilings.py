@@ -21,6 +21,8 @@ import tempfile
 import time
 import uuid
 
+import scratch
+
 
 def _v7():
     ms = int(time.time() * 1000)
@@ -28,21 +30,15 @@ def _v7():
     return f"{ms:012x}7{rand[:3]}8{rand[4:19]}"
 
 
-def _seed(conn, sessions, now, placeholder):
-    """One user and `sessions` live sessions, each with one live token;
-    returns [(session id, live jti)]."""
-    p = placeholder
-    conn.execute(f"INSERT INTO users (username, password_hash, is_active, created_at) VALUES ({p}, 'x', TRUE, {p})",
-                 ("ceiling", now))
-    chains = []
-    for _ in range(sessions):
-        sid, jti = _v7(), _v7()
-        conn.execute(f"INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ({p}, 1, {p}, {p})",
-                     (sid, now, now + 86400))
-        conn.execute(f"INSERT INTO refresh_tokens (jti, user_id, issued_at, expires_at, session_id, access_jti, access_expires_at) "
-                     f"VALUES ({p}, 1, {p}, {p}, {p}, {p}, {p})", (jti, now, now + 86400, sid, _v7(), now + 300))
-        chains.append((sid, jti))
-    return chains
+def _seed(conn, now):
+    """One user with one live session holding one live token; returns
+    (session id, live jti)."""
+    sid, jti = _v7(), _v7()
+    conn.execute("INSERT INTO users (username, password_hash, is_active, created_at) VALUES ('ceiling', 'x', TRUE, ?)", (now,))
+    conn.execute("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, 1, ?, ?)", (sid, now, now + 86400))
+    conn.execute("INSERT INTO refresh_tokens (jti, user_id, issued_at, expires_at, session_id, access_jti, access_expires_at) "
+                 "VALUES (?, 1, ?, ?, ?, ?, ?)", (jti, now, now + 86400, sid, _v7(), now + 300))
+    return sid, jti
 
 
 ROTATION_SQLITE = [
@@ -63,7 +59,7 @@ def sqlite_rotations(binary, env, seconds):
         conn = sqlite3.connect(path, isolation_level=None)
         conn.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         now = int(time.time())
-        sid, jti = _seed(conn, 1, now, "?")[0]
+        sid, jti = _seed(conn, now)
         spend, touch, prune, insert = ROTATION_SQLITE
         done, started = 0, time.time()
         while time.time() - started < seconds:
@@ -102,9 +98,7 @@ def postgres_rotations(binary, env, admin_url, seconds, clients=16):
     (which token is each client's live one) is two statements outside the
     transaction, a cost tokend does not have: the ceiling is, if anything,
     low."""
-    name = f"tokend_ceiling_{os.getpid()}"
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    subprocess.run(["psql", admin_url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    url, drop = scratch.postgres_database(admin_url, "tokend_ceiling")
     try:
         subprocess.run([binary, "migrate"], env=dict(env, DATABASE_URL=url), check=True, capture_output=True)
         now = int(time.time())
@@ -141,4 +135,4 @@ def postgres_rotations(binary, env, admin_url, seconds, clients=16):
         tps = next(l for l in out.stdout.splitlines() if l.startswith("tps ="))
         return float(tps.split("=")[1].split()[0])
     finally:
-        subprocess.run(["psql", admin_url, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+        drop()

@@ -10,6 +10,7 @@ optionally against the simplejwt peer in the same run.
     bench/run.py --baseline REV --postgres  # only refresh and login, REV's build vs this one, taking turns
     bench/run.py --scale 0,100000,1000000 --postgres  # N users, 2N sessions, 10N refresh tokens loaded first
     bench/run.py --ceilings --postgres      # verify and refresh as ratios of the machine's ceilings
+    bench/run.py --profile refresh          # perf flame graph of one workload (bench/profiles/)
 
 Prints one machine-readable line per workload:
     bench target=tokend db=sqlite workload=verify rps=… p50_ms=… p99_ms=… errors=… peak_rss_mb=… cpu_s=…
@@ -44,8 +45,15 @@ databases).
 --ceilings measures tokend's verify and refresh and, in the same run, what
 the machine does without tokend: a bare actix-web app checking the HS256
 token (examples/bare_verify.rs), the same rotation statements in a bare
-SQLite loop and in pgbench (bench/ceilings.py); one `bench ceiling` line
-each, with the ratio.
+SQLite loop and in pgbench (bench/ceilings.py), in --rounds turns; one
+`bench ceiling_run` line per pair and turn, then one `bench ceiling` line
+per pair with the medians: throughputs, tokend's p99, the ratio and, for
+verify, tokend's CPU time per request over the bare app's (the steadier
+figure on a shared machine).
+
+--profile WORKLOAD samples tokend with perf (DWARF call stacks) while wrk
+drives verify, me or refresh, and writes a flame graph (inferno) and the
+hottest functions by self time to bench/profiles/WORKLOAD-DB.svg and .txt.
 """
 
 import argparse
@@ -61,6 +69,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+import scratch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -240,6 +250,11 @@ class Build:
 CURRENT = Build("current", os.path.join(ROOT, "target", "release", "tokend"), os.path.join(ROOT, "config"))
 
 
+def cli_env():
+    """The environment for running this build's CLI (migrate, purge…)."""
+    return dict(os.environ, TOKEND_CONFIG_DIR=CURRENT.config_dir, TOKEND__JWT__SIGNING_KEY=KEY)
+
+
 def start_tokend(db, workdir, extra_env=None, build=CURRENT, database_url=None):
     """tokend serving a new database, or `database_url` (kept at stop)."""
     binary = build.binary
@@ -267,12 +282,7 @@ def start_tokend(db, workdir, extra_env=None, build=CURRENT, database_url=None):
     elif db == "sqlite":
         env["DATABASE_URL"] = f"sqlite://{workdir}/tokend.sqlite3"
     else:
-        name = f"tokend_bench_{os.getpid()}"
-        subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
-        env["DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-
-        def cleanup():
-            subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+        env["DATABASE_URL"], cleanup = scratch.postgres_database(PG_ADMIN, "tokend_bench")
 
     started = time.time()
     log = os.path.join(workdir, "tokend.log")
@@ -685,47 +695,124 @@ def compare_main(args):
               f"baseline_errors={errors[(w, db)]['baseline']} current_errors={errors[(w, db)]['current']}", flush=True)
 
 
+def bare_verify(binary, env, duration):
+    """The bare actix-web + HS256 app's verify: wrk's result with its CPU
+    seconds."""
+    port = free_port()
+    bare = subprocess.Popen([binary], env=dict(os.environ, PORT=str(port), TOKEND__JWT__SIGNING_KEY=KEY),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/token/verify/"
+        wait_ready(url, bare)
+        cpu0 = cpu_seconds([bare.pid])
+        r = wrk("verify.lua", url, duration, CONNECTIONS, env)
+        r["cpu_s"] = cpu_seconds([bare.pid]) - cpu0
+        if r["errors"]:
+            raise SystemExit(f"the bare verify app refused the token ({r['errors']} errors)")
+        return r
+    finally:
+        bare.terminate()
+        bare.wait()
+
+
 def ceilings_main(args):
     """verify against a bare actix-web + HS256 app, refresh against the
-    bare rotation (bench/ceilings.py), each pair in the same run."""
+    bare rotation (bench/ceilings.py), each pair in the same round, rounds
+    taking turns; the medians of each pair's figures and ratios."""
     import ceilings
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "bare_verify"], cwd=ROOT, check=True)
     bare_binary = os.path.join(ROOT, "target", "release", "examples", "bare_verify")
-    env = dict(os.environ, TOKEND_CONFIG_DIR=CURRENT.config_dir, TOKEND__JWT__SIGNING_KEY=KEY)
+    env = cli_env()
+    runs = {}  # (db, workload) -> [(tokend's result, ceiling's rps, ratio of CPU per request or None)]
     with tempfile.TemporaryDirectory() as workdir:
-        for db in ["sqlite"] + (["postgres"] if args.postgres else []):
-            target = start_tokend(db, workdir)
-            try:
-                access, refresh_tokens = prepare(target)
-                pool = os.path.join(workdir, "refresh-ceiling.txt")
-                write_pool(pool, refresh_tokens)
-                wenv = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
-                ours = {"verify": wrk("verify.lua", target.base + "/api/token/verify/", args.duration, CONNECTIONS, wenv),
-                        "refresh": wrk("refresh.lua", target.base + "/api/token/refresh/", args.duration, CONNECTIONS, wenv)}
-            finally:
-                target.stop()
-            ceiling = {}
-            if db == "sqlite":
-                port = free_port()
-                bare = subprocess.Popen([bare_binary], env=dict(env, PORT=str(port)), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        for turn in range(args.rounds):
+            for db in ["sqlite"] + (["postgres"] if args.postgres else []):
+                target = start_tokend(db, workdir)
                 try:
-                    wait_ready(f"http://127.0.0.1:{port}/api/token/verify/", bare)
-                    r = wrk("verify.lua", f"http://127.0.0.1:{port}/api/token/verify/", args.duration, CONNECTIONS, wenv)
-                    if r["errors"]:
-                        raise SystemExit(f"the bare verify app refused the token ({r['errors']} errors)")
-                    ceiling["verify"] = r["rps"]
+                    access, refresh_tokens = prepare(target)
+                    pool = os.path.join(workdir, "refresh-ceiling.txt")
+                    write_pool(pool, refresh_tokens)
+                    wenv = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
+                    ours = {}
+                    for w, script, path in ([("verify", "verify.lua", "/api/token/verify/")] if db == "sqlite" else []) + \
+                            [("refresh", "refresh.lua", "/api/token/refresh/")]:
+                        cpu0 = cpu_seconds(target.pids())
+                        ours[w] = wrk(script, target.base + path, args.duration, CONNECTIONS, wenv)
+                        ours[w]["cpu_s"] = cpu_seconds(target.pids()) - cpu0
+                        if ours[w]["errors"]:
+                            raise SystemExit(f"tokend {w} on {db}: {ours[w]['errors']} errors")
                 finally:
-                    bare.terminate()
-                    bare.wait()
-                ceiling["refresh"] = ceilings.sqlite_rotations(CURRENT.binary, env, args.duration)
-            else:
-                ceiling["refresh"] = ceilings.postgres_rotations(CURRENT.binary, env, PG_ADMIN, args.duration)
-            for w, rps in ceiling.items():
-                line = (f"bench ceiling db={db} workload={w} tokend_rps={ours[w]['rps']:.0f} tokend_p99_ms={ours[w]['p99_ms']:.2f} "
-                        f"ceiling_rps={rps:.0f} ratio={ours[w]['rps'] / rps:.3f}")
-                print(line, flush=True)
+                    target.stop()
+                ceiling = {}
+                if db == "sqlite":
+                    bare = bare_verify(bare_binary, wenv, args.duration)
+                    cpu_ratio = (ours["verify"]["cpu_s"] / ours["verify"]["requests"]) / (bare["cpu_s"] / bare["requests"])
+                    ceiling["verify"] = (bare["rps"], cpu_ratio)
+                    ceiling["refresh"] = (ceilings.sqlite_rotations(CURRENT.binary, env, args.duration), None)
+                else:
+                    ceiling["refresh"] = (ceilings.postgres_rotations(CURRENT.binary, env, PG_ADMIN, args.duration), None)
+                for w, (rps, cpu_ratio) in ceiling.items():
+                    runs.setdefault((db, w), []).append((ours[w], rps, cpu_ratio))
+                    cpu = f" cpu_per_request_ratio={cpu_ratio:.3f}" if cpu_ratio else ""
+                    print(f"bench ceiling_run round={turn + 1} db={db} workload={w} tokend_rps={ours[w]['rps']:.0f} "
+                          f"ceiling_rps={rps:.0f} ratio={ours[w]['rps'] / rps:.3f}{cpu}", flush=True)
+    for (db, w), pairs in runs.items():
+        cpu = [c for _, _, c in pairs if c]
+        cpu = f" cpu_per_request_ratio={median(cpu):.3f}" if cpu else ""
+        print(f"bench ceiling db={db} workload={w} tokend_rps={median([o['rps'] for o, _, _ in pairs]):.0f} "
+              f"tokend_p99_ms={median([o['p99_ms'] for o, _, _ in pairs]):.2f} "
+              f"ceiling_rps={median([c for _, c, _ in pairs]):.0f} "
+              f"ratio={median([o['rps'] / c for o, c, _ in pairs]):.3f}{cpu} rounds={len(pairs)}", flush=True)
     print(f"bench ceiling: machine: {machine()}")
+
+
+PROFILE_WORKLOADS = {"verify": ("verify.lua", "/api/token/verify/"), "me": ("me.lua", "/api/user/me/"),
+                     "refresh": ("refresh.lua", "/api/token/refresh/")}
+
+
+def profile_main(args):
+    """perf samples (with DWARF call stacks) of tokend serving one workload
+    under wrk, as a flame graph (inferno) and the hottest functions by self
+    time, in bench/profiles/WORKLOAD-DB.{svg,txt}. The binary is the
+    `profiling` build: release with line tables and symbols kept."""
+    for tool in ("perf", "inferno-collapse-perf", "inferno-flamegraph"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (apt-get install linux-perf; cargo install inferno)")
+    subprocess.run(["cargo", "build", "--profile", "profiling", "--quiet", "--bin", "tokend"], cwd=ROOT, check=True)
+    build = Build("profiling", os.path.join(ROOT, "target", "profiling", "tokend"), CURRENT.config_dir)
+    out_dir = os.path.join(HERE, "profiles")
+    os.makedirs(out_dir, exist_ok=True)
+    script, path = PROFILE_WORKLOADS[args.profile]
+    db = "postgres" if args.postgres else "sqlite"
+    with tempfile.TemporaryDirectory() as workdir:
+        target = start_tokend(db, workdir, build=build)
+        try:
+            access, refresh_tokens = prepare(target)
+            pool = os.path.join(workdir, "refresh.txt")
+            write_pool(pool, refresh_tokens)
+            env = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
+            data = os.path.join(workdir, "perf.data")
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p",
+                                     str(target.proc.pid), "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            r = wrk(script, target.base + path, args.duration, CONNECTIONS, env)
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+        finally:
+            target.stop()
+        print(f"bench profile db={db} workload={args.profile} rps={r['rps']:.0f} p99_ms={r['p99_ms']:.2f} "
+              f"errors={r['errors']} (under perf)", flush=True)
+        samples = subprocess.run(["perf", "script", "--no-inline", "-i", data], capture_output=True, check=True).stdout
+        folded = subprocess.run(["inferno-collapse-perf"], input=samples, capture_output=True, check=True).stdout
+        name = os.path.join(out_dir, f"{args.profile}-{db}")
+        title = f"tokend {args.profile} on {db}, {r['rps']:.0f} req/s under perf ({machine()})"
+        with open(name + ".svg", "wb") as f:
+            subprocess.run(["inferno-flamegraph", "--title", title, "--width", "1600"], input=folded, stdout=f, check=True)
+        top = subprocess.run(["perf", "report", "-i", data, "--no-children", "--no-inline", "--sort", "dso,symbol",
+                              "--percent-limit", "0.7", "--stdio", "-g", "none"], capture_output=True, text=True, check=True)
+        with open(name + ".txt", "w") as f:
+            f.write(f"# {title}\n# self time by function, over all of tokend's threads\n")
+            f.write("\n".join(l for l in top.stdout.splitlines() if l.strip() and not l.startswith("#")) + "\n")
+        print(f"bench profile: {name}.svg, {name}.txt")
 
 
 def scale_run(db, n, duration, workdir):
@@ -733,16 +820,13 @@ def scale_run(db, n, duration, workdir):
     start, verify/me/refresh/login, and `tokend purge` beside a live refresh
     load (its wall time, and refresh throughput and p99 while it runs)."""
     import scale
-    env = dict(os.environ, TOKEND_CONFIG_DIR=CURRENT.config_dir, TOKEND__JWT__SIGNING_KEY=KEY)
+    env = cli_env()
     if db == "sqlite":
         path = os.path.join(workdir, f"scale-{n}.sqlite3")
         url = f"sqlite://{path}"
         drop = lambda: [os.remove(path + x) for x in ("", "-wal", "-shm") if os.path.exists(path + x)]
     else:
-        name = f"tokend_scale_{os.getpid()}"
-        subprocess.run(["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {name}"], check=True)
-        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-        drop = lambda: subprocess.run(["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+        url, drop = scratch.postgres_database(PG_ADMIN, "tokend_scale")
     env["DATABASE_URL"] = url
     target = None
     try:
@@ -969,13 +1053,16 @@ def main():
     ap.add_argument("--baseline", metavar="REV",
                     help="instead of the workloads: refresh and login on git revision REV's release build and on this one, "
                          "taking turns, with the ratio of their medians (SQLite; PostgreSQL too with --postgres)")
-    ap.add_argument("--rounds", type=int, default=3, help="turns per build with --baseline (default 3)")
+    ap.add_argument("--rounds", type=int, default=3, help="turns per build with --baseline, turns with --ceilings (default 3)")
     ap.add_argument("--scale", metavar="N[,N…]",
                     help="instead of the workloads: for each N, a database filled with N users, 2N sessions and 10N "
                          "refresh tokens; cold start, verify/me/refresh/login, and `tokend purge` under refresh load")
     ap.add_argument("--ceilings", action="store_true",
                     help="instead of the workloads: verify and refresh as ratios of what the machine does without tokend "
                          "(a bare actix-web HS256 app; the same rotation in a bare SQLite loop, and in pgbench with --postgres)")
+    ap.add_argument("--profile", choices=sorted(PROFILE_WORKLOADS), metavar="WORKLOAD",
+                    help="instead of the workloads: perf profile of tokend serving WORKLOAD (verify, me or refresh; "
+                         "PostgreSQL with --postgres) as bench/profiles/WORKLOAD-DB.svg (flame graph) and .txt")
     ap.add_argument("--scale-db", metavar="DB[,DB]", help="with --scale: sqlite, postgres or both (default: as --postgres says)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -987,6 +1074,8 @@ def main():
         return scale_main(args)
     if args.ceilings:
         return ceilings_main(args)
+    if args.profile:
+        return profile_main(args)
 
     all_results = {}
     with tempfile.TemporaryDirectory() as workdir:

@@ -13,6 +13,9 @@ use prometheus::{
 pub struct Metrics {
     /// The route table's paths: the `route` label values.
     routes: Vec<String>,
+    /// Each plain route's index in `routes`, by its path without the
+    /// trailing slash: the lookup of every request.
+    plain: std::collections::HashMap<String, usize>,
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -198,6 +201,12 @@ impl Metrics {
             }
         }
         Ok(Metrics {
+            plain: routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.contains('{'))
+                .map(|(i, r)| (r.trim_end_matches('/').to_owned(), i))
+                .collect(),
             routes,
             registry,
             requests,
@@ -226,8 +235,8 @@ impl Metrics {
     /// regexes.
     pub fn route_label(&self, path: &str) -> &str {
         let bare = path.trim_end_matches('/');
-        if let Some(route) = self.routes.iter().find(|r| r.trim_end_matches('/') == bare) {
-            return route;
+        if let Some(&i) = self.plain.get(bare) {
+            return &self.routes[i];
         }
         // Routes with path parameters (`/api/user/sessions/{id}/`), after
         // the plain ones: a parameter stands for any one non-empty segment.

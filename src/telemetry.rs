@@ -9,7 +9,6 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
@@ -46,9 +45,7 @@ pub fn init(settings: &LogSettings, to_stderr: bool) {
 pub struct RequestId(pub String);
 
 fn new_request_id() -> String {
-    let mut bytes = [0u8; 8];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    crate::auth::random_hex::<8>()
 }
 
 pub async fn log_request(
@@ -59,14 +56,12 @@ pub async fn log_request(
     let request_id = new_request_id();
     // Handlers read it to record it (see `routes::origin`).
     actix_web::HttpMessage::extensions_mut(&req).insert(RequestId(request_id.clone()));
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let metrics = req.app_data::<actix_web::web::Data<Metrics>>().cloned();
     let mut res = next.call(req).await?;
     let status = res.status().as_u16();
-    if let Some(metrics) = metrics {
+    let (method, path) = (res.request().method(), res.request().path());
+    if let Some(metrics) = res.request().app_data::<actix_web::web::Data<Metrics>>() {
         metrics.observe_request(
-            metrics.route_label(&path),
+            metrics.route_label(path),
             method.as_str(),
             status,
             started.elapsed().as_secs_f64(),

@@ -9,9 +9,7 @@ use super::account_tokens::{digest, new_token};
 
 /// A new client id: 128 random bits, 32 lowercase hex characters.
 pub fn new_client_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
+    super::random_hex::<16>()
 }
 
 /// A new secret and the digest to store.

@@ -8,7 +8,6 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use super::keys::{KeyError, KeyMaterial};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,8 +627,7 @@ pub fn new_jti() -> String {
 
 /// The UUIDv7 of `unix_ms`, as 32 lowercase hex characters.
 pub fn uuid_v7(unix_ms: u64) -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes[6..]);
+    let mut bytes = super::random_bytes::<16>();
     bytes[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
     bytes[6] = 0x70 | (bytes[6] & 0x0f);
     bytes[8] = 0x80 | (bytes[8] & 0x3f);

@@ -10,7 +10,6 @@ use std::fmt;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use rand::RngCore;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::LineEnding;
 use rsa::traits::PublicKeyParts;
@@ -289,13 +288,10 @@ fn looks_like_pem(text: &str) -> bool {
 pub fn generate(algorithm: SigningAlgorithm) -> Result<String, KeyError> {
     match algorithm {
         SigningAlgorithm::Hs256 => {
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            Ok(hex::encode(bytes))
+            Ok(super::random_hex::<32>())
         }
         SigningAlgorithm::EdDsa => {
-            let mut seed = [0u8; 32];
-            rand::rng().fill_bytes(&mut seed);
+            let seed = super::random_bytes::<32>();
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
