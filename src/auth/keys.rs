@@ -287,9 +287,7 @@ fn looks_like_pem(text: &str) -> bool {
 /// PKCS#8 PEM private key otherwise.
 pub fn generate(algorithm: SigningAlgorithm) -> Result<String, KeyError> {
     match algorithm {
-        SigningAlgorithm::Hs256 => {
-            Ok(super::random_hex::<32>())
-        }
+        SigningAlgorithm::Hs256 => Ok(super::random_hex::<32>()),
         SigningAlgorithm::EdDsa => {
             let seed = super::random_bytes::<32>();
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);

@@ -140,7 +140,9 @@ impl Writer {
                 ))
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(StorageError::unavailable_because("the writer thread stopped"))
+                return Err(StorageError::unavailable_because(
+                    "the writer thread stopped",
+                ))
             }
         }
         answer
@@ -349,7 +351,11 @@ mod tests {
         let (slow, panicking, beside) = tokio::join!(slow, panicking, beside);
         assert!(slow.is_ok());
         assert!(panicking.is_err() && beside.is_err());
-        assert_eq!(rows(&db).await, vec![1, 0, 1, 0], "the panicking group kept nothing");
+        assert_eq!(
+            rows(&db).await,
+            vec![1, 0, 1, 0],
+            "the panicking group kept nothing"
+        );
         db.write(|conn| insert(conn, 4)).await.unwrap();
         assert_eq!(rows(&db).await, vec![1, 0, 1, 1]);
     }

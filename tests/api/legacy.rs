@@ -64,9 +64,12 @@ async fn assert_session_endpoints_refuse(app: &TestApp, token: &str) {
 /// Imports `name` with the legacy service's id `id`, as import-django does.
 async fn import_legacy_user(app: &TestApp, id: i64, name: &'static str) {
     let hash = tokend::auth::password::hash_password("pw12345", 4).expect("hash");
+    // Through the writing connection, as every write of the service: a
+    // read-then-write transaction on another connection would fail at once
+    // ("database is locked") if the server committed in between.
     let outcome = app
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             let user = tokend::storage::users::ImportedUser {
                 id,
                 username: name,
