@@ -727,10 +727,12 @@ def ceilings_main(args):
     with tempfile.TemporaryDirectory() as workdir:
         for turn in range(args.rounds):
             for db in ["sqlite"] + (["postgres"] if args.postgres else []):
-                target = start_tokend(db, workdir)
+                turn_dir = os.path.join(workdir, f"{db}-{turn}")
+                os.makedirs(turn_dir)
+                target = start_tokend(db, turn_dir)
                 try:
                     access, refresh_tokens = prepare(target)
-                    pool = os.path.join(workdir, "refresh-ceiling.txt")
+                    pool = os.path.join(turn_dir, "refresh-ceiling.txt")
                     write_pool(pool, refresh_tokens)
                     wenv = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
                     ours = {}

@@ -39,12 +39,23 @@ trait Pending: Send {
     /// When it stops being worth running: its caller was told the database
     /// is unavailable by then anyway.
     fn deadline(&self) -> Instant;
-    /// Runs the write (inside a savepoint when grouped); true when it found
-    /// the connection unusable.
-    fn run(&mut self, conn: &mut DbConnection, grouped: bool) -> bool;
-    /// Answers the caller: the write's own result if its group committed
-    /// (or it failed anyway), else `failure`.
+    /// Whether its caller went away (a closed request): not worth running,
+    /// and what the caller would have done after it will not happen.
+    fn abandoned(&self) -> bool;
+    /// Runs the write.
+    fn run(&mut self, conn: &mut DbConnection) -> Ran;
+    /// Answers the caller: the write's own error if it failed, else its
+    /// result if its group committed, else `failure`.
     fn finish(self: Box<Self>, failure: Option<&str>);
+}
+
+/// How a write ended.
+#[derive(PartialEq)]
+enum Ran {
+    Ok,
+    Failed,
+    /// Failed finding the database unavailable: the connection goes.
+    Unavailable,
 }
 
 type Outcome<T> = Result<T, StorageError>;
@@ -70,20 +81,22 @@ where
         self.deadline
     }
 
-    fn run(&mut self, conn: &mut DbConnection, grouped: bool) -> bool {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn run(&mut self, conn: &mut DbConnection) -> Ran {
         let Some(f) = self.f.take() else {
-            return false;
+            return Ran::Failed;
         };
-        // Nested in the group's transaction, diesel's `transaction` is a
-        // savepoint: an error rolls back this write and no other.
-        let result = if grouped {
-            conn.transaction(f)
-        } else {
-            f(conn)
+        let result = f(conn);
+        let ran = match &result {
+            Ok(_) => Ran::Ok,
+            Err(e) if e.is_unavailable() => Ran::Unavailable,
+            Err(_) => Ran::Failed,
         };
-        let unusable = matches!(&result, Err(e) if e.is_unavailable());
         self.result = Some(result);
-        unusable
+        ran
     }
 
     fn finish(self: Box<Self>, failure: Option<&str>) {
@@ -175,9 +188,11 @@ fn serve(opener: Manager, waiting: Receiver<Box<dyn Pending>>) {
                 }
             }
         }
-        // Writes whose callers gave up waiting are not run.
+        // Writes whose callers gave up waiting, or went away, are not run.
         let now = Instant::now();
-        let (late, group): (Vec<_>, Vec<_>) = group.into_iter().partition(|j| j.deadline() < now);
+        let (late, group): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|j| j.deadline() < now || j.abandoned());
         for job in late {
             job.finish(Some("no database connection free in time"));
         }
@@ -197,54 +212,105 @@ fn serve(opener: Manager, waiting: Receiver<Box<dyn Pending>>) {
         };
         // A write that panics leaves the transaction in an unknown state:
         // the connection is dropped with it (SQLite rolls back on close).
-        let ran = catch_unwind(AssertUnwindSafe(|| run(db, group)));
-        match ran {
-            Ok(Ok((group, keep))) => {
+        match catch_unwind(AssertUnwindSafe(|| run(db, group))) {
+            Ok(Group {
+                jobs,
+                failure,
+                keep,
+            }) => {
                 if !keep {
-                    conn = None;
+                    discard(&mut conn);
                 }
-                group.into_iter().for_each(|job| job.finish(None));
-            }
-            Ok(Err((group, failure))) => {
-                conn = None;
-                group.into_iter().for_each(|job| job.finish(Some(&failure)));
+                jobs.into_iter()
+                    .for_each(|job| job.finish(failure.as_deref()));
             }
             // The group's jobs went with the unwinding: their callers hear
             // that the write was lost.
-            Err(_) => conn = None,
+            Err(_) => discard(&mut conn),
         }
     }
 }
 
-type Ran = Result<(Vec<Box<dyn Pending>>, bool), (Vec<Box<dyn Pending>>, String)>;
+/// Closes the connection (rolling back whatever it had open); a close
+/// that fails must not end the thread every write depends on.
+fn discard(conn: &mut Option<DbConnection>) {
+    if let Some(db) = conn.take() {
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(db)));
+    }
+}
 
-/// Runs `group`: `Ok` with whether the connection may be kept once it
-/// committed, `Err` with why not.
-fn run(db: &mut DbConnection, mut group: Vec<Box<dyn Pending>>) -> Ran {
-    if group.len() == 1 && group[0].alone() {
-        let unusable = group[0].run(db, false);
-        return Ok((group, !unusable));
+/// A group after running: `failure` when it did not commit (then no write
+/// of it was kept), `keep` whether the connection is fit for more.
+struct Group {
+    jobs: Vec<Box<dyn Pending>>,
+    failure: Option<String>,
+    keep: bool,
+}
+
+fn run(db: &mut DbConnection, mut jobs: Vec<Box<dyn Pending>>) -> Group {
+    let done = |jobs, failure: Option<String>, keep| Group {
+        jobs,
+        failure,
+        keep,
+    };
+    if jobs.len() == 1 && jobs[0].alone() {
+        let ran = jobs[0].run(db);
+        return done(jobs, None, ran != Ran::Unavailable);
     }
     let DbConnection::Sqlite(sqlite) = db else {
-        return Err((group, "the writer serves SQLite only".to_owned()));
+        return done(jobs, Some("the writer serves SQLite only".into()), false);
     };
     // IMMEDIATE: the write lock first, so that a read followed by a write
-    // cannot fail on another process's commit in between.
+    // cannot fail on another process's commit in between. Failing to get
+    // it leaves the connection as it was.
     if let Err(e) = AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE") {
-        return Err((group, e.to_string()));
+        let keep = at_depth(db, None);
+        return done(jobs, Some(e.to_string()), keep);
     }
-    let mut unusable = false;
-    for job in group.iter_mut() {
-        unusable |= job.run(db, true);
-    }
-    match <DbConnection as Connection>::TransactionManager::commit_transaction(db) {
-        Ok(()) => Ok((group, !unusable)),
-        Err(e) => {
-            // Still open if the commit failed: the connection goes.
-            let _ = <DbConnection as Connection>::TransactionManager::rollback_transaction(db);
-            Err((group, e.to_string()))
+    for job in jobs.iter_mut() {
+        if let Err(failure) = run_in_savepoint(db, job.as_mut()) {
+            // Whatever the group wrote is undone with the connection.
+            return done(jobs, Some(failure), false);
         }
     }
+    match <DbConnection as Connection>::TransactionManager::commit_transaction(db) {
+        Ok(()) => done(jobs, None, true),
+        Err(e) => done(jobs, Some(e.to_string()), false),
+    }
+}
+
+/// Runs `job` inside a savepoint of the group's transaction, so that its
+/// failure undoes its own writes only. `Err` when the group cannot go on:
+/// the savepoint could not be set or ended, the job found the database
+/// unavailable, or the transaction is no longer the group's (SQLite rolls
+/// a whole transaction back on some errors, an I/O error or a full disk:
+/// the writes after it would then commit one by one, and those before it
+/// be lost, whatever their callers were told).
+fn run_in_savepoint(db: &mut DbConnection, job: &mut dyn Pending) -> Result<(), String> {
+    db.batch_execute("SAVEPOINT write")
+        .map_err(|e| e.to_string())?;
+    let ran = job.run(db);
+    if ran == Ran::Unavailable {
+        return Err("a write found the database unavailable".into());
+    }
+    let end = if ran == Ran::Ok {
+        "RELEASE write"
+    } else {
+        "ROLLBACK TO write; RELEASE write"
+    };
+    db.batch_execute(end).map_err(|e| e.to_string())?;
+    if !at_depth(db, Some(1)) {
+        return Err("the group's transaction ended under it".into());
+    }
+    Ok(())
+}
+
+/// Whether diesel's view of the connection is `depth` transactions deep
+/// (and not broken).
+fn at_depth(db: &mut DbConnection, depth: Option<u32>) -> bool {
+    <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(db)
+        .transaction_depth()
+        .is_ok_and(|d| d.map(|d| d.get()) == depth)
 }
 
 fn open(opener: &Manager) -> Result<DbConnection, StorageError> {
@@ -303,7 +369,27 @@ mod tests {
         found
     }
 
-    /// Writes queued behind a slow one commit together; the one that fails
+    /// A write that holds the writer until the test lets it go, having
+    /// said it started: the writes queued meanwhile make one group.
+    fn holding(
+        db: &Database,
+        n: Option<i32>,
+    ) -> (
+        impl std::future::Future<Output = Outcome<()>> + '_,
+        tokio::sync::oneshot::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (started, on_start) = tokio::sync::oneshot::channel();
+        let (release, on_release) = std::sync::mpsc::channel::<()>();
+        let write = db.write(move |conn| {
+            let _ = started.send(());
+            let _ = on_release.recv();
+            n.map_or(Ok(()), |n| insert(conn, n))
+        });
+        (write, on_start, release)
+    }
+
+    /// Writes queued behind another commit together; the one that fails
     /// undoes only its own insert, the one that panics loses its group's
     /// writes (each caller hears it) and the next write finds a working
     /// connection.
@@ -314,42 +400,42 @@ mod tests {
         db.write(|conn| Ok(conn.batch_execute("CREATE TABLE t (n INTEGER NOT NULL)")?))
             .await
             .unwrap();
-        let slow = db.write(|conn| {
-            std::thread::sleep(Duration::from_millis(100));
-            insert(conn, 1)
-        });
-        let failing = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            db.write(|conn| {
+
+        let (first, started, release) = holding(&db, Some(1));
+        let rest = async {
+            started.await.unwrap();
+            let failing = db.write(|conn| {
                 insert(conn, 2)?;
-                Err::<(), _>(StorageError::unavailable_because("this write fails"))
-            })
-            .await
+                Err::<(), _>(StorageError::Query(diesel::result::Error::NotFound))
+            });
+            let kept = db.write(|conn| insert(conn, 3));
+            let both = async { tokio::join!(failing, kept) };
+            let (both, ()) = tokio::join!(both, async {
+                // Both queued (their first poll) before the first ends.
+                tokio::task::yield_now().await;
+                release.send(()).unwrap();
+            });
+            both
         };
-        let kept = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            db.write(|conn| insert(conn, 3)).await
-        };
-        let (slow, failing, kept) = tokio::join!(slow, failing, kept);
-        assert!(slow.is_ok() && kept.is_ok());
-        assert!(failing.is_err());
+        let (first, (failing, kept)) = tokio::join!(first, rest);
+        assert!(first.is_ok() && kept.is_ok());
+        assert!(matches!(failing, Err(StorageError::Query(_))));
         assert_eq!(rows(&db).await, vec![1, 0, 1, 0]);
 
-        let slow = db.write(|_conn| {
-            std::thread::sleep(Duration::from_millis(100));
-            Ok(())
-        });
-        let panicking = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            db.write(|_| -> Outcome<()> { panic!("a write that panics") })
-                .await
+        let (first, started, release) = holding(&db, None);
+        let rest = async {
+            started.await.unwrap();
+            let panicking = db.write(|_| -> Outcome<()> { panic!("a write that panics") });
+            let beside = db.write(|conn| insert(conn, 4));
+            let both = async { tokio::join!(panicking, beside) };
+            let (both, ()) = tokio::join!(both, async {
+                tokio::task::yield_now().await;
+                release.send(()).unwrap();
+            });
+            both
         };
-        let beside = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            db.write(|conn| insert(conn, 4)).await
-        };
-        let (slow, panicking, beside) = tokio::join!(slow, panicking, beside);
-        assert!(slow.is_ok());
+        let (first, (panicking, beside)) = tokio::join!(first, rest);
+        assert!(first.is_ok());
         assert!(panicking.is_err() && beside.is_err());
         assert_eq!(
             rows(&db).await,
@@ -358,5 +444,32 @@ mod tests {
         );
         db.write(|conn| insert(conn, 4)).await.unwrap();
         assert_eq!(rows(&db).await, vec![1, 0, 1, 1]);
+
+        // A write that ends the group's transaction under it (as SQLite
+        // does itself on an I/O error): the writes before it are undone
+        // and those after it not run, and every caller hears so.
+        let (first, started, release) = holding(&db, None);
+        let rest = async {
+            started.await.unwrap();
+            let before = db.write(|conn| insert(conn, 2));
+            let ending = db.write(|conn| Ok(conn.batch_execute("ROLLBACK")?));
+            let after = db.write(|conn| insert(conn, 2));
+            let all = async { tokio::join!(before, ending, after) };
+            let (all, ()) = tokio::join!(all, async {
+                tokio::task::yield_now().await;
+                release.send(()).unwrap();
+            });
+            all
+        };
+        let (first, (before, ending, after)) = tokio::join!(first, rest);
+        assert!(first.is_ok());
+        assert!(before.is_err() && ending.is_err() && after.is_err());
+        assert_eq!(
+            rows(&db).await,
+            vec![1, 0, 1, 1],
+            "nothing of that group was kept"
+        );
+        db.write(|conn| insert(conn, 2)).await.unwrap();
+        assert_eq!(rows(&db).await, vec![1, 1, 1, 1]);
     }
 }
