@@ -369,30 +369,38 @@ mod tests {
         found
     }
 
-    /// A write that holds the writer until the test lets it go, having
-    /// said it started: the writes queued meanwhile make one group.
-    fn holding(
+    /// Runs `writes` queued behind a write that holds the writer until they
+    /// are all queued (their first poll queues them): they make one group.
+    /// The holding write inserts `n`, if any.
+    async fn behind<F: std::future::Future>(
         db: &Database,
         n: Option<i32>,
-    ) -> (
-        impl std::future::Future<Output = Outcome<()>> + '_,
-        tokio::sync::oneshot::Receiver<()>,
-        std::sync::mpsc::Sender<()>,
-    ) {
+        writes: F,
+    ) -> (Outcome<()>, F::Output) {
         let (started, on_start) = tokio::sync::oneshot::channel();
         let (release, on_release) = std::sync::mpsc::channel::<()>();
-        let write = db.write(move |conn| {
+        let first = db.write(move |conn| {
             let _ = started.send(());
             let _ = on_release.recv();
             n.map_or(Ok(()), |n| insert(conn, n))
         });
-        (write, on_start, release)
+        let rest = async {
+            on_start.await.unwrap();
+            let (out, ()) = tokio::join!(writes, async {
+                tokio::task::yield_now().await;
+                release.send(()).unwrap();
+            });
+            out
+        };
+        tokio::join!(first, rest)
     }
 
     /// Writes queued behind another commit together; the one that fails
     /// undoes only its own insert, the one that panics loses its group's
-    /// writes (each caller hears it) and the next write finds a working
-    /// connection.
+    /// writes (each caller hears it), one that ends the group's transaction
+    /// under it (as SQLite does itself on an I/O error) loses the group's
+    /// writes before it and stops those after it, and the next write finds
+    /// a working connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_commits_each_write_with_its_own_outcome() {
         let dir = tempfile::tempdir().unwrap();
@@ -401,40 +409,21 @@ mod tests {
             .await
             .unwrap();
 
-        let (first, started, release) = holding(&db, Some(1));
-        let rest = async {
-            started.await.unwrap();
-            let failing = db.write(|conn| {
-                insert(conn, 2)?;
-                Err::<(), _>(StorageError::Query(diesel::result::Error::NotFound))
-            });
-            let kept = db.write(|conn| insert(conn, 3));
-            let both = async { tokio::join!(failing, kept) };
-            let (both, ()) = tokio::join!(both, async {
-                // Both queued (their first poll) before the first ends.
-                tokio::task::yield_now().await;
-                release.send(()).unwrap();
-            });
-            both
-        };
-        let (first, (failing, kept)) = tokio::join!(first, rest);
+        let failing = db.write(|conn| {
+            insert(conn, 2)?;
+            Err::<(), _>(StorageError::Query(diesel::result::Error::NotFound))
+        });
+        let kept = db.write(|conn| insert(conn, 3));
+        let (first, (failing, kept)) =
+            behind(&db, Some(1), async { tokio::join!(failing, kept) }).await;
         assert!(first.is_ok() && kept.is_ok());
         assert!(matches!(failing, Err(StorageError::Query(_))));
         assert_eq!(rows(&db).await, vec![1, 0, 1, 0]);
 
-        let (first, started, release) = holding(&db, None);
-        let rest = async {
-            started.await.unwrap();
-            let panicking = db.write(|_| -> Outcome<()> { panic!("a write that panics") });
-            let beside = db.write(|conn| insert(conn, 4));
-            let both = async { tokio::join!(panicking, beside) };
-            let (both, ()) = tokio::join!(both, async {
-                tokio::task::yield_now().await;
-                release.send(()).unwrap();
-            });
-            both
-        };
-        let (first, (panicking, beside)) = tokio::join!(first, rest);
+        let panicking = db.write(|_| -> Outcome<()> { panic!("a write that panics") });
+        let beside = db.write(|conn| insert(conn, 4));
+        let (first, (panicking, beside)) =
+            behind(&db, None, async { tokio::join!(panicking, beside) }).await;
         assert!(first.is_ok());
         assert!(panicking.is_err() && beside.is_err());
         assert_eq!(
@@ -445,23 +434,11 @@ mod tests {
         db.write(|conn| insert(conn, 4)).await.unwrap();
         assert_eq!(rows(&db).await, vec![1, 0, 1, 1]);
 
-        // A write that ends the group's transaction under it (as SQLite
-        // does itself on an I/O error): the writes before it are undone
-        // and those after it not run, and every caller hears so.
-        let (first, started, release) = holding(&db, None);
-        let rest = async {
-            started.await.unwrap();
-            let before = db.write(|conn| insert(conn, 2));
-            let ending = db.write(|conn| Ok(conn.batch_execute("ROLLBACK")?));
-            let after = db.write(|conn| insert(conn, 2));
-            let all = async { tokio::join!(before, ending, after) };
-            let (all, ()) = tokio::join!(all, async {
-                tokio::task::yield_now().await;
-                release.send(()).unwrap();
-            });
-            all
-        };
-        let (first, (before, ending, after)) = tokio::join!(first, rest);
+        let before = db.write(|conn| insert(conn, 2));
+        let ending = db.write(|conn| Ok(conn.batch_execute("ROLLBACK")?));
+        let after = db.write(|conn| insert(conn, 2));
+        let (first, (before, ending, after)) =
+            behind(&db, None, async { tokio::join!(before, ending, after) }).await;
         assert!(first.is_ok());
         assert!(before.is_err() && ending.is_err() && after.is_err());
         assert_eq!(
