@@ -65,7 +65,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -430,12 +429,18 @@ def write_pool(path, refresh_tokens):
         f.write("\n".join(refresh_tokens) + "\n")
 
 
+def wrk_env(target, pool):
+    """Registers the benchmark user on `target` and logs it in; the wrk
+    scripts' environment: its access token, its refresh tokens in `pool`
+    (one per line), its credentials."""
+    access, refresh_tokens = prepare(target)
+    write_pool(pool, refresh_tokens)
+    return {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
+
+
 def run_workloads(target, duration, workdir, core_only=False):
     """Every workload; `core_only`: verify, me, refresh and login."""
-    access, refresh_tokens = prepare(target)
-    pool = os.path.join(workdir, f"refresh-{target.name}-{target.db}.txt")
-    write_pool(pool, refresh_tokens)
-    env = {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
+    env = wrk_env(target, os.path.join(workdir, f"refresh-{target.name}-{target.db}.txt"))
     results = {}
 
     def measure(name, fn):
@@ -609,11 +614,7 @@ def compare(baseline, dbs, duration, rounds, workdir):
                 os.makedirs(run_dir)
                 target = start_tokend(db, run_dir, build=build)
                 try:
-                    access, refresh_tokens = prepare(target)
-                    pool = os.path.join(run_dir, "refresh.txt")
-                    with open(pool, "w") as f:
-                        f.write("\n".join(refresh_tokens) + "\n")
-                    env = {"TOKEN": access, "REFRESH_FILE": pool, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD, "WRK_THREADS": "1"}
+                    env = wrk_env(target, os.path.join(run_dir, "refresh.txt"))
                     for w in COMPARED:
                         done0, cpu0 = served(target, w), cpu_seconds(target.pids())
                         if w == "refresh":
@@ -731,10 +732,7 @@ def ceilings_main(args):
                 os.makedirs(turn_dir)
                 target = start_tokend(db, turn_dir)
                 try:
-                    access, refresh_tokens = prepare(target)
-                    pool = os.path.join(turn_dir, "refresh-ceiling.txt")
-                    write_pool(pool, refresh_tokens)
-                    wenv = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
+                    wenv = wrk_env(target, os.path.join(turn_dir, "refresh-ceiling.txt"))
                     ours = {}
                     for w, script, path in ([("verify", "verify.lua", "/api/token/verify/")] if db == "sqlite" else []) + \
                             [("refresh", "refresh.lua", "/api/token/refresh/")]:
@@ -789,10 +787,7 @@ def profile_main(args):
     with tempfile.TemporaryDirectory() as workdir:
         target = start_tokend(db, workdir, build=build)
         try:
-            access, refresh_tokens = prepare(target)
-            pool = os.path.join(workdir, "refresh.txt")
-            write_pool(pool, refresh_tokens)
-            env = {"TOKEN": access, "REFRESH_FILE": pool, "WRK_THREADS": "1"}
+            env = wrk_env(target, os.path.join(workdir, "refresh.txt"))
             data = os.path.join(workdir, "perf.data")
             perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p",
                                      str(target.proc.pid), "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

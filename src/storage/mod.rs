@@ -573,19 +573,11 @@ impl Database {
         }
     }
 
-    /// Runs `f` with a connection on the blocking pool.
+    /// Runs `f` with a connection on the blocking pool, once a permit is
+    /// free (in time).
     pub async fn run<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, StorageError> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.blocking(move |db| db.run_blocking(f)).await
-    }
-
-    /// Runs `f` on the blocking pool once a permit is free (in time).
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
-    where
-        F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
         T: Send + 'static,
     {
         let permit =
@@ -603,7 +595,7 @@ impl Database {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&db)
+            db.run_blocking(f)
         })
         .await
         .map_err(|e| StorageError::unavailable("database task failed", e))?
